@@ -1,0 +1,68 @@
+//! `ferrolm`: run and inspect GGUF language models from the command line.
+//!
+//! Each subcommand lives in its own module under `commands/`; adding one means
+//! a module there and one variant in [`Command`]. Logs and progress go to
+//! stderr, results to stdout, and every error ends the process with one line on
+//! stderr and a non-zero exit code.
+
+mod commands;
+mod download;
+mod file_type;
+mod models;
+mod output;
+
+use clap::{ArgAction, Parser, Subcommand};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+/// Run GGUF language models locally.
+#[derive(Debug, Parser)]
+#[command(name = "ferrolm", version, about, propagate_version = true)]
+struct Cli {
+    /// Log more on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides it.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Download a known model into the model cache (unless it is already there).
+    Pull(commands::pull::PullArgs),
+    /// Show a model's metadata, hyperparameters, tokenizer, tensors, types and sizes.
+    Inspect(commands::inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match &cli.command {
+        Command::Pull(args) => commands::pull::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", output::one_line(&format!("{err:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` wins over `-v` when it is set and valid.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,121 @@
+//! Tasks of the ferrolm workspace, run as `cargo xtask <task>` (an alias in
+//! `.cargo/config.toml`).
+
+mod layers;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  fetch-models     download the known models (`ferrolm pull`) unless already present
+  test [ARGS..]    fetch-models, then `cargo test --release --workspace [ARGS..]`
+  publish-check    `cargo package` every publishable crate, in dependency order
+  check-layers     assert that crates depend only down DESIGN.md's layer diagram";
+
+/// The models that the test suite reads.
+const TEST_MODELS: &[&str] = &["smollm2-135m", "gemma3-270m"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<()> {
+    let Some(task) = args.first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let rest = &args[1..];
+    match task.as_str() {
+        "fetch-models" => fetch_models(),
+        "test" => {
+            fetch_models()?;
+            let mut cargo_args = vec!["test", "--release", "--workspace"];
+            cargo_args.extend(rest.iter().map(String::as_str));
+            cargo(&cargo_args)
+        }
+        "publish-check" => publish_check(),
+        "check-layers" => check_layers(),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}` (run `cargo xtask help` for the list)"),
+    }
+}
+
+/// The workspace root: xtask lives one folder below it.
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo_program() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Runs cargo in the workspace root with inherited output; fails on a non-zero exit.
+fn cargo(args: &[&str]) -> Result<()> {
+    let program = cargo_program();
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&program)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn fetch_models() -> Result<()> {
+    for name in TEST_MODELS {
+        cargo(&[
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "ferrolm",
+            "--",
+            "pull",
+            name,
+        ])
+        .with_context(|| format!("cannot fetch the model {name}"))?;
+    }
+    Ok(())
+}
+
+fn publish_check() -> Result<()> {
+    cargo(&[
+        "package",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--allow-dirty",
+    ])
+}
+
+fn check_layers() -> Result<()> {
+    let meta = layers::workspace_metadata(&cargo_program(), &workspace_root())?;
+    let found = layers::violations(&meta)?;
+    if !found.is_empty() {
+        bail!(
+            "{} dependency edge(s) break the layer rule: {}",
+            found.len(),
+            found.join("; ")
+        );
+    }
+    eprintln!("xtask: every crate depends only down the layer diagram");
+    Ok(())
+}
