@@ -1,0 +1,511 @@
+//! Safe wrappers of every kernel: each checks the sizes of the buffers it is given against the
+//! kernel's shape contract and then queues the launch on the device's stream.
+#![allow(unsafe_code)]
+
+use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig};
+
+use super::attention::ATT_WARPS;
+use super::launch::{Arg, launch};
+use super::{
+    AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations, QuantMatrix,
+    QueryBatch,
+};
+
+/// Rotary embedding settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RopeParams {
+    /// Heads per token in the buffer.
+    pub n_heads: usize,
+    /// Dimension of each head.
+    pub head_dim: usize,
+    /// Leading dimensions of each head that are rotated (even, at most `head_dim`).
+    pub n_rot: usize,
+    /// Frequency base (`rope.freq_base`).
+    pub base: f32,
+    /// Linear position scale (1 for none).
+    pub freq_scale: f32,
+    /// NeoX layout (pairs `i, i + n_rot/2`) instead of adjacent pairs.
+    pub neox: bool,
+}
+
+/// The block-wide reductions (rmsnorm, argmax) use this many threads.
+const REDUCE_THREADS: u32 = 256;
+const ARGMAX_THREADS: u32 = 1024;
+const ELEMENTWISE_THREADS: u32 = 256;
+const MATVEC_WARPS: usize = 4;
+
+fn ptr<T>(buf: &impl DevicePtr<T>, stream: &CudaStream) -> u64 {
+    buf.device_ptr(stream).0
+}
+
+fn ptr_mut<T>(buf: &mut impl DevicePtrMut<T>, stream: &CudaStream) -> u64 {
+    buf.device_ptr_mut(stream).0
+}
+
+fn need(op: &'static str, what: &'static str, expected: usize, got: usize) -> Result<(), CudaError> {
+    if got < expected {
+        return Err(CudaError::Shape { op, what, expected, got });
+    }
+    Ok(())
+}
+
+fn dim(op: &'static str, what: &'static str, v: usize) -> Result<i32, CudaError> {
+    i32::try_from(v).map_err(|_| CudaError::Unsupported {
+        op,
+        what: format!("{what} = {v} does not fit the kernels' 32-bit indices"),
+    })
+}
+
+fn grid_for(n: usize, threads: u32) -> Result<u32, CudaError> {
+    u32::try_from(n.div_ceil(threads as usize)).map_err(|_| CudaError::Unsupported {
+        op: "launch",
+        what: format!("{n} threads"),
+    })
+}
+
+fn cfg(grid: (u32, u32, u32), threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: grid,
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl CudaDevice {
+    fn run(&self, kernel: &str, config: LaunchConfig, args: &[Arg]) -> Result<(), CudaError> {
+        let f = self.function(kernel)?;
+        // SAFETY: every caller below passes the argument list of `kernel`'s signature in
+        // `ferrolm-kernels`, and has checked each buffer's length against what the kernel
+        // touches for this configuration.
+        unsafe { launch(self.stream(), f, config, args) }
+    }
+
+    /// `out = quantized(x)` for the integer matvec path; `x` has `out.len()` values (any
+    /// number of rows of a length that is a multiple of 32, back to back).
+    pub fn quantize_q8(&self, x: &impl DevicePtr<f32>, out: &mut Q8Activations) -> Result<(), CudaError> {
+        let n = out.len();
+        need("quantize_q8", "x", n, x.len())?;
+        let s = self.stream();
+        let args = [
+            Arg::Ptr(ptr(x, s)),
+            Arg::Ptr(ptr_mut(&mut out.q, s)),
+            Arg::Ptr(ptr_mut(&mut out.ds, s)),
+            Arg::I32(dim("quantize_q8", "n", n)?),
+        ];
+        self.run("quantize_q8", cfg((grid_for(n, ELEMENTWISE_THREADS)?, 1, 1), ELEMENTWISE_THREADS), &args)
+    }
+
+    /// `y = W · x` for `W` of `rows × cols` and `x` of `cols` quantized values; with
+    /// `accumulate`, `y += W · x` (the residual add fused into the product).
+    pub fn matvec(
+        &self,
+        w: &QuantMatrix,
+        x: &Q8Activations,
+        y: &mut impl DevicePtrMut<f32>,
+        accumulate: bool,
+    ) -> Result<(), CudaError> {
+        need("matvec", "x", w.cols(), x.len())?;
+        need("matvec", "y", w.rows(), y.len())?;
+        let s = self.stream();
+        let yp = ptr_mut(y, s);
+        let args = [
+            Arg::Ptr(ptr(w.data(), s)),
+            Arg::Ptr(ptr(&x.q, s)),
+            Arg::Ptr(ptr(&x.ds, s)),
+            Arg::Ptr(if accumulate { yp } else { 0 }),
+            Arg::Ptr(yp),
+            Arg::I32(dim("matvec", "rows", w.rows())?),
+            Arg::I32(dim("matvec", "cols", w.cols())?),
+        ];
+        let blocks = grid_for(w.rows(), MATVEC_WARPS as u32)?;
+        let kernel = format!("matvec_{}", w.weight_type().kernel_suffix());
+        self.run(&kernel, cfg((blocks, 1, 1), (MATVEC_WARPS * 32) as u32), &args)
+    }
+
+    /// Embedding lookup: `out[r, :] = scale · W[ids[r], :]` for `r < n_ids`, as f32; an id
+    /// outside `0..rows` gives a row of zeros.
+    pub fn get_rows(
+        &self,
+        w: &QuantMatrix,
+        ids: &impl DevicePtr<i32>,
+        n_ids: usize,
+        scale: f32,
+        out: &mut impl DevicePtrMut<f32>,
+    ) -> Result<(), CudaError> {
+        need("get_rows", "ids", n_ids, ids.len())?;
+        need("get_rows", "out", n_ids * w.cols(), out.len())?;
+        let s = self.stream();
+        let args = [
+            Arg::Ptr(ptr(w.data(), s)),
+            Arg::Ptr(ptr(ids, s)),
+            Arg::I32(0),
+            Arg::Ptr(ptr_mut(out, s)),
+            Arg::I32(dim("get_rows", "n_ids", n_ids)?),
+            Arg::I32(dim("get_rows", "cols", w.cols())?),
+            Arg::F32(scale),
+            Arg::I32(dim("get_rows", "rows", w.rows())?),
+        ];
+        let kernel = format!("get_rows_{}_f32", w.weight_type().kernel_suffix());
+        let grid = grid_for(n_ids * w.cols() / 32, ELEMENTWISE_THREADS)?;
+        self.run(&kernel, cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
+    }
+
+    /// Dequantizes rows `row0 .. row0 + n_rows` of `W` to f16 (bit patterns), row-major, as the
+    /// operand of a tensor-core product.
+    pub fn dequantize_rows_f16(
+        &self,
+        w: &QuantMatrix,
+        row0: usize,
+        n_rows: usize,
+        out: &mut impl DevicePtrMut<u16>,
+    ) -> Result<(), CudaError> {
+        if row0 + n_rows > w.rows() {
+            return Err(CudaError::Shape {
+                op: "dequantize_rows_f16",
+                what: "matrix rows",
+                expected: row0 + n_rows,
+                got: w.rows(),
+            });
+        }
+        need("dequantize_rows_f16", "out", n_rows * w.cols(), out.len())?;
+        let s = self.stream();
+        let args = [
+            Arg::Ptr(ptr(w.data(), s)),
+            Arg::Ptr(0),
+            Arg::I32(dim("dequantize_rows_f16", "row0", row0)?),
+            Arg::Ptr(ptr_mut(out, s)),
+            Arg::I32(dim("dequantize_rows_f16", "n_rows", n_rows)?),
+            Arg::I32(dim("dequantize_rows_f16", "cols", w.cols())?),
+            Arg::F32(1.0),
+            Arg::I32(dim("dequantize_rows_f16", "rows", w.rows())?),
+        ];
+        let kernel = format!("get_rows_{}_f16", w.weight_type().kernel_suffix());
+        let grid = grid_for(n_rows * w.cols() / 32, ELEMENTWISE_THREADS)?;
+        self.run(&kernel, cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
+    }
+
+    /// RMSNorm of `rows` rows of `n`: `y = x / sqrt(mean(x²) + eps) · w`, `w` of `n`.
+    pub fn rmsnorm(
+        &self,
+        x: &impl DevicePtr<f32>,
+        w: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        rows: usize,
+        n: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        need("rmsnorm", "x", rows * n, x.len())?;
+        need("rmsnorm", "w", n, w.len())?;
+        need("rmsnorm", "y", rows * n, y.len())?;
+        let s = self.stream();
+        let args = [
+            Arg::Ptr(ptr(x, s)),
+            Arg::Ptr(ptr(w, s)),
+            Arg::Ptr(ptr_mut(y, s)),
+            Arg::I32(dim("rmsnorm", "n", n)?),
+            Arg::F32(eps),
+        ];
+        let grid = u32::try_from(rows).map_err(|_| CudaError::Unsupported {
+            op: "rmsnorm",
+            what: format!("{rows} rows"),
+        })?;
+        self.run("rmsnorm_f32", cfg((grid, 1, 1), REDUCE_THREADS), &args)
+    }
+
+    /// Rotary embedding in place on `x` = `[n_tok][n_heads][head_dim]`, token `t` at position
+    /// `pos[t]`; `freq_factors` (`n_rot / 2` values) divide the pair frequencies (Llama 3).
+    pub fn rope(
+        &self,
+        x: &mut impl DevicePtrMut<f32>,
+        pos: &impl DevicePtr<i32>,
+        freq_factors: Option<&dyn DevicePtr<f32>>,
+        n_tok: usize,
+        p: &RopeParams,
+    ) -> Result<(), CudaError> {
+        if p.n_rot % 2 != 0 || p.n_rot > p.head_dim || p.n_rot == 0 {
+            return Err(CudaError::Unsupported {
+                op: "rope",
+                what: format!("n_rot {} with head_dim {}", p.n_rot, p.head_dim),
+            });
+        }
+        need("rope", "x", n_tok * p.n_heads * p.head_dim, x.len())?;
+        need("rope", "pos", n_tok, pos.len())?;
+        let s = self.stream();
+        let ff = match freq_factors {
+            Some(f) => {
+                need("rope", "freq_factors", p.n_rot / 2, f.len())?;
+                f.device_ptr(s).0
+            }
+            None => 0,
+        };
+        let args = [
+            Arg::Ptr(ptr_mut(x, s)),
+            Arg::Ptr(ptr(pos, s)),
+            Arg::Ptr(ff),
+            Arg::I32(dim("rope", "n_tok", n_tok)?),
+            Arg::I32(dim("rope", "n_heads", p.n_heads)?),
+            Arg::I32(dim("rope", "head_dim", p.head_dim)?),
+            Arg::I32(dim("rope", "n_rot", p.n_rot)?),
+            Arg::F32(p.base),
+            Arg::F32(p.freq_scale),
+            Arg::I32(i32::from(p.neox)),
+        ];
+        let grid = grid_for(n_tok * p.n_heads * p.n_rot / 2, ELEMENTWISE_THREADS)?;
+        self.run("rope_f32", cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
+    }
+
+    fn binary(
+        &self,
+        kernel: &'static str,
+        a: u64,
+        b: u64,
+        y: u64,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        let args = [Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(y), Arg::I32(dim(kernel, "n", n)?)];
+        self.run(kernel, cfg((grid_for(n, ELEMENTWISE_THREADS)?, 1, 1), ELEMENTWISE_THREADS), &args)
+    }
+
+    /// `y = a + b` over `n` values.
+    pub fn add(
+        &self,
+        a: &impl DevicePtr<f32>,
+        b: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("add", "a", n, a.len())?;
+        need("add", "b", n, b.len())?;
+        need("add", "y", n, y.len())?;
+        let s = self.stream();
+        self.binary("add_f32", ptr(a, s), ptr(b, s), ptr_mut(y, s), n)
+    }
+
+    /// `y += b` over `n` values (the residual connection).
+    pub fn add_assign(&self, y: &mut impl DevicePtrMut<f32>, b: &impl DevicePtr<f32>, n: usize) -> Result<(), CudaError> {
+        need("add_assign", "b", n, b.len())?;
+        need("add_assign", "y", n, y.len())?;
+        let s = self.stream();
+        let yp = ptr_mut(y, s);
+        self.binary("add_f32", yp, ptr(b, s), yp, n)
+    }
+
+    /// `y = a · b` element-wise over `n` values.
+    pub fn mul(
+        &self,
+        a: &impl DevicePtr<f32>,
+        b: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("mul", "a", n, a.len())?;
+        need("mul", "b", n, b.len())?;
+        need("mul", "y", n, y.len())?;
+        let s = self.stream();
+        self.binary("mul_f32", ptr(a, s), ptr(b, s), ptr_mut(y, s), n)
+    }
+
+    /// `y = silu(gate) · up` over `n` values (Llama's feed-forward gate).
+    pub fn swiglu(
+        &self,
+        gate: &impl DevicePtr<f32>,
+        up: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("swiglu", "gate", n, gate.len())?;
+        need("swiglu", "up", n, up.len())?;
+        need("swiglu", "y", n, y.len())?;
+        let s = self.stream();
+        self.binary("swiglu_f32", ptr(gate, s), ptr(up, s), ptr_mut(y, s), n)
+    }
+
+    /// `y = gelu_tanh(gate) · up` over `n` values (Gemma's feed-forward gate).
+    pub fn geglu(
+        &self,
+        gate: &impl DevicePtr<f32>,
+        up: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("geglu", "gate", n, gate.len())?;
+        need("geglu", "up", n, up.len())?;
+        need("geglu", "y", n, y.len())?;
+        let s = self.stream();
+        self.binary("geglu_f32", ptr(gate, s), ptr(up, s), ptr_mut(y, s), n)
+    }
+
+    /// `y = a · s` over `n` values.
+    pub fn scale(&self, a: &impl DevicePtr<f32>, s: f32, y: &mut impl DevicePtrMut<f32>, n: usize) -> Result<(), CudaError> {
+        need("scale", "a", n, a.len())?;
+        need("scale", "y", n, y.len())?;
+        let st = self.stream();
+        let args = [Arg::Ptr(ptr(a, st)), Arg::F32(s), Arg::Ptr(ptr_mut(y, st)), Arg::I32(dim("scale", "n", n)?)];
+        self.run("scale_f32", cfg((grid_for(n, ELEMENTWISE_THREADS)?, 1, 1), ELEMENTWISE_THREADS), &args)
+    }
+
+    /// `out[r]` = index of the largest of row `r` of `x` (`rows × n`); lowest index on ties.
+    pub fn argmax(
+        &self,
+        x: &impl DevicePtr<f32>,
+        rows: usize,
+        n: usize,
+        out: &mut impl DevicePtrMut<i32>,
+    ) -> Result<(), CudaError> {
+        need("argmax", "x", rows * n, x.len())?;
+        need("argmax", "out", rows, out.len())?;
+        let s = self.stream();
+        let args = [Arg::Ptr(ptr(x, s)), Arg::I32(dim("argmax", "n", n)?), Arg::Ptr(ptr_mut(out, s))];
+        let grid = u32::try_from(rows).map_err(|_| CudaError::Unsupported {
+            op: "argmax",
+            what: format!("{rows} rows"),
+        })?;
+        self.run("argmax_f32", cfg((grid, 1, 1), ARGMAX_THREADS), &args)
+    }
+
+    fn check_batch(op: &'static str, layer: &PagedKvLayer, batch: &QueryBatch<'_>) -> Result<(), CudaError> {
+        need(op, "q_seq", batch.n_queries, batch.q_seq.len())?;
+        need(op, "pos", batch.n_queries, batch.pos.len())?;
+        need(op, "block_table", batch.max_blocks, batch.block_table.len())?;
+        if batch.n_queries == 0 || batch.max_blocks == 0 || layer.n_blocks() == 0 {
+            return Err(CudaError::Unsupported {
+                op,
+                what: "an empty batch".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes each query's new K and V (`[n_queries][n_kv_heads][head_dim]`, f32) into the
+    /// cache slot of its position; `batch.q_seq` must index rows that exist in
+    /// `batch.block_table` (the kernel ignores table entries outside the cache).
+    pub fn kv_append(
+        &self,
+        layer: &mut PagedKvLayer,
+        k: &impl DevicePtr<f32>,
+        v: &impl DevicePtr<f32>,
+        batch: &QueryBatch<'_>,
+    ) -> Result<(), CudaError> {
+        Self::check_batch("kv_append", layer, batch)?;
+        let n = batch.n_queries * layer.n_kv_heads() * layer.head_dim();
+        need("kv_append", "k", n, k.len())?;
+        need("kv_append", "v", n, v.len())?;
+        let s = self.stream();
+        let args = [
+            Arg::Ptr(ptr(k, s)),
+            Arg::Ptr(ptr(v, s)),
+            Arg::Ptr(ptr_mut(&mut layer.k, s)),
+            Arg::Ptr(ptr_mut(&mut layer.v, s)),
+            Arg::Ptr(ptr(batch.block_table, s)),
+            Arg::Ptr(ptr(batch.q_seq, s)),
+            Arg::Ptr(ptr(batch.pos, s)),
+            Arg::I32(dim("kv_append", "n_kv_heads", layer.n_kv_heads())?),
+            Arg::I32(dim("kv_append", "head_dim", layer.head_dim())?),
+            Arg::I32(dim("kv_append", "block_size", layer.block_size())?),
+            Arg::I32(dim("kv_append", "max_blocks", batch.max_blocks)?),
+            Arg::I32(dim("kv_append", "n_blocks", layer.n_blocks())?),
+        ];
+        let grid = (
+            u32::try_from(batch.n_queries).unwrap_or(u32::MAX),
+            u32::try_from(layer.n_kv_heads()).unwrap_or(u32::MAX),
+            1,
+        );
+        self.run("kv_append", cfg(grid, layer.head_dim() as u32), &args)
+    }
+
+    /// Attention of each query (`q` = `[n_queries][n_heads][head_dim]`, f32) over its
+    /// sequence's cached tokens, into `out` (same shape). The tokens are split `n_splits`
+    /// ways (flash-decoding); more splits keep the GPU busy when there are few queries.
+    pub fn attention(
+        &self,
+        layer: &PagedKvLayer,
+        q: &impl DevicePtr<f32>,
+        out: &mut impl DevicePtrMut<f32>,
+        p: &AttentionParams,
+        batch: &QueryBatch<'_>,
+        n_splits: usize,
+        ws: &mut AttentionWorkspace,
+    ) -> Result<(), CudaError> {
+        Self::check_batch("attention", layer, batch)?;
+        if p.n_kv_heads != layer.n_kv_heads() || p.head_dim != layer.head_dim() {
+            return Err(CudaError::Unsupported {
+                op: "attention",
+                what: format!(
+                    "{} kv heads of {} for a cache of {} of {}",
+                    p.n_kv_heads,
+                    p.head_dim,
+                    layer.n_kv_heads(),
+                    layer.head_dim()
+                ),
+            });
+        }
+        let group = if p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0 { p.n_heads / p.n_kv_heads } else { 0 };
+        let maxg = match group {
+            1..=4 => 4,
+            5..=8 => 8,
+            _ => {
+                return Err(CudaError::Unsupported {
+                    op: "attention",
+                    what: format!("{} query heads over {} kv heads", p.n_heads, p.n_kv_heads),
+                });
+            }
+        };
+        if n_splits == 0 {
+            return Err(CudaError::Unsupported {
+                op: "attention",
+                what: "zero splits".into(),
+            });
+        }
+        let n = batch.n_queries * p.n_heads * p.head_dim;
+        need("attention", "q", n, q.len())?;
+        need("attention", "out", n, out.len())?;
+        let nparts = n_splits * ATT_WARPS;
+        if !ws.fits(batch.n_queries * p.n_heads * nparts, p.head_dim) {
+            return Err(CudaError::Shape {
+                op: "attention",
+                what: "workspace partials",
+                expected: batch.n_queries * p.n_heads * nparts,
+                got: ws.ml.len() / 2,
+            });
+        }
+        let s = self.stream();
+        let split_args = [
+            Arg::Ptr(ptr(q, s)),
+            Arg::Ptr(ptr(&layer.k, s)),
+            Arg::Ptr(ptr(&layer.v, s)),
+            Arg::Ptr(ptr(batch.block_table, s)),
+            Arg::Ptr(ptr(batch.q_seq, s)),
+            Arg::Ptr(ptr(batch.pos, s)),
+            Arg::Ptr(ptr_mut(&mut ws.acc, s)),
+            Arg::Ptr(ptr_mut(&mut ws.ml, s)),
+            Arg::I32(dim("attention", "n_heads", p.n_heads)?),
+            Arg::I32(dim("attention", "n_kv_heads", p.n_kv_heads)?),
+            Arg::I32(dim("attention", "block_size", layer.block_size())?),
+            Arg::I32(dim("attention", "max_blocks", batch.max_blocks)?),
+            Arg::I32(dim("attention", "n_blocks", layer.n_blocks())?),
+            Arg::F32(p.scale),
+            Arg::I32(dim("attention", "window", p.window)?),
+        ];
+        let too_big = |what: &str| CudaError::Unsupported {
+            op: "attention",
+            what: format!("grid dimension {what}"),
+        };
+        let grid = (
+            u32::try_from(p.n_kv_heads).map_err(|_| too_big("kv heads"))?,
+            u32::try_from(n_splits).map_err(|_| too_big("splits"))?,
+            u32::try_from(batch.n_queries).map_err(|_| too_big("queries"))?,
+        );
+        let kernel = format!("attn_split_d{}_g{maxg}", p.head_dim);
+        self.run(&kernel, cfg(grid, (ATT_WARPS * 32) as u32), &split_args)?;
+        let combine_args = [
+            Arg::Ptr(ptr(&ws.acc, s)),
+            Arg::Ptr(ptr(&ws.ml, s)),
+            Arg::Ptr(ptr_mut(out, s)),
+            Arg::I32(dim("attention", "n_heads", p.n_heads)?),
+            Arg::I32(dim("attention", "head_dim", p.head_dim)?),
+            Arg::I32(dim("attention", "parts", nparts)?),
+        ];
+        let grid = (grid.0 * 0 + u32::try_from(p.n_heads).map_err(|_| too_big("heads"))?, grid.2, 1);
+        self.run("attn_combine", cfg(grid, p.head_dim as u32), &combine_args)
+    }
+}

@@ -1,0 +1,186 @@
+use cudarc::driver::CudaSlice;
+
+use super::{CudaDevice, CudaError};
+
+/// Block formats the GPU kernels read directly (no dequantized copy is ever made).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum WeightType {
+    /// 32 weights in 18 bytes.
+    Q4_0,
+    /// 32 weights in 20 bytes.
+    Q4_1,
+    /// 32 weights in 22 bytes.
+    Q5_0,
+    /// 32 weights in 34 bytes.
+    Q8_0,
+    /// 256 weights in 144 bytes.
+    Q4K,
+    /// 256 weights in 210 bytes.
+    Q6K,
+}
+
+impl WeightType {
+    /// Every supported type.
+    pub const ALL: [Self; 6] = [Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q8_0, Self::Q4K, Self::Q6K];
+
+    /// Weights per block.
+    pub const fn block_elems(self) -> usize {
+        match self {
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => 32,
+            Self::Q4K | Self::Q6K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q8_0 => 34,
+            Self::Q4K => 144,
+            Self::Q6K => 210,
+        }
+    }
+
+    /// The kernel-name suffix, as in `matvec_q4_k`.
+    pub const fn kernel_suffix(self) -> &'static str {
+        match self {
+            Self::Q4_0 => "q4_0",
+            Self::Q4_1 => "q4_1",
+            Self::Q5_0 => "q5_0",
+            Self::Q8_0 => "q8_0",
+            Self::Q4K => "q4_k",
+            Self::Q6K => "q6_k",
+        }
+    }
+
+    /// Bytes of one row of `cols` weights, or `None` when `cols` is not a whole number of
+    /// blocks.
+    pub const fn row_bytes(self, cols: usize) -> Option<usize> {
+        if cols % self.block_elems() == 0 {
+            Some(cols / self.block_elems() * self.block_bytes())
+        } else {
+            None
+        }
+    }
+}
+
+/// A row-major `rows × cols` weight matrix on the device, in its GGUF block format.
+///
+/// The allocation is padded to a multiple of 16 bytes because the matvec kernel reads whole
+/// 16-byte words.
+#[derive(Debug)]
+pub struct QuantMatrix {
+    ty: WeightType,
+    rows: usize,
+    cols: usize,
+    data: CudaSlice<u8>,
+}
+
+impl QuantMatrix {
+    /// Copies `bytes` (the tensor exactly as stored in the GGUF file: `rows` rows of
+    /// `ty.row_bytes(cols)` bytes) to the device.
+    pub fn upload(dev: &CudaDevice, ty: WeightType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, CudaError> {
+        let row_bytes = ty.row_bytes(cols).ok_or_else(|| CudaError::Unsupported {
+            op: "weight upload",
+            what: format!("{cols} columns is not a whole number of {ty:?} blocks"),
+        })?;
+        if cols == 0 || rows == 0 || i32::try_from(rows).is_err() || i32::try_from(cols).is_err() {
+            return Err(CudaError::Unsupported {
+                op: "weight upload",
+                what: format!("a {rows} x {cols} matrix"),
+            });
+        }
+        let expected = rows * row_bytes;
+        if bytes.len() != expected {
+            return Err(CudaError::Shape {
+                op: "weight upload",
+                what: "tensor bytes",
+                expected,
+                got: bytes.len(),
+            });
+        }
+        let padded = expected.next_multiple_of(16);
+        let stream = dev.stream();
+        let mut data = stream
+            .alloc_zeros::<u8>(padded)
+            .map_err(CudaError::driver("allocating weights"))?;
+        let mut head = data.slice_mut(0..expected);
+        stream
+            .memcpy_htod(bytes, &mut head)
+            .map_err(CudaError::driver("uploading weights"))?;
+        Ok(Self { ty, rows, cols, data })
+    }
+
+    /// The block format.
+    pub fn weight_type(&self) -> WeightType {
+        self.ty
+    }
+
+    /// Number of rows (outputs of a matvec).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns (inputs of a matvec).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of quantized data (without the padding).
+    pub fn bytes(&self) -> usize {
+        self.rows * self.ty.block_bytes() * (self.cols / self.ty.block_elems())
+    }
+
+    pub(crate) fn data(&self) -> &CudaSlice<u8> {
+        &self.data
+    }
+}
+
+/// Activations quantized for the integer matvec path: `len` values in groups of 32, each group
+/// with one scale `d` and the product of `d` and the sum of its int8 values.
+#[derive(Debug)]
+pub struct Q8Activations {
+    len: usize,
+    pub(crate) q: CudaSlice<i8>,
+    /// (d, d · Σq) per group, as pairs of f32.
+    pub(crate) ds: CudaSlice<f32>,
+}
+
+impl Q8Activations {
+    /// Device storage for `len` values (a multiple of 32).
+    pub fn new(dev: &CudaDevice, len: usize) -> Result<Self, CudaError> {
+        if len == 0 || len % 32 != 0 || i32::try_from(len).is_err() {
+            return Err(CudaError::Unsupported {
+                op: "q8 activations",
+                what: format!("length {len} is not a positive multiple of 32"),
+            });
+        }
+        let stream = dev.stream();
+        let q = stream.alloc_zeros::<i8>(len).map_err(CudaError::driver("allocating activations"))?;
+        let ds = stream
+            .alloc_zeros::<f32>(len / 16)
+            .map_err(CudaError::driver("allocating activations"))?;
+        Ok(Self { len, q, ds })
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: storage for zero values cannot be made.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the int8 values and the (d, d · Σq) pairs back to the host.
+    pub fn download(&self, dev: &CudaDevice) -> Result<(Vec<i8>, Vec<f32>), CudaError> {
+        let s = dev.stream();
+        let q = s.clone_dtoh(&self.q).map_err(CudaError::driver("downloading activations"))?;
+        let ds = s.clone_dtoh(&self.ds).map_err(CudaError::driver("downloading activations"))?;
+        Ok((q, ds))
+    }
+}
