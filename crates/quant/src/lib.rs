@@ -1,0 +1,35 @@
+//! Every GGUF/ggml block quantization format the ferrolm runtime reads:
+//! block structs laid out byte for byte as in the file, exact scalar
+//! dequantization, and quantizers as good as ggml's reference ones.
+//!
+//! - [`blocks`]: one `#[repr(C)]` [`bytemuck::Pod`] struct per format
+//!   (Q4_0 … Q8_1, Q2_K … Q8_K, IQ4_NL, IQ4_XS) with `dequantize` and
+//!   `quantize` on fixed-size arrays.
+//! - [`dequantize_row`] / [`quantize_row`]: the same for a row of raw bytes,
+//!   dispatched on a [`GgmlType`]; F32, F16 and BF16 are handled as plain
+//!   element types.
+//!
+//! ```
+//! use ferrolm_gguf::GgmlType;
+//! use ferrolm_quant::{dequantize_row, quantize_row, row_size};
+//!
+//! # fn main() -> Result<(), ferrolm_quant::QuantError> {
+//! let src: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let mut bytes = vec![0u8; row_size(GgmlType::Q4_0, src.len())?];
+//! quantize_row(GgmlType::Q4_0, &src, &mut bytes)?;
+//! let mut back = vec![0.0f32; src.len()];
+//! dequantize_row(GgmlType::Q4_0, &bytes, &mut back)?;
+//! let worst = src.iter().zip(&back).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+//! assert!(worst < 0.15);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+pub mod blocks;
+mod error;
+mod row;
+mod scale_search;
+
+pub use error::QuantError;
+pub use ferrolm_gguf::GgmlType;
+pub use row::{block_layout, can_dequantize, can_quantize, dequantize_row, quantize_row, row_size};

@@ -1,0 +1,423 @@
+//! AVX2 + FMA + F16C kernels. Every function here is only reachable through
+//! [`super::Isa::Avx2`], which is handed out after run-time detection; the
+//! safe wrappers rely on that.
+
+use bytemuck::Pod;
+
+/// Views a row as blocks, or `None` when it is not 2-byte aligned.
+fn cast<B: Pod>(row: &[u8]) -> Option<&[B]> {
+    bytemuck::try_cast_slice(row).ok()
+}
+
+/// A safe entry point for a dot-product kernel over blocks of `$block`,
+/// falling back to the scalar reference for unaligned rows.
+macro_rules! safe_dot {
+    ($name:ident, $imp:ident, $block:ty, $reference:path) => {
+        pub(in crate::simd) fn $name(row: &[u8], act: ActRow<'_>) -> f32 {
+            match super::cast::<$block>(row) {
+                // SAFETY: only called after AVX2, FMA and F16C were detected (see `crate::simd::Isa`).
+                Some(blocks) => unsafe { $imp(blocks, act) },
+                None => $reference(row, act),
+            }
+        }
+    };
+}
+
+/// A safe entry point for a dequantization kernel over blocks of `$block`,
+/// falling back to the scalar reference for unaligned rows.
+macro_rules! safe_dequant {
+    ($name:ident, $imp:ident, $block:ty, $ty:expr) => {
+        pub(in crate::simd) fn $name(row: &[u8], out: &mut [f32]) {
+            match super::cast::<$block>(row) {
+                // SAFETY: only called after AVX2, FMA and F16C were detected (see `crate::simd::Isa`).
+                Some(blocks) => unsafe { $imp(blocks, out) },
+                None => crate::simd::dequantize_fallback($ty, row, out),
+            }
+        }
+    };
+}
+
+mod kquants;
+mod legacy;
+
+pub(super) use kquants::*;
+pub(super) use legacy::*;
+
+use std::arch::x86_64::*;
+
+use crate::blocks::IQ4_LEVELS;
+use crate::dot::activations::ACT_BLOCK;
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load_u8x16(b: &[u8; 16]) -> __m128i {
+    // SAFETY: `b` is 16 readable bytes; the load has no alignment requirement.
+    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load_u8x32(b: &[u8; 32]) -> __m256i {
+    // SAFETY: `b` is 32 readable bytes; the load has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load_i8x32(b: &[i8; 32]) -> __m256i {
+    // SAFETY: `b` is 32 readable bytes; the load has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load_f32x8(v: &[f32; 8]) -> __m256 {
+    // SAFETY: `v` is 8 readable floats; the load has no alignment requirement.
+    unsafe { _mm256_loadu_ps(v.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load_i16x16(v: &[i16; 16]) -> __m256i {
+    // SAFETY: `v` is 16 readable i16; the load has no alignment requirement.
+    unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn store_f32x8(out: &mut [f32; 8], v: __m256) {
+    // SAFETY: `out` is 8 writable floats; the store has no alignment requirement.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
+}
+
+/// Loads 8 bytes into the low half of a vector.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load_u8x8(b: &[u8; 8]) -> __m128i {
+    _mm_cvtsi64_si128(i64::from_le_bytes(*b))
+}
+
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16_to_f32(bits: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+}
+
+/// Two f16 values (low first) as the first two lanes.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16x2_to_f32(lo: u16, hi: u16) -> __m128 {
+    _mm_cvtph_ps(_mm_cvtsi32_si128((u32::from(lo) | (u32::from(hi) << 16)) as i32))
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn hsum_f32x8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn hsum_i32x8(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Sums of four adjacent `u * s` products (u unsigned, s signed), as i32.
+/// The pairwise i16 step cannot saturate while `u <= 127`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_u8i8(u: __m256i, s: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+}
+
+/// As [`dot_u8i8`] with each i16 pair sum multiplied by the matching lane of `scales`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_u8i8_scaled(u: __m256i, s: __m256i, scales: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), scales)
+}
+
+/// Sums of four adjacent `w * a` products of two signed vectors, as i32.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_i8i8(w: __m256i, a: __m256i) -> __m256i {
+    dot_u8i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
+}
+
+/// Spreads 16 packed bytes to 32 nibbles in element order: the low nibbles
+/// of bytes 0..16, then the high nibbles.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn nibbles_32(qs: &[u8; 16]) -> __m256i {
+    let both = _mm256_broadcastsi128_si256(load_u8x16(qs));
+    let shifted = _mm256_srlv_epi64(both, _mm256_set_epi64x(4, 4, 0, 0));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F))
+}
+
+/// The IQ4 levels selected by 32 nibbles, as signed bytes in element order.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn iq4_values(qs: &[u8; 16]) -> __m256i {
+    let table = _mm256_broadcastsi128_si256(load_u8x16(&IQ4_LEVELS.map(|v| v as u8)));
+    _mm256_shuffle_epi8(table, nibbles_32(qs))
+}
+
+/// Expands 32 bits to 32 bytes: byte `j` is `0xFF` where bit `j` is set.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn bits_to_bytes(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    let spread = _mm256_shuffle_epi8(
+        v,
+        _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        ),
+    );
+    let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(spread, mask), mask)
+}
+
+/// Converts 32 unsigned or signed bytes to floats and stores `f(k, x)` for
+/// each group `k` (0..4) of 8, in order.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn bytes_to_f32(q: __m256i, signed: bool, out: &mut [f32; 32], f: impl Fn(usize, __m256) -> __m256) {
+    let halves = [_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q)];
+    let (outs, _) = out.as_chunks_mut::<8>();
+    for (h, half) in halves.into_iter().enumerate() {
+        let parts = [half, _mm_unpackhi_epi64(half, half)];
+        for (p, part) in parts.into_iter().enumerate() {
+            let wide = if signed {
+                _mm256_cvtepi8_epi32(part)
+            } else {
+                _mm256_cvtepu8_epi32(part)
+            };
+            store_f32x8(&mut outs[2 * h + p], f(2 * h + p, _mm256_cvtepi32_ps(wide)));
+        }
+    }
+}
+
+/// Quantizes activations; see [`crate::dot::activations`] for the format.
+#[target_feature(enable = "avx2,fma")]
+fn quantize_activations_impl(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    dsum: &mut [f32],
+    sums16: &mut [i16],
+) {
+    let (xb, _) = x.as_chunks::<ACT_BLOCK>();
+    let (qb, _) = qs.as_chunks_mut::<ACT_BLOCK>();
+    let (sb, _) = sums16.as_chunks_mut::<2>();
+    let sign = _mm256_set1_ps(-0.0);
+    for ((((x, q), d), ds), s) in xb.iter().zip(qb).zip(d).zip(dsum).zip(sb) {
+        let (xs, _) = x.as_chunks::<8>();
+        let v = [
+            load_f32x8(&xs[0]),
+            load_f32x8(&xs[1]),
+            load_f32x8(&xs[2]),
+            load_f32x8(&xs[3]),
+        ];
+        let m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
+        let m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
+        let m = _mm256_max_ps(m01, m23);
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+        let scale = amax / 127.0;
+        let id = _mm256_set1_ps(if amax == 0.0 { 0.0 } else { 127.0 / amax });
+        let r = v.map(|v| {
+            _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm256_mul_ps(v, id),
+            ))
+        });
+        let s0 = hsum_i32x8(_mm256_add_epi32(r[0], r[1]));
+        let s1 = hsum_i32x8(_mm256_add_epi32(r[2], r[3]));
+        let packed = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+        let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        // SAFETY: `q` is 32 writable bytes; the store has no alignment requirement.
+        unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), ordered) };
+        *d = scale;
+        *ds = scale * (s0 + s1) as f32;
+        *s = [s0 as i16, s1 as i16];
+    }
+}
+
+pub(super) fn quantize_activations(
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    dsum: &mut [f32],
+    sums16: &mut [i16],
+) {
+    // SAFETY: only called after AVX2 and FMA were detected (see `super::Isa`).
+    unsafe { quantize_activations_impl(x, qs, d, dsum, sums16) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_f32_impl(w: &[f32], x: &[f32]) -> f32 {
+    let (wc, wr) = w.as_chunks::<32>();
+    let (xc, xr) = x.as_chunks::<32>();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (w, x) in wc.iter().zip(xc) {
+        let (w8, _) = w.as_chunks::<8>();
+        let (x8, _) = x.as_chunks::<8>();
+        for k in 0..4 {
+            acc[k] = _mm256_fmadd_ps(load_f32x8(&w8[k]), load_f32x8(&x8[k]), acc[k]);
+        }
+    }
+    let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    hsum_f32x8(total) + wr.iter().zip(xr).map(|(a, b)| a * b).sum::<f32>()
+}
+
+/// Dot product of two f32 slices of equal length.
+pub(super) fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
+    // SAFETY: only called after AVX2 and FMA were detected (see `super::Isa`).
+    unsafe { dot_f32_impl(w, x) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_f32_bytes_impl(row: &[u8], x: &[f32]) -> f32 {
+    let (wc, wr) = row.as_chunks::<32>();
+    let (xc, xr) = x.as_chunks::<8>();
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (k, (w, x)) in wc.iter().zip(xc).enumerate() {
+        let wv = _mm256_castsi256_ps(load_u8x32(w));
+        acc[k % 2] = _mm256_fmadd_ps(wv, load_f32x8(x), acc[k % 2]);
+    }
+    let tail = wr
+        .as_chunks::<4>()
+        .0
+        .iter()
+        .zip(xr)
+        .map(|(w, x)| f32::from_le_bytes(*w) * x)
+        .sum::<f32>();
+    hsum_f32x8(_mm256_add_ps(acc[0], acc[1])) + tail
+}
+
+/// f32 weights (raw little-endian bytes) against f32 values.
+pub(super) fn dot_f32_bytes(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: only called after AVX2 and FMA were detected (see `super::Isa`).
+    unsafe { dot_f32_bytes_impl(row, x) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_f16_impl(row: &[u8], x: &[f32]) -> f32 {
+    let (wc, wr) = row.as_chunks::<16>();
+    let (xc, xr) = x.as_chunks::<8>();
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (k, (w, x)) in wc.iter().zip(xc).enumerate() {
+        let wv = _mm256_cvtph_ps(load_u8x16(w));
+        acc[k % 2] = _mm256_fmadd_ps(wv, load_f32x8(x), acc[k % 2]);
+    }
+    let tail = crate::dot::reference::f16_f32(wr, xr);
+    hsum_f32x8(_mm256_add_ps(acc[0], acc[1])) + tail
+}
+
+/// f16 weights against f32 values.
+pub(super) fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: only called after AVX2, FMA and F16C were detected (see `super::Isa`).
+    unsafe { dot_f16_impl(row, x) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_bf16_impl(row: &[u8], x: &[f32]) -> f32 {
+    let (wc, wr) = row.as_chunks::<16>();
+    let (xc, xr) = x.as_chunks::<8>();
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for (k, (w, x)) in wc.iter().zip(xc).enumerate() {
+        let wv = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load_u8x16(w))));
+        acc[k % 2] = _mm256_fmadd_ps(wv, load_f32x8(x), acc[k % 2]);
+    }
+    let tail = crate::dot::reference::bf16_f32(wr, xr);
+    hsum_f32x8(_mm256_add_ps(acc[0], acc[1])) + tail
+}
+
+/// bf16 weights against f32 values.
+pub(super) fn dot_bf16(row: &[u8], x: &[f32]) -> f32 {
+    // SAFETY: only called after AVX2 and FMA were detected (see `super::Isa`).
+    unsafe { dot_bf16_impl(row, x) }
+}
+
+#[target_feature(enable = "avx2,f16c")]
+fn dequant_f16_impl(row: &[u8], out: &mut [f32]) {
+    let (wc, wr) = row.as_chunks::<16>();
+    let (oc, or) = out.as_chunks_mut::<8>();
+    for (w, o) in wc.iter().zip(oc) {
+        store_f32x8(o, _mm256_cvtph_ps(load_u8x16(w)));
+    }
+    for (w, o) in wr.as_chunks::<2>().0.iter().zip(or) {
+        *o = half::f16::from_le_bytes(*w).to_f32();
+    }
+}
+
+/// f16 to f32 conversion of a row.
+pub(super) fn dequant_f16(row: &[u8], out: &mut [f32]) {
+    // SAFETY: only called after AVX2 and F16C were detected (see `super::Isa`).
+    unsafe { dequant_f16_impl(row, out) }
+}
+
+#[target_feature(enable = "avx2")]
+fn dequant_bf16_impl(row: &[u8], out: &mut [f32]) {
+    let (wc, wr) = row.as_chunks::<16>();
+    let (oc, or) = out.as_chunks_mut::<8>();
+    for (w, o) in wc.iter().zip(oc) {
+        let v = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load_u8x16(w)));
+        store_f32x8(o, _mm256_castsi256_ps(v));
+    }
+    for (w, o) in wr.as_chunks::<2>().0.iter().zip(or) {
+        *o = half::bf16::from_le_bytes(*w).to_f32();
+    }
+}
+
+/// bf16 to f32 conversion of a row.
+pub(super) fn dequant_bf16(row: &[u8], out: &mut [f32]) {
+    // SAFETY: only called after AVX2 was detected (see `super::Isa`).
+    unsafe { dequant_bf16_impl(row, out) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dots_f32_tile_impl(x: [&[f32]; 3], w: [&[f32]; 4]) -> [[f32; 4]; 3] {
+    let len = x.iter().chain(&w).map(|s| s.len()).min().unwrap_or(0);
+    let xc = x.map(|x| x[..len].as_chunks::<8>().0);
+    let wc = w.map(|w| w[..len].as_chunks::<8>().0);
+    let mut acc = [[_mm256_setzero_ps(); 4]; 3];
+    for k in 0..len / 8 {
+        let wv = [
+            load_f32x8(&wc[0][k]),
+            load_f32x8(&wc[1][k]),
+            load_f32x8(&wc[2][k]),
+            load_f32x8(&wc[3][k]),
+        ];
+        for (acc, x) in acc.iter_mut().zip(&xc) {
+            let xv = load_f32x8(&x[k]);
+            for (a, w) in acc.iter_mut().zip(&wv) {
+                *a = _mm256_fmadd_ps(xv, *w, *a);
+            }
+        }
+    }
+    let tail = len / 8 * 8;
+    let mut out = [[0.0f32; 4]; 3];
+    for (i, row) in out.iter_mut().enumerate() {
+        for (j, o) in row.iter_mut().enumerate() {
+            let rest: f32 = x[i][tail..len].iter().zip(&w[j][tail..len]).map(|(a, b)| a * b).sum();
+            *o = hsum_f32x8(acc[i][j]) + rest;
+        }
+    }
+    out
+}
+
+/// Three activation rows against four weight rows, all in f32.
+pub(super) fn dots_f32_tile(x: [&[f32]; 3], w: [&[f32]; 4]) -> [[f32; 4]; 3] {
+    // SAFETY: only called after AVX2 and FMA were detected (see `super::Isa`).
+    unsafe { dots_f32_tile_impl(x, w) }
+}
