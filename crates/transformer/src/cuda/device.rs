@@ -158,20 +158,12 @@ const NVRTC_OPTIONS: &[&str] = &["--std=c++17"];
 /// compilation of the same sources for the same architecture left in `cache`.
 pub fn module_ptx(module: &'static KernelModule, arch: &str, cache: Option<&Path>) -> Result<String, CudaError> {
     let file = cache.map(|dir| {
-        let opts = NVRTC_OPTIONS.join(" ");
-        let key = ferrolm_kernels::KernelModule {
-            name: module.name,
-            source: module.source,
-            kernels: module.kernels,
-        }
-        .hash()
-            ^ opts.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        let options = NVRTC_OPTIONS.join(" ");
+        let key = module.hash() ^ options.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         dir.join(format!("{}-{key:016x}-{arch}.ptx", module.name))
     });
-    if let Some(path) = &file {
-        if let Ok(ptx) = std::fs::read_to_string(path) {
-            return Ok(ptx);
-        }
+    if let Some(Ok(ptx)) = file.as_ref().map(std::fs::read_to_string) {
+        return Ok(ptx);
     }
     let ptx = compile_ptx(module, arch)?;
     if let Some(path) = &file {

@@ -222,7 +222,7 @@ impl CudaDevice {
         n_tok: usize,
         p: &RopeParams,
     ) -> Result<(), CudaError> {
-        if p.n_rot % 2 != 0 || p.n_rot > p.head_dim || p.n_rot == 0 {
+        if !p.n_rot.is_multiple_of(2) || p.n_rot > p.head_dim || p.n_rot == 0 {
             return Err(CudaError::Unsupported {
                 op: "rope",
                 what: format!("n_rot {} with head_dim {}", p.n_rot, p.head_dim),
@@ -439,7 +439,7 @@ impl CudaDevice {
                 ),
             });
         }
-        let group = if p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0 { p.n_heads / p.n_kv_heads } else { 0 };
+        let group = if p.n_kv_heads > 0 && p.n_heads.is_multiple_of(p.n_kv_heads) { p.n_heads / p.n_kv_heads } else { 0 };
         let maxg = match group {
             1..=4 => 4,
             5..=8 => 8,
@@ -505,7 +505,7 @@ impl CudaDevice {
             Arg::I32(dim("attention", "head_dim", p.head_dim)?),
             Arg::I32(dim("attention", "parts", nparts)?),
         ];
-        let grid = (grid.0 * 0 + u32::try_from(p.n_heads).map_err(|_| too_big("heads"))?, grid.2, 1);
+        let grid = (u32::try_from(p.n_heads).map_err(|_| too_big("heads"))?, grid.2, 1);
         self.run("attn_combine", cfg(grid, p.head_dim as u32), &combine_args)
     }
 }

@@ -59,7 +59,7 @@ impl WeightType {
     /// Bytes of one row of `cols` weights, or `None` when `cols` is not a whole number of
     /// blocks.
     pub const fn row_bytes(self, cols: usize) -> Option<usize> {
-        if cols % self.block_elems() == 0 {
+        if cols.is_multiple_of(self.block_elems()) {
             Some(cols / self.block_elems() * self.block_bytes())
         } else {
             None
@@ -152,7 +152,7 @@ pub struct Q8Activations {
 impl Q8Activations {
     /// Device storage for `len` values (a multiple of 32).
     pub fn new(dev: &CudaDevice, len: usize) -> Result<Self, CudaError> {
-        if len == 0 || len % 32 != 0 || i32::try_from(len).is_err() {
+        if len == 0 || !len.is_multiple_of(32) || i32::try_from(len).is_err() {
             return Err(CudaError::Unsupported {
                 op: "q8 activations",
                 what: format!("length {len} is not a positive multiple of 32"),

@@ -1,0 +1,50 @@
+// Index of the largest value of each row (the lowest index on ties; NaN never wins), so a greedy
+// decode step copies back one token id. One block per row.
+#include "common.cuh"
+
+__device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi) {
+    if (oi >= 0 && (i < 0 || ov > v || (ov == v && oi < i))) {
+        v = ov;
+        i = oi;
+    }
+}
+
+extern "C" __global__ void argmax_f32(const float* __restrict__ x, int n, i32* __restrict__ out) {
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    const float* xr = x + (size_t)blockIdx.x * n;
+    float best = 0.0f;
+    int bi = -1;
+    for (int k = threadIdx.x; k < n; k += blockDim.x) {
+        const float v = xr[k];
+        if (v == v && (bi < 0 || v > best)) {
+            best = v;
+            bi = k;
+        }
+    }
+#pragma unroll
+    for (int o = WARP_SIZE / 2; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(FULL_MASK, best, o);
+        const int oi = __shfl_xor_sync(FULL_MASK, bi, o);
+        argmax_merge(best, bi, ov, oi);
+    }
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int warp = threadIdx.x / WARP_SIZE;
+    if (lane == 0) {
+        sv[warp] = best;
+        si[warp] = bi;
+    }
+    __syncthreads();
+    if (warp == 0) {
+        const int nwarps = blockDim.x / WARP_SIZE;
+        best = lane < nwarps ? sv[lane] : 0.0f;
+        bi = lane < nwarps ? si[lane] : -1;
+#pragma unroll
+        for (int o = WARP_SIZE / 2; o > 0; o >>= 1) {
+            const float ov = __shfl_xor_sync(FULL_MASK, best, o);
+            const int oi = __shfl_xor_sync(FULL_MASK, bi, o);
+            argmax_merge(best, bi, ov, oi);
+        }
+        if (lane == 0) out[blockIdx.x] = bi;
+    }
+}

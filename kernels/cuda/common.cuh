@@ -1,0 +1,224 @@
+// Shared definitions for every ferrolm kernel module.
+//
+// Each module is compiled on its own by NVRTC with this header placed in front of it, so
+// nothing here may rely on the CUDA toolkit's headers: half-precision conversions use inline
+// PTX, and integer types are spelled out.
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef int i32;
+typedef unsigned long long u64;
+
+#define WARP_SIZE 32
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+#define FULL_MASK 0xffffffffu
+
+__device__ __forceinline__ float h2f(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ u16 f2h(float f) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = WARP_SIZE / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// Sum over a whole block whose size is a multiple of 32 (at most 1024). `scratch` holds 32 floats.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int nwarps = blockDim.x / WARP_SIZE;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < nwarps ? scratch[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+// Little-endian loads from byte addresses aligned to 2 bytes (every GGUF block field is).
+__device__ __forceinline__ u16 ld_u16(const u8* p) { return *(const u16*)p; }
+
+__device__ __forceinline__ u32 ld_u32_a2(const u8* p) {
+    const u16* q = (const u16*)p;
+    return (u32)q[0] | ((u32)q[1] << 16);
+}
+
+__device__ __forceinline__ u32 ld_u32(const u8* p) { return *(const u32*)p; }
+
+__device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(a, b, c); }
+
+// Activations for the integer path: every 32 consecutive values share one scale.
+// `xq` holds round(x / d) as int8, `xds[g] = (d, d * sum of the group's int8 values)`.
+struct QuantizedActivations {
+    const i8* __restrict__ q;
+    const float2* __restrict__ ds;
+};
+
+// Reads the 32 int8 activations of group `g` as eight packed words.
+__device__ __forceinline__ void load_x_group(const i8* __restrict__ xq, int g, int out[8]) {
+    const int4* p = (const int4*)(xq + (size_t)g * 32);
+    const int4 a = __ldg(p);
+    const int4 b = __ldg(p + 1);
+    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+}
+
+// Quantized matrix-vector product, y[r] = sum_k W[r, k] * x[k] (+ residual[r]).
+//
+// W is row-major in its GGUF block format. One warp owns one row. The row is streamed through a
+// per-warp shared-memory window with 16-byte, fully coalesced global loads (one pass over every
+// weight byte); the next window is loaded into registers while the current one is consumed.
+// Inside a window each lane takes "items" of 32 weights and computes their integer dot product
+// with the int8 activations through dp4a.
+//
+// A block type T provides:
+//   BS     bytes per block,  QK  weights per block,  ITEMS = QK / 32,  CHUNK blocks per window
+//   float dot(const u8* blk, int item, const int x[8], float2 ds)
+//   void  dequant(const u8* blk, int item, float out[32])
+
+#define MV_WARPS 4
+#define MV_THREADS (MV_WARPS * WARP_SIZE)
+
+template <class T>
+struct MatvecWindow {
+    static constexpr int BYTES = T::CHUNK * T::BS;
+    // One extra word because a window's start is not always 16-byte aligned.
+    static constexpr int WORDS = (BYTES + 15) / 16 + 1;
+    static constexpr int WORDS_PER_LANE = (WORDS + WARP_SIZE - 1) / WARP_SIZE;
+};
+
+template <class T>
+__device__ __forceinline__ void matvec_load_window(const u8* __restrict__ w, size_t start, size_t end,
+                                                   int lane, uint4 regs[MatvecWindow<T>::WORDS_PER_LANE]) {
+    const size_t aligned = start & ~(size_t)15;
+    const int nwords = (int)((end - aligned + 15) / 16);
+    const uint4* src = (const uint4*)(w + aligned);
+#pragma unroll
+    for (int k = 0; k < MatvecWindow<T>::WORDS_PER_LANE; ++k) {
+        const int idx = k * WARP_SIZE + lane;
+        if (idx < nwords) regs[k] = __ldg(src + idx);
+    }
+}
+
+template <class T>
+__device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* __restrict__ xq,
+                                            const float2* __restrict__ xds, const float* residual,
+                                            float* y, int nrows, int ncols) {
+    typedef MatvecWindow<T> Win;
+    __shared__ __align__(16) uint4 stage[MV_WARPS][Win::WORDS_PER_LANE * WARP_SIZE];
+
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int row = blockIdx.x * MV_WARPS + warp;
+    if (row >= nrows) return;  // whole warps leave; only warp-level barriers follow
+
+    const int nblocks = ncols / T::QK;
+    const size_t row_start = (size_t)row * nblocks * T::BS;
+    const int nchunks = (nblocks + T::CHUNK - 1) / T::CHUNK;
+    uint4* my_stage = stage[warp];
+    const u8* my_bytes = (const u8*)my_stage;
+
+    uint4 regs[Win::WORDS_PER_LANE];
+    {
+        const int nb = min(T::CHUNK, nblocks);
+        matvec_load_window<T>(w, row_start, row_start + (size_t)nb * T::BS, lane, regs);
+    }
+
+    float acc = 0.0f;
+    for (int c = 0; c < nchunks; ++c) {
+        const int b0 = c * T::CHUNK;
+        const int nb = min(T::CHUNK, nblocks - b0);
+        const size_t start = row_start + (size_t)b0 * T::BS;
+        const int head = (int)(start & 15);
+
+#pragma unroll
+        for (int k = 0; k < Win::WORDS_PER_LANE; ++k) my_stage[k * WARP_SIZE + lane] = regs[k];
+        __syncwarp();
+
+        if (c + 1 < nchunks) {
+            const int nb1 = min(T::CHUNK, nblocks - b0 - T::CHUNK);
+            const size_t s1 = start + (size_t)T::CHUNK * T::BS;
+            matvec_load_window<T>(w, s1, s1 + (size_t)nb1 * T::BS, lane, regs);
+        }
+
+        const int nitems = nb * T::ITEMS;
+        for (int it = lane; it < nitems; it += WARP_SIZE) {
+            const int b = it / T::ITEMS;
+            const int j = it % T::ITEMS;
+            const int g = (b0 + b) * T::ITEMS + j;
+            int x[8];
+            load_x_group(xq, g, x);
+            acc += T::dot(my_bytes + head + b * T::BS, j, x, __ldg(xds + g));
+        }
+        __syncwarp();
+    }
+
+    acc = warp_sum(acc);
+    if (lane == 0) y[row] = residual ? acc + residual[row] : acc;
+}
+
+__device__ __forceinline__ void store_value(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_value(u16* p, float v) { *p = f2h(v); }
+
+// Dequantizes rows of W: out[r, :] = scale * W[ids ? ids[r] : row0 + r, :], one thread per item
+// of 32 weights. Used for the embedding lookup (ids from device memory) and for prefill, where
+// slabs of rows are dequantized for a tensor-core GEMM.
+template <class T, class Out>
+__device__ __forceinline__ void get_rows_impl(const u8* __restrict__ w, const i32* __restrict__ ids, int row0,
+                                              Out* __restrict__ out, int nrows, int ncols, float scale,
+                                              int table_rows) {
+    const int items_per_row = ncols / 32;
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= (size_t)nrows * items_per_row) return;
+    const int r = (int)(tid / items_per_row);
+    const int i = (int)(tid % items_per_row);
+    const int src_row = ids ? ids[r] : row0 + r;
+    Out* o = out + (size_t)r * ncols + (size_t)i * 32;
+    if (src_row < 0 || src_row >= table_rows) {  // an id outside the table reads as zeros
+#pragma unroll
+        for (int k = 0; k < 32; ++k) store_value(o + k, 0.0f);
+        return;
+    }
+    const int nblocks = ncols / T::QK;
+    const u8* blk = w + ((size_t)src_row * nblocks + i / T::ITEMS) * T::BS;
+    float v[32];
+    T::dequant(blk, i % T::ITEMS, v);
+#pragma unroll
+    for (int k = 0; k < 32; ++k) store_value(o + k, v[k] * scale);
+}
+
+#define QUANT_KERNELS(name, T)                                                                        \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                          \
+        matvec_##name(const u8* __restrict__ w, const i8* __restrict__ xq, const float2* __restrict__ xds, \
+                      const float* residual, float* y, int nrows, int ncols) {                        \
+        matvec_impl<T>(w, xq, xds, residual, y, nrows, ncols);                                        \
+    }                                                                                                 \
+    extern "C" __global__ void get_rows_##name##_f32(const u8* __restrict__ w, const i32* __restrict__ ids, \
+                                                      int row0, float* __restrict__ out, int nrows,     \
+                                                      int ncols, float scale, int table_rows) {         \
+        get_rows_impl<T, float>(w, ids, row0, out, nrows, ncols, scale, table_rows);                    \
+    }                                                                                                 \
+    extern "C" __global__ void get_rows_##name##_f16(const u8* __restrict__ w, const i32* __restrict__ ids, \
+                                                      int row0, u16* __restrict__ out, int nrows,       \
+                                                      int ncols, float scale, int table_rows) {         \
+        get_rows_impl<T, u16>(w, ids, row0, out, nrows, ncols, scale, table_rows);                      \
+    }

@@ -1,0 +1,44 @@
+// Element-wise operations on f32 vectors of n values.
+#include "common.cuh"
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// GELU, tanh approximation (the form Gemma uses).
+__device__ __forceinline__ float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+#define ELEMENTWISE_INDEX                                            \
+    const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;  \
+    if (i >= (size_t)n) return;
+
+extern "C" __global__ void add_f32(const float* __restrict__ a, const float* __restrict__ b,
+                                   float* __restrict__ y, int n) {
+    ELEMENTWISE_INDEX
+    y[i] = a[i] + b[i];
+}
+
+extern "C" __global__ void mul_f32(const float* __restrict__ a, const float* __restrict__ b,
+                                   float* __restrict__ y, int n) {
+    ELEMENTWISE_INDEX
+    y[i] = a[i] * b[i];
+}
+
+extern "C" __global__ void scale_f32(const float* __restrict__ a, float s, float* __restrict__ y, int n) {
+    ELEMENTWISE_INDEX
+    y[i] = a[i] * s;
+}
+
+// Gated activations of the feed-forward block: y = act(gate) * up.
+extern "C" __global__ void swiglu_f32(const float* __restrict__ gate, const float* __restrict__ up,
+                                      float* __restrict__ y, int n) {
+    ELEMENTWISE_INDEX
+    y[i] = silu(gate[i]) * up[i];
+}
+
+extern "C" __global__ void geglu_f32(const float* __restrict__ gate, const float* __restrict__ up,
+                                     float* __restrict__ y, int n) {
+    ELEMENTWISE_INDEX
+    y[i] = gelu_tanh(gate[i]) * up[i];
+}
