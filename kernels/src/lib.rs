@@ -148,6 +148,7 @@ pub fn module_of(kernel: &str) -> Option<&'static KernelModule> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -157,7 +158,7 @@ mod tests {
             let src = m.full_source();
             for k in m.kernels {
                 let defined = src.contains(&format!("void {k}("))
-                    || src.contains(&format!("void __launch_bounds__(MV_THREADS)"))
+                    || src.contains("void __launch_bounds__(MV_THREADS)")
                         && src.contains(&format!("QUANT_KERNELS({}, ", m.name))
                     || k.starts_with("attn_split_d") && {
                         // attn_split_d128_g4 comes from ATTN_SPLIT_KERNEL(128, 4, 4)
@@ -178,7 +179,8 @@ mod tests {
             .unwrap()
             .filter_map(|e| {
                 let p = e.unwrap().path();
-                (p.extension()? == "cu").then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
+                (p.extension()? == "cu")
+                    .then(|| p.file_stem().unwrap().to_string_lossy().into_owned())
             })
             .collect();
         stems.sort();
@@ -190,10 +192,17 @@ mod tests {
     #[test]
     fn full_source_splices_the_header_once() {
         for m in MODULES {
-            assert!(m.source.contains(INCLUDE_COMMON), "{} lacks the include", m.name);
+            assert!(
+                m.source.contains(INCLUDE_COMMON),
+                "{} lacks the include",
+                m.name
+            );
             let src = m.full_source();
             assert!(!src.contains(INCLUDE_COMMON));
-            assert_eq!(src.matches("__device__ __forceinline__ float h2f").count(), 1);
+            assert_eq!(
+                src.matches("__device__ __forceinline__ float h2f").count(),
+                1
+            );
         }
     }
 
@@ -213,7 +222,10 @@ mod tests {
 
     #[test]
     fn kernel_names_are_unique_and_found() {
-        let mut all: Vec<&str> = MODULES.iter().flat_map(|m| m.kernels.iter().copied()).collect();
+        let mut all: Vec<&str> = MODULES
+            .iter()
+            .flat_map(|m| m.kernels.iter().copied())
+            .collect();
         let n = all.len();
         all.sort_unstable();
         all.dedup();

@@ -26,7 +26,11 @@ impl PagedKvLayer {
         n_kv_heads: usize,
         head_dim: usize,
     ) -> Result<Self, CudaError> {
-        if n_blocks == 0 || block_size == 0 || n_kv_heads == 0 || !matches!(head_dim, 64 | 128 | 256) {
+        if n_blocks == 0
+            || block_size == 0
+            || n_kv_heads == 0
+            || !matches!(head_dim, 64 | 128 | 256)
+        {
             return Err(CudaError::Unsupported {
                 op: "kv cache",
                 what: format!(
@@ -43,8 +47,12 @@ impl PagedKvLayer {
             });
         }
         let s = dev.stream();
-        let k = s.alloc_zeros::<u16>(n).map_err(CudaError::driver("allocating kv cache"))?;
-        let v = s.alloc_zeros::<u16>(n).map_err(CudaError::driver("allocating kv cache"))?;
+        let k = s
+            .alloc_zeros::<u16>(n)
+            .map_err(CudaError::driver("allocating kv cache"))?;
+        let v = s
+            .alloc_zeros::<u16>(n)
+            .map_err(CudaError::driver("allocating kv cache"))?;
         Ok(Self {
             k,
             v,
@@ -83,8 +91,12 @@ impl PagedKvLayer {
     /// Copies the K and V caches back to the host (f16 bit patterns).
     pub fn download(&self, dev: &CudaDevice) -> Result<(Vec<u16>, Vec<u16>), CudaError> {
         let s = dev.stream();
-        let k = s.clone_dtoh(&self.k).map_err(CudaError::driver("downloading kv cache"))?;
-        let v = s.clone_dtoh(&self.v).map_err(CudaError::driver("downloading kv cache"))?;
+        let k = s
+            .clone_dtoh(&self.k)
+            .map_err(CudaError::driver("downloading kv cache"))?;
+        let v = s
+            .clone_dtoh(&self.v)
+            .map_err(CudaError::driver("downloading kv cache"))?;
         Ok((k, v))
     }
 }

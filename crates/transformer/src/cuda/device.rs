@@ -44,7 +44,11 @@ impl std::fmt::Debug for CudaDevice {
 /// `$FERROLM_HOME/kernels`, else `<cache dir>/ferrolm/kernels` (`$XDG_CACHE_HOME`, else
 /// `$HOME/.cache`), or `None` when none of these variables is set.
 pub fn default_kernel_cache() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(home) = var("FERROLM_HOME") {
         return Some(home.join("kernels"));
     }
@@ -80,14 +84,19 @@ impl CudaDevice {
                 count,
             });
         }
-        let ctx = CudaContext::new(options.ordinal).map_err(CudaError::driver("creating context"))?;
+        let ctx =
+            CudaContext::new(options.ordinal).map_err(CudaError::driver("creating context"))?;
         launch::disable_event_tracking(&ctx);
-        let stream = ctx.new_stream().map_err(CudaError::driver("creating stream"))?;
+        let stream = ctx
+            .new_stream()
+            .map_err(CudaError::driver("creating stream"))?;
         let (major, minor) = ctx
             .compute_capability()
             .map_err(CudaError::driver("reading compute capability"))?;
         let arch = format!("sm_{major}{minor}");
-        let name = ctx.name().map_err(CudaError::driver("reading device name"))?;
+        let name = ctx
+            .name()
+            .map_err(CudaError::driver("reading device name"))?;
 
         let cache = if options.no_cache {
             None
@@ -138,16 +147,24 @@ impl CudaDevice {
 
     /// Waits until all queued work is done, and reports any error a kernel raised.
     pub fn synchronize(&self) -> Result<(), CudaError> {
-        self.stream.synchronize().map_err(CudaError::driver("synchronizing"))
+        self.stream
+            .synchronize()
+            .map_err(CudaError::driver("synchronizing"))
     }
 
     /// Free and total device memory in bytes.
     pub fn memory_info(&self) -> Result<(usize, usize), CudaError> {
-        self.ctx.mem_get_info().map_err(CudaError::driver("reading memory info"))
+        self.ctx
+            .mem_get_info()
+            .map_err(CudaError::driver("reading memory info"))
     }
 
     pub(crate) fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
-        self.functions.get(name).ok_or_else(|| CudaError::KernelMissing { name: name.to_owned() })
+        self.functions
+            .get(name)
+            .ok_or_else(|| CudaError::KernelMissing {
+                name: name.to_owned(),
+            })
     }
 }
 
@@ -156,10 +173,17 @@ const NVRTC_OPTIONS: &[&str] = &["--std=c++17"];
 
 /// Compiles `module` for `arch` (`sm_90`) to PTX with NVRTC, or reads the PTX that an earlier
 /// compilation of the same sources for the same architecture left in `cache`.
-pub fn module_ptx(module: &'static KernelModule, arch: &str, cache: Option<&Path>) -> Result<String, CudaError> {
+pub fn module_ptx(
+    module: &'static KernelModule,
+    arch: &str,
+    cache: Option<&Path>,
+) -> Result<String, CudaError> {
     let file = cache.map(|dir| {
         let options = NVRTC_OPTIONS.join(" ");
-        let key = module.hash() ^ options.bytes().fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
+        let key = module.hash()
+            ^ options
+                .bytes()
+                .fold(0u64, |h, b| h.rotate_left(5) ^ u64::from(b));
         dir.join(format!("{}-{key:016x}-{arch}.ptx", module.name))
     });
     if let Some(Ok(ptx)) = file.as_ref().map(std::fs::read_to_string) {
@@ -184,13 +208,15 @@ pub fn compile_ptx(module: &'static KernelModule, arch: &str) -> Result<String, 
         name: Some(format!("{}.cu", module.name)),
         ..CompileOptions::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(module.full_source(), opts).map_err(|e| CudaError::Compile {
-        module: module.name,
-        arch: arch.to_owned(),
-        log: match e {
-            CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
-            other => other.to_string(),
-        },
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(module.full_source(), opts).map_err(|e| {
+        CudaError::Compile {
+            module: module.name,
+            arch: arch.to_owned(),
+            log: match e {
+                CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
+                other => other.to_string(),
+            },
+        }
     })?;
     Ok(ptx.to_src())
 }

@@ -6,7 +6,9 @@ use cudarc::driver::DriverError;
 #[derive(Debug, thiserror::Error)]
 pub enum CudaError {
     /// The CUDA driver library (libcuda) could not be loaded: no NVIDIA driver on this machine.
-    #[error("no CUDA driver found (libcuda could not be loaded); install an NVIDIA driver or use the CPU backend")]
+    #[error(
+        "no CUDA driver found (libcuda could not be loaded); install an NVIDIA driver or use the CPU backend"
+    )]
     DriverNotFound,
     /// The driver loaded but reports no GPU with the requested index.
     #[error("no CUDA device {ordinal}: the driver reports {count} device(s)")]
@@ -17,7 +19,9 @@ pub enum CudaError {
         count: usize,
     },
     /// NVRTC, which compiles the kernels at run time, could not be loaded.
-    #[error("NVRTC (libnvrtc) could not be loaded; it ships with the CUDA toolkit or the nvidia-cuda-nvrtc package")]
+    #[error(
+        "NVRTC (libnvrtc) could not be loaded; it ships with the CUDA toolkit or the nvidia-cuda-nvrtc package"
+    )]
     NvrtcNotFound,
     /// A driver call failed.
     #[error("CUDA driver call failed during {op}: {source}")]

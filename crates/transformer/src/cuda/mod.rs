@@ -22,7 +22,9 @@ mod profile;
 mod weights;
 
 pub use attention::{AttentionParams, AttentionWorkspace, PagedKvLayer, QueryBatch};
-pub use device::{CudaDevice, DeviceOptions, compile_ptx, default_kernel_cache, gpu_available, module_ptx};
+pub use device::{
+    CudaDevice, DeviceOptions, compile_ptx, default_kernel_cache, gpu_available, module_ptx,
+};
 pub use error::CudaError;
 pub use ops::RopeParams;
 pub use profile::{KernelTiming, time_matvec};

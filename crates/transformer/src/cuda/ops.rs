@@ -7,8 +7,8 @@ use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig};
 use super::attention::ATT_WARPS;
 use super::launch::{Arg, launch};
 use super::{
-    AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations, QuantMatrix,
-    QueryBatch,
+    AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations,
+    QuantMatrix, QueryBatch,
 };
 
 /// Rotary embedding settings.
@@ -42,9 +42,19 @@ fn ptr_mut<T>(buf: &mut impl DevicePtrMut<T>, stream: &CudaStream) -> u64 {
     buf.device_ptr_mut(stream).0
 }
 
-fn need(op: &'static str, what: &'static str, expected: usize, got: usize) -> Result<(), CudaError> {
+fn need(
+    op: &'static str,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<(), CudaError> {
     if got < expected {
-        return Err(CudaError::Shape { op, what, expected, got });
+        return Err(CudaError::Shape {
+            op,
+            what,
+            expected,
+            got,
+        });
     }
     Ok(())
 }
@@ -82,7 +92,11 @@ impl CudaDevice {
 
     /// `out = quantized(x)` for the integer matvec path; `x` has `out.len()` values (any
     /// number of rows of a length that is a multiple of 32, back to back).
-    pub fn quantize_q8(&self, x: &impl DevicePtr<f32>, out: &mut Q8Activations) -> Result<(), CudaError> {
+    pub fn quantize_q8(
+        &self,
+        x: &impl DevicePtr<f32>,
+        out: &mut Q8Activations,
+    ) -> Result<(), CudaError> {
         let n = out.len();
         need("quantize_q8", "x", n, x.len())?;
         let s = self.stream();
@@ -92,7 +106,14 @@ impl CudaDevice {
             Arg::Ptr(ptr_mut(&mut out.ds, s)),
             Arg::I32(dim("quantize_q8", "n", n)?),
         ];
-        self.run("quantize_q8", cfg((grid_for(n, ELEMENTWISE_THREADS)?, 1, 1), ELEMENTWISE_THREADS), &args)
+        self.run(
+            "quantize_q8",
+            cfg(
+                (grid_for(n, ELEMENTWISE_THREADS)?, 1, 1),
+                ELEMENTWISE_THREADS,
+            ),
+            &args,
+        )
     }
 
     /// `y = W · x` for `W` of `rows × cols` and `x` of `cols` quantized values; with
@@ -119,7 +140,11 @@ impl CudaDevice {
         ];
         let blocks = grid_for(w.rows(), MATVEC_WARPS as u32)?;
         let kernel = format!("matvec_{}", w.weight_type().kernel_suffix());
-        self.run(&kernel, cfg((blocks, 1, 1), (MATVEC_WARPS * 32) as u32), &args)
+        self.run(
+            &kernel,
+            cfg((blocks, 1, 1), (MATVEC_WARPS * 32) as u32),
+            &args,
+        )
     }
 
     /// Embedding lookup: `out[r, :] = scale · W[ids[r], :]` for `r < n_ids`, as f32; an id
@@ -262,8 +287,20 @@ impl CudaDevice {
         y: u64,
         n: usize,
     ) -> Result<(), CudaError> {
-        let args = [Arg::Ptr(a), Arg::Ptr(b), Arg::Ptr(y), Arg::I32(dim(kernel, "n", n)?)];
-        self.run(kernel, cfg((grid_for(n, ELEMENTWISE_THREADS)?, 1, 1), ELEMENTWISE_THREADS), &args)
+        let args = [
+            Arg::Ptr(a),
+            Arg::Ptr(b),
+            Arg::Ptr(y),
+            Arg::I32(dim(kernel, "n", n)?),
+        ];
+        self.run(
+            kernel,
+            cfg(
+                (grid_for(n, ELEMENTWISE_THREADS)?, 1, 1),
+                ELEMENTWISE_THREADS,
+            ),
+            &args,
+        )
     }
 
     /// `y = a + b` over `n` values.
@@ -282,7 +319,12 @@ impl CudaDevice {
     }
 
     /// `y += b` over `n` values (the residual connection).
-    pub fn add_assign(&self, y: &mut impl DevicePtrMut<f32>, b: &impl DevicePtr<f32>, n: usize) -> Result<(), CudaError> {
+    pub fn add_assign(
+        &self,
+        y: &mut impl DevicePtrMut<f32>,
+        b: &impl DevicePtr<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
         need("add_assign", "b", n, b.len())?;
         need("add_assign", "y", n, y.len())?;
         let s = self.stream();
@@ -336,12 +378,30 @@ impl CudaDevice {
     }
 
     /// `y = a · s` over `n` values.
-    pub fn scale(&self, a: &impl DevicePtr<f32>, s: f32, y: &mut impl DevicePtrMut<f32>, n: usize) -> Result<(), CudaError> {
+    pub fn scale(
+        &self,
+        a: &impl DevicePtr<f32>,
+        s: f32,
+        y: &mut impl DevicePtrMut<f32>,
+        n: usize,
+    ) -> Result<(), CudaError> {
         need("scale", "a", n, a.len())?;
         need("scale", "y", n, y.len())?;
         let st = self.stream();
-        let args = [Arg::Ptr(ptr(a, st)), Arg::F32(s), Arg::Ptr(ptr_mut(y, st)), Arg::I32(dim("scale", "n", n)?)];
-        self.run("scale_f32", cfg((grid_for(n, ELEMENTWISE_THREADS)?, 1, 1), ELEMENTWISE_THREADS), &args)
+        let args = [
+            Arg::Ptr(ptr(a, st)),
+            Arg::F32(s),
+            Arg::Ptr(ptr_mut(y, st)),
+            Arg::I32(dim("scale", "n", n)?),
+        ];
+        self.run(
+            "scale_f32",
+            cfg(
+                (grid_for(n, ELEMENTWISE_THREADS)?, 1, 1),
+                ELEMENTWISE_THREADS,
+            ),
+            &args,
+        )
     }
 
     /// `out[r]` = index of the largest of row `r` of `x` (`rows × n`); lowest index on ties.
@@ -355,7 +415,11 @@ impl CudaDevice {
         need("argmax", "x", rows * n, x.len())?;
         need("argmax", "out", rows, out.len())?;
         let s = self.stream();
-        let args = [Arg::Ptr(ptr(x, s)), Arg::I32(dim("argmax", "n", n)?), Arg::Ptr(ptr_mut(out, s))];
+        let args = [
+            Arg::Ptr(ptr(x, s)),
+            Arg::I32(dim("argmax", "n", n)?),
+            Arg::Ptr(ptr_mut(out, s)),
+        ];
         let grid = u32::try_from(rows).map_err(|_| CudaError::Unsupported {
             op: "argmax",
             what: format!("{rows} rows"),
@@ -363,7 +427,11 @@ impl CudaDevice {
         self.run("argmax_f32", cfg((grid, 1, 1), ARGMAX_THREADS), &args)
     }
 
-    fn check_batch(op: &'static str, layer: &PagedKvLayer, batch: &QueryBatch<'_>) -> Result<(), CudaError> {
+    fn check_batch(
+        op: &'static str,
+        layer: &PagedKvLayer,
+        batch: &QueryBatch<'_>,
+    ) -> Result<(), CudaError> {
         need(op, "q_seq", batch.n_queries, batch.q_seq.len())?;
         need(op, "pos", batch.n_queries, batch.pos.len())?;
         need(op, "block_table", batch.max_blocks, batch.block_table.len())?;
@@ -439,7 +507,11 @@ impl CudaDevice {
                 ),
             });
         }
-        let group = if p.n_kv_heads > 0 && p.n_heads.is_multiple_of(p.n_kv_heads) { p.n_heads / p.n_kv_heads } else { 0 };
+        let group = if p.n_kv_heads > 0 && p.n_heads.is_multiple_of(p.n_kv_heads) {
+            p.n_heads / p.n_kv_heads
+        } else {
+            0
+        };
         let maxg = match group {
             1..=4 => 4,
             5..=8 => 8,
@@ -505,7 +577,11 @@ impl CudaDevice {
             Arg::I32(dim("attention", "head_dim", p.head_dim)?),
             Arg::I32(dim("attention", "parts", nparts)?),
         ];
-        let grid = (u32::try_from(p.n_heads).map_err(|_| too_big("heads"))?, grid.2, 1);
+        let grid = (
+            u32::try_from(p.n_heads).map_err(|_| too_big("heads"))?,
+            grid.2,
+            1,
+        );
         self.run("attn_combine", cfg(grid, p.head_dim as u32), &combine_args)
     }
 }

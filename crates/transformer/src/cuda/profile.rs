@@ -42,7 +42,9 @@ pub fn time_matvec(
         });
     }
     let stream = dev.stream();
-    let mut y = stream.alloc_zeros::<f32>(rows).map_err(CudaError::driver("allocating output"))?;
+    let mut y = stream
+        .alloc_zeros::<f32>(rows)
+        .map_err(CudaError::driver("allocating output"))?;
     for i in 0..warmup {
         dev.matvec(&weights[i % weights.len()], x, &mut y, false)?;
     }
@@ -50,13 +52,23 @@ pub fn time_matvec(
     let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
     let mut times = Vec::with_capacity(reps);
     for i in 0..reps {
-        let start = ctx.new_event(flags).map_err(CudaError::driver("creating event"))?;
-        let end = ctx.new_event(flags).map_err(CudaError::driver("creating event"))?;
-        start.record(stream).map_err(CudaError::driver("recording event"))?;
+        let start = ctx
+            .new_event(flags)
+            .map_err(CudaError::driver("creating event"))?;
+        let end = ctx
+            .new_event(flags)
+            .map_err(CudaError::driver("creating event"))?;
+        start
+            .record(stream)
+            .map_err(CudaError::driver("recording event"))?;
         dev.matvec(&weights[i % weights.len()], x, &mut y, false)?;
-        end.record(stream).map_err(CudaError::driver("recording event"))?;
-        end.synchronize().map_err(CudaError::driver("waiting for event"))?;
-        let ms = start.elapsed_ms(&end).map_err(CudaError::driver("reading event time"))?;
+        end.record(stream)
+            .map_err(CudaError::driver("recording event"))?;
+        end.synchronize()
+            .map_err(CudaError::driver("waiting for event"))?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(CudaError::driver("reading event time"))?;
         times.push(f64::from(ms) * 1e3);
     }
     times.sort_by(f64::total_cmp);

@@ -22,7 +22,14 @@ pub enum WeightType {
 
 impl WeightType {
     /// Every supported type.
-    pub const ALL: [Self; 6] = [Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q8_0, Self::Q4K, Self::Q6K];
+    pub const ALL: [Self; 6] = [
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q8_0,
+        Self::Q4K,
+        Self::Q6K,
+    ];
 
     /// Weights per block.
     pub const fn block_elems(self) -> usize {
@@ -56,6 +63,33 @@ impl WeightType {
         }
     }
 
+    /// The matching GGUF tensor type, or `None` for types the kernels do not read.
+    pub fn from_ggml(ty: ferrolm_gguf::GgmlType) -> Option<Self> {
+        use ferrolm_gguf::GgmlType as G;
+        Some(match ty {
+            G::Q4_0 => Self::Q4_0,
+            G::Q4_1 => Self::Q4_1,
+            G::Q5_0 => Self::Q5_0,
+            G::Q8_0 => Self::Q8_0,
+            G::Q4K => Self::Q4K,
+            G::Q6K => Self::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// The GGUF tensor type.
+    pub fn to_ggml(self) -> ferrolm_gguf::GgmlType {
+        use ferrolm_gguf::GgmlType as G;
+        match self {
+            Self::Q4_0 => G::Q4_0,
+            Self::Q4_1 => G::Q4_1,
+            Self::Q5_0 => G::Q5_0,
+            Self::Q8_0 => G::Q8_0,
+            Self::Q4K => G::Q4K,
+            Self::Q6K => G::Q6K,
+        }
+    }
+
     /// Bytes of one row of `cols` weights, or `None` when `cols` is not a whole number of
     /// blocks.
     pub const fn row_bytes(self, cols: usize) -> Option<usize> {
@@ -82,7 +116,13 @@ pub struct QuantMatrix {
 impl QuantMatrix {
     /// Copies `bytes` (the tensor exactly as stored in the GGUF file: `rows` rows of
     /// `ty.row_bytes(cols)` bytes) to the device.
-    pub fn upload(dev: &CudaDevice, ty: WeightType, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, CudaError> {
+    pub fn upload(
+        dev: &CudaDevice,
+        ty: WeightType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self, CudaError> {
         let row_bytes = ty.row_bytes(cols).ok_or_else(|| CudaError::Unsupported {
             op: "weight upload",
             what: format!("{cols} columns is not a whole number of {ty:?} blocks"),
@@ -111,7 +151,12 @@ impl QuantMatrix {
         stream
             .memcpy_htod(bytes, &mut head)
             .map_err(CudaError::driver("uploading weights"))?;
-        Ok(Self { ty, rows, cols, data })
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data,
+        })
     }
 
     /// The block format.
@@ -159,7 +204,9 @@ impl Q8Activations {
             });
         }
         let stream = dev.stream();
-        let q = stream.alloc_zeros::<i8>(len).map_err(CudaError::driver("allocating activations"))?;
+        let q = stream
+            .alloc_zeros::<i8>(len)
+            .map_err(CudaError::driver("allocating activations"))?;
         let ds = stream
             .alloc_zeros::<f32>(len / 16)
             .map_err(CudaError::driver("allocating activations"))?;
@@ -179,8 +226,12 @@ impl Q8Activations {
     /// Copies the int8 values and the (d, d · Σq) pairs back to the host.
     pub fn download(&self, dev: &CudaDevice) -> Result<(Vec<i8>, Vec<f32>), CudaError> {
         let s = dev.stream();
-        let q = s.clone_dtoh(&self.q).map_err(CudaError::driver("downloading activations"))?;
-        let ds = s.clone_dtoh(&self.ds).map_err(CudaError::driver("downloading activations"))?;
+        let q = s
+            .clone_dtoh(&self.q)
+            .map_err(CudaError::driver("downloading activations"))?;
+        let ds = s
+            .clone_dtoh(&self.ds)
+            .map_err(CudaError::driver("downloading activations"))?;
         Ok((q, ds))
     }
 }
