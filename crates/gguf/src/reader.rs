@@ -291,9 +291,59 @@ impl<'a> Gguf<'a> {
             .ok_or_else(|| Self::wrong_type(key, "array", value))
     }
 
+    /// An optional integer: `Ok(None)` when the key is absent, an error when
+    /// it holds another type or a value that does not fit in `u32`.
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>, GgufError> {
+        self.optional(key, Self::get_u32)
+    }
+
+    /// An optional integer that fits in `u64` (see [`Gguf::opt_u32`]).
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>, GgufError> {
+        self.optional(key, Self::get_u64)
+    }
+
+    /// An optional `f32` (see [`Gguf::opt_u32`]).
+    pub fn opt_f32(&self, key: &str) -> Result<Option<f32>, GgufError> {
+        self.optional(key, Self::get_f32)
+    }
+
+    /// An optional boolean (see [`Gguf::opt_u32`]).
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
+        self.optional(key, Self::get_bool)
+    }
+
+    /// An optional string (see [`Gguf::opt_u32`]).
+    pub fn opt_str(&self, key: &str) -> Result<Option<&'a str>, GgufError> {
+        self.optional(key, Self::get_str)
+    }
+
+    /// An optional array (see [`Gguf::opt_u32`]).
+    pub fn opt_array(&self, key: &str) -> Result<Option<&MetadataArray<'a>>, GgufError> {
+        if self.get(key).is_none() {
+            return Ok(None);
+        }
+        self.get_array(key).map(Some)
+    }
+
+    fn optional<T>(
+        &self,
+        key: &str,
+        get: impl Fn(&Self, &str) -> Result<T, GgufError>,
+    ) -> Result<Option<T>, GgufError> {
+        if self.get(key).is_none() {
+            return Ok(None);
+        }
+        get(self, key).map(Some)
+    }
+
     /// All tensor header entries in file order.
     pub fn tensors(&self) -> &[TensorInfo<'a>] {
         &self.tensors
+    }
+
+    /// The header entry of the tensor named `name`.
+    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo<'a>> {
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
     }
 
     /// The tensor named `name`, with its data.

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::cursor::align_up;
 use crate::metadata::{OwnedArray, OwnedMetadataValue};
 use crate::tensor::check_shape;
-use crate::{DEFAULT_ALIGNMENT, GgmlType, GgufError, MAGIC, keys};
+use crate::{DEFAULT_ALIGNMENT, GgmlType, Gguf, GgufError, MAGIC, keys};
 
 /// Builds a GGUF version 3 file: metadata entries and tensors, written with
 /// tensor data aligned to `general.alignment` (32 unless set).
@@ -45,6 +45,19 @@ impl<'a> GgufWriter<'a> {
         };
         w.add_metadata(keys::general::ALIGNMENT, value);
         w
+    }
+
+    /// A writer holding all of `gguf`'s metadata and tensors (the tensor data
+    /// borrowed, not copied), to be modified and written out.
+    pub fn from_gguf(gguf: &Gguf<'a>) -> Result<Self, GgufError> {
+        let mut w = Self::new();
+        for (key, value) in gguf.metadata() {
+            w.add_metadata(key, OwnedMetadataValue::from(value));
+        }
+        for t in gguf.tensor_views() {
+            w.add_tensor(t.name, &t.dims, t.ty, t.data)?;
+        }
+        Ok(w)
     }
 
     /// Sets metadata key `key`. Keys keep the order they were first added in;
@@ -170,8 +183,9 @@ impl<'a> GgufWriter<'a> {
             }
             out.write_all(&t.ty.id().to_le_bytes())?;
             out.write_all(&offset.to_le_bytes())?;
-            offset = (offset + t.data.len() as u64)
-                .checked_next_multiple_of(alignment)
+            offset = offset
+                .checked_add(t.data.len() as u64)
+                .and_then(|end| end.checked_next_multiple_of(alignment))
                 .ok_or_else(too_large)?;
         }
         out.pad_to(alignment)?;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ferrolm_gguf::{GgmlType, GgufFile, keys, keys::ArchKey};
+use ferrolm_gguf::{GgmlType, Gguf, GgufFile, GgufWriter, keys, keys::ArchKey};
 
 fn model_path(file: &str) -> PathBuf {
     let dir = match std::env::var_os("FERROLM_HOME") {
@@ -163,4 +163,48 @@ fn gemma3_header_metadata_and_tensors() {
     );
     let total: u64 = g.tensor_views().map(|t| t.data.len() as u64).sum();
     assert!(total < file.bytes().len() as u64);
+}
+
+#[test]
+fn rewriting_smollm2_reproduces_the_file_byte_for_byte() {
+    let file = GgufFile::open(model_path("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let g = file.gguf().unwrap();
+    let mut out = Vec::with_capacity(file.bytes().len());
+    GgufWriter::from_gguf(&g)
+        .unwrap()
+        .write_to(&mut out)
+        .unwrap();
+    assert_eq!(out.len(), file.bytes().len());
+    assert!(out == file.bytes(), "rewritten file differs");
+    let again = Gguf::parse(&out).unwrap();
+    assert_eq!(again.metadata(), g.metadata());
+}
+
+#[test]
+fn a_truncated_model_keeps_metadata_and_chosen_tensors() {
+    let file = GgufFile::open(model_path("gemma-3-270m-q4_k_m.gguf")).unwrap();
+    let g = file.gguf().unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in g.metadata() {
+        w.add_metadata(k, ferrolm_gguf::OwnedMetadataValue::from(v));
+    }
+    w.add_metadata(&g.arch_key(ArchKey::BlockCount).unwrap(), 1u32);
+    for t in g
+        .tensor_views()
+        .filter(|t| !t.name.starts_with("blk.") || t.name.starts_with("blk.0."))
+    {
+        w.add_tensor(t.name, &t.dims, t.ty, t.data).unwrap();
+    }
+    let mut out = Vec::new();
+    w.write_to(&mut out).unwrap();
+    let small = Gguf::parse(&out).unwrap();
+    assert_eq!(small.get_u32("gemma3.block_count").unwrap(), 1);
+    assert_eq!(small.metadata().len(), 33);
+    assert!(small.tensor("blk.1.attn_k.weight").is_none());
+    let k = small.tensor("blk.0.attn_k.weight").unwrap();
+    assert_eq!(k.data, g.tensor("blk.0.attn_k.weight").unwrap().data);
+    assert_eq!(
+        small.get_array(keys::tokenizer::TOKENS).unwrap(),
+        g.get_array(keys::tokenizer::TOKENS).unwrap()
+    );
 }
