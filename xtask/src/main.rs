@@ -2,6 +2,7 @@
 //! `.cargo/config.toml`).
 
 mod layers;
+mod test_gpu;
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ tasks:
   fetch-models     download the known models (`ferrolm pull`) unless already present
   test [ARGS..]    fetch-models, then `cargo test --release --workspace [ARGS..]`
   publish-check    `cargo package` every publishable crate, in dependency order
-  check-layers     assert that crates depend only down DESIGN.md's layer diagram";
+  check-layers     assert that crates depend only down DESIGN.md's layer diagram
+  test-gpu [--package DIR]
+                   run the CUDA tests here (needs a GPU), or package them with run.sh into DIR";
 
 /// The models that the test suite reads.
 const TEST_MODELS: &[&str] = &["smollm2-135m", "gemma3-270m"];
@@ -45,6 +48,7 @@ fn run(args: &[String]) -> Result<()> {
         }
         "publish-check" => publish_check(),
         "check-layers" => check_layers(),
+        "test-gpu" => test_gpu::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

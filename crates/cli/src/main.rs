@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", output::one_line(&format!("{err:#}")));
+            eprintln!("error: {}", output::error_line(&err));
             ExitCode::FAILURE
         }
     }

@@ -17,6 +17,23 @@ pub fn print_stdout(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// An error and its causes on one line, `outer: cause: root cause`. A cause
+/// whose text the message already ends with is left out: some errors repeat
+/// their source in their own text.
+pub fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = one_line(&cause.to_string());
+        if line.is_empty() {
+            line = text;
+        } else if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 /// Joins the lines of a message so that an error is always one line on stderr.
 pub fn one_line(message: &str) -> String {
     message
@@ -30,7 +47,31 @@ pub fn one_line(message: &str) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::one_line;
+    use super::{error_line, one_line};
+
+    #[derive(Debug)]
+    struct Repeating(std::io::Error);
+
+    impl std::fmt::Display for Repeating {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "model.gguf: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Repeating {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn causes_are_joined_without_repeating_themselves() {
+        let io = std::io::Error::other("bad magic");
+        let err = anyhow::Error::new(Repeating(io)).context("cannot inspect");
+        assert_eq!(error_line(&err), "cannot inspect: model.gguf: bad magic");
+        let err = anyhow::anyhow!("root\ncause").context("outer");
+        assert_eq!(error_line(&err), "outer: root cause");
+    }
 
     #[test]
     fn multi_line_messages_become_one_line() {
