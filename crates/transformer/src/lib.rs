@@ -1,13 +1,48 @@
-//! Transformer inference for GGUF language models.
+//! Transformer inference for GGUF language models: the llama family and Gemma 3.
 //!
-//! ```
-//! assert!(!ferrolm_transformer::SUPPORTED_ARCHITECTURES.is_empty());
+//! - [`ModelConfig`] reads an architecture's hyperparameters through the GGUF typed keys.
+//! - [`Model`] holds the weights in a [`Backend`]'s form; [`CpuBackend`] borrows them from
+//!   the memory-mapped file and multiplies through `ferrolm-quant`. Each architecture is
+//!   one file of [`models`], written once against the [`Backend`] trait.
+//! - [`Model::forward`] runs a [`Batch`] of tokens of one or more sequences, appending their
+//!   keys and values to the KV cache, and leaves the wanted logits in a preallocated
+//!   [`State`].
+//!
+//! ```no_run
+//! use ferrolm_gguf::GgufFile;
+//! use ferrolm_transformer::{Batch, CpuBackend, CpuOptions, Model};
+//!
+//! let file = GgufFile::open("SmolLM2-135M-Instruct.Q4_1.gguf")?;
+//! let gguf = file.gguf()?;
+//! let model = Model::load(&gguf, CpuBackend::new(CpuOptions::default())?)?;
+//! let mut kv = model.kv_cache(256, 1)?;
+//! let mut state = model.state(64, 1)?;
+//! let tokens = [504, 3575, 282, 4649, 314];
+//! let batch = Batch { tokens: &tokens, positions: &[0, 1, 2, 3, 4], seqs: &[0; 5], outputs: &[4] };
+//! model.forward(&mut state, &mut kv, &batch)?;
+//! let next = state.logits().iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+//! assert_eq!(next, Some(7042)); // " Paris"
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+
+pub mod backend;
+pub mod config;
+mod error;
+pub mod models;
+mod names;
 
 /// The CUDA device runtime and kernel wrappers (feature `cuda`).
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
-/// Architectures this crate runs.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "gemma3"];
+pub use backend::cpu::{CpuBackend, CpuOptions};
+pub use backend::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
+pub use config::{Architecture, LayerConfig, ModelConfig, Rope, RopeStyle};
+pub use error::{Result, TransformerError};
+pub use ferrolm_quant::Precision;
+pub use models::{Model, State};
+pub use names::TensorName;
+
+/// Architectures this crate runs (`general.architecture` values).
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "gemma3"];

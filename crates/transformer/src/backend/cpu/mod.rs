@@ -1,0 +1,450 @@
+//! The CPU backend: weights borrowed from the memory-mapped file and multiplied through
+//! `ferrolm-quant`'s [`QMatrix`], activations in preallocated f32 buffers, attention and the
+//! small operations here, all on one rayon thread pool.
+
+mod kv;
+pub mod ops;
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use ferrolm_gguf::{GgmlType, TensorView};
+use ferrolm_quant::{Input, Precision, QMatrix, QuantizedActivations};
+use rayon::prelude::*;
+
+pub use kv::CpuKv;
+
+use super::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
+use crate::config::Rope;
+use crate::error::{Result, TransformerError};
+
+/// Runs the forward pass on the CPU.
+#[derive(Debug)]
+pub struct CpuBackend {
+    pool: rayon::ThreadPool,
+    precision: Precision,
+}
+
+/// Options of the CPU backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Worker threads (0: one per available core).
+    pub threads: usize,
+    /// How activations enter matrix products: [`Precision::Q8`] (fast) or
+    /// [`Precision::F32`] (exact: weights decoded, f32 activations).
+    pub precision: Precision,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            precision: Precision::Q8,
+        }
+    }
+}
+
+impl CpuBackend {
+    /// A backend with its own pool of `options.threads` workers.
+    pub fn new(options: CpuOptions) -> Result<Self> {
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        } else {
+            options.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("ferrolm-cpu-{i}"))
+            .build()
+            .map_err(|e| TransformerError::ThreadPool {
+                threads,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            pool,
+            precision: options.precision,
+        })
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// The precision of matrix products.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+}
+
+/// Activations on the CPU: `rows × cols` f32, row-major, with room for more rows.
+#[derive(Clone, Debug)]
+pub struct CpuBuffer {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    capacity_rows: usize,
+}
+
+impl CpuBuffer {
+    /// The rows in use, row after row.
+    pub fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Rows in use.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// Activations prepared for matrix products: their 8-bit form (fast path) and the f32 values.
+#[derive(Debug)]
+pub struct CpuPrepared {
+    x: Vec<f32>,
+    cols: usize,
+    quantized: Option<QuantizedActivations>,
+    quantized_fresh: bool,
+}
+
+fn shape_error(op: &str, what: &str, expected: usize, got: usize) -> TransformerError {
+    TransformerError::InvalidBatch {
+        reason: format!("{op}: {what} is {got}, expected {expected}"),
+    }
+}
+
+fn check(op: &str, what: &str, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(shape_error(op, what, expected, got))
+    }
+}
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<'w> Backend<'w> for CpuBackend {
+    type Matrix = QMatrix<'w>;
+    type Vector = Cow<'w, [f32]>;
+    type Buffer = CpuBuffer;
+    type Prepared = CpuPrepared;
+    type Kv = CpuKv;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    fn matrix(&self, view: &TensorView<'w>) -> Result<Self::Matrix> {
+        let (rows, cols) = (view.n_rows() as usize, view.row_len() as usize);
+        QMatrix::new(view.ty, rows, cols, view.data).map_err(|_| {
+            TransformerError::UnsupportedTensorType {
+                name: view.name.to_owned(),
+                ty: view.ty,
+                backend: "the CPU backend",
+            }
+        })
+    }
+
+    fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector> {
+        if view.ty != GgmlType::F32 {
+            return Err(TransformerError::UnsupportedTensorType {
+                name: view.name.to_owned(),
+                ty: view.ty,
+                backend: "a norm weight on the CPU backend",
+            });
+        }
+        // Tensor data is aligned in the file; an unaligned one is copied rather than refused.
+        Ok(match bytemuck::try_cast_slice(view.data) {
+            Ok(v) => Cow::Borrowed(v),
+            Err(_) => Cow::Owned(
+                view.data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ),
+        })
+    }
+
+    fn buffer(&self, rows: usize, cols: usize) -> Result<Self::Buffer> {
+        let mut data = Vec::with_capacity(rows * cols);
+        data.resize(rows * cols, 0.0);
+        Ok(CpuBuffer {
+            data,
+            rows,
+            cols,
+            capacity_rows: rows,
+        })
+    }
+
+    fn prepared(&self, rows: usize, cols: usize) -> Result<Self::Prepared> {
+        let quantized = (self.precision == Precision::Q8).then(QuantizedActivations::new);
+        Ok(CpuPrepared {
+            x: Vec::with_capacity(rows * cols),
+            cols,
+            quantized,
+            quantized_fresh: false,
+        })
+    }
+
+    fn kv_cache(&self, layout: KvLayout) -> Result<Self::Kv> {
+        CpuKv::new(layout)
+    }
+
+    fn set_rows(&self, buf: &mut Self::Buffer, rows: usize) -> Result<()> {
+        if rows > buf.capacity_rows {
+            return Err(shape_error("set_rows", "rows", buf.capacity_rows, rows));
+        }
+        buf.rows = rows;
+        buf.data.resize(rows * buf.cols, 0.0);
+        Ok(())
+    }
+
+    fn embed(
+        &self,
+        table: &Self::Matrix,
+        tokens: &[u32],
+        scale: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        check("embed", "output rows", tokens.len(), out.rows)?;
+        check("embed", "output width", table.cols(), out.cols)?;
+        for (&t, row) in tokens.iter().zip(out.data.chunks_exact_mut(out.cols)) {
+            if t as usize >= table.rows() {
+                return Err(TransformerError::TokenOutOfRange {
+                    id: t,
+                    vocab: table.rows(),
+                });
+            }
+            table.dequantize_row(t as usize, row)?;
+            if scale != 1.0 {
+                for x in row.iter_mut() {
+                    *x *= scale;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rms_norm(&self, x: &mut Self::Buffer, w: &Self::Vector, eps: f32) -> Result<()> {
+        if w.is_empty() || x.cols % w.len() != 0 {
+            return Err(shape_error("rms_norm", "row width", w.len(), x.cols));
+        }
+        x.data
+            .par_chunks_mut(w.len())
+            .for_each(|run| ops::rms_norm(run, w, eps));
+        Ok(())
+    }
+
+    fn rms_norm_into(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Vector,
+        eps: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        check("rms_norm", "row width", w.len(), x.cols)?;
+        check("rms_norm", "output width", x.cols, out.cols)?;
+        check("rms_norm", "output rows", x.rows, out.rows)?;
+        for (x, o) in x
+            .data
+            .chunks_exact(x.cols)
+            .zip(out.data.chunks_exact_mut(out.cols))
+        {
+            ops::rms_norm_into(x, w, eps, o);
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, x: &Self::Buffer, out: &mut Self::Prepared) -> Result<()> {
+        out.x.clear();
+        out.x.extend_from_slice(&x.data);
+        out.cols = x.cols;
+        out.quantized_fresh = false;
+        if let Some(q) = &mut out.quantized
+            && x.cols.is_multiple_of(ferrolm_quant::dot::ACT_BLOCK)
+        {
+            q.quantize(&x.data, x.cols)?;
+            out.quantized_fresh = true;
+        }
+        Ok(())
+    }
+
+    fn matmul(&self, w: &Self::Matrix, x: &Self::Prepared, out: &mut Self::Buffer) -> Result<()> {
+        check("matmul", "output width", w.rows(), out.cols)?;
+        let input = match &x.quantized {
+            Some(q) if x.quantized_fresh => Input::with_quantized(&x.x, q)?,
+            _ => Input::f32(&x.x, x.cols)?,
+        };
+        check("matmul", "output rows", input.rows(), out.rows)?;
+        w.forward(&input, &mut out.data)?;
+        Ok(())
+    }
+
+    fn rope(
+        &self,
+        x: &mut Self::Buffer,
+        head_dim: usize,
+        positions: &[u32],
+        rope: &Rope,
+    ) -> Result<()> {
+        check("rope", "positions", x.rows, positions.len())?;
+        if head_dim == 0 || x.cols % head_dim != 0 || rope.n_rot > head_dim {
+            return Err(shape_error("rope", "row width", head_dim, x.cols));
+        }
+        let half = rope.n_rot / 2;
+        let cols = x.cols;
+        x.data
+            .par_chunks_mut(cols)
+            .zip(positions)
+            .for_each(|(row, &pos)| {
+                let mut cos = [0.0f32; 256];
+                let mut sin = [0.0f32; 256];
+                // Heads wider than 512 are refused by the model loader; angles are per position.
+                let (cos, sin) = (&mut cos[..half.min(256)], &mut sin[..half.min(256)]);
+                ops::rope_angles(pos, rope, cos, sin);
+                for head in row.chunks_exact_mut(head_dim) {
+                    ops::rope_head(head, rope.style, cos, sin);
+                }
+            });
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        kv: &mut Self::Kv,
+        layer: usize,
+        batch: &Batch<'_>,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        p: &AttentionParams,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        let (hd, n) = (p.head_dim, batch.len());
+        check("attention", "query width", p.n_head * hd, q.cols)?;
+        check("attention", "key width", p.n_head_kv * hd, k.cols)?;
+        check("attention", "value width", p.n_head_kv * hd, v.cols)?;
+        check("attention", "output width", q.cols, out.cols)?;
+        for (what, rows) in [
+            ("query rows", q.rows),
+            ("key rows", k.rows),
+            ("value rows", v.rows),
+            ("output rows", out.rows),
+        ] {
+            check("attention", what, n, rows)?;
+        }
+        for i in 0..n {
+            kv.store(
+                layer,
+                batch.seqs[i],
+                batch.positions[i] as usize,
+                k.row(i),
+                v.row(i),
+            );
+        }
+        let group = p.n_head / p.n_head_kv;
+        let kv_dim = p.n_head_kv * hd;
+        let kv = &*kv;
+        out.data
+            .par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(task, o)| {
+                let (i, h) = (task / p.n_head, task % p.n_head);
+                let pos = batch.positions[i] as usize;
+                let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                let (keys, values) = kv.rows(layer, batch.seqs[i], pos + 1);
+                let qh = &q.row(i)[h * hd..(h + 1) * hd];
+                let off = (h / group) * hd;
+                SCORES.with_borrow_mut(|scores| {
+                    scores.clear();
+                    scores.extend((first..=pos).map(|j| {
+                        ops::dot(qh, &keys[j * kv_dim + off..j * kv_dim + off + hd]) * p.scale
+                    }));
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0.0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    o.fill(0.0);
+                    let inv = 1.0 / sum;
+                    for (s, j) in scores.iter().zip(first..=pos) {
+                        ops::axpy(s * inv, &values[j * kv_dim + off..j * kv_dim + off + hd], o);
+                    }
+                });
+            });
+        Ok(())
+    }
+
+    fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer) -> Result<()> {
+        check("add", "length", x.data.len(), y.data.len())?;
+        x.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
+        Ok(())
+    }
+
+    fn glu(&self, gate: &mut Self::Buffer, up: &Self::Buffer, act: Glu) -> Result<()> {
+        check("glu", "length", gate.data.len(), up.data.len())?;
+        let f = match act {
+            Glu::Silu => ops::silu,
+            Glu::GeluTanh => ops::gelu_tanh,
+        };
+        gate.data
+            .par_chunks_mut(4096)
+            .zip(up.data.par_chunks(4096))
+            .for_each(|(g, u)| {
+                for (g, u) in g.iter_mut().zip(u) {
+                    *g = f(*g) * u;
+                }
+            });
+        Ok(())
+    }
+
+    fn gather_rows(&self, x: &Self::Buffer, rows: &[usize], out: &mut Self::Buffer) -> Result<()> {
+        check("gather_rows", "width", x.cols, out.cols)?;
+        check("gather_rows", "output rows", rows.len(), out.rows)?;
+        for (&r, o) in rows.iter().zip(out.data.chunks_exact_mut(out.cols)) {
+            if r >= x.rows {
+                return Err(shape_error("gather_rows", "row index", x.rows, r));
+            }
+            o.copy_from_slice(x.row(r));
+        }
+        Ok(())
+    }
+
+    fn read(&self, x: &Self::Buffer, out: &mut [f32]) -> Result<()> {
+        check("read", "length", x.data.len(), out.len())?;
+        out.copy_from_slice(&x.data);
+        Ok(())
+    }
+
+    fn kv_len(&self, kv: &Self::Kv, seq: SeqId) -> usize {
+        kv.len(seq)
+    }
+
+    fn kv_reserve(&self, kv: &mut Self::Kv, batch: &Batch<'_>) -> Result<()> {
+        kv.reserve(batch)
+    }
+
+    fn kv_truncate(&self, kv: &mut Self::Kv, seq: SeqId, len: usize) -> Result<()> {
+        kv.truncate(seq, len)
+    }
+
+    fn kv_clear(&self, kv: &mut Self::Kv) {
+        kv.clear();
+    }
+}

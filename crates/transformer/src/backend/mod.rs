@@ -1,0 +1,189 @@
+//! The seam between model code and the hardware that runs it.
+//!
+//! Model files ([`crate::models`]) are written once against [`Backend`]: they hold weights as
+//! the backend's [`Backend::Matrix`] and [`Backend::Vector`], activations as
+//! [`Backend::Buffer`], and call one method per operation. The CPU backend ([`cpu`]) borrows
+//! weights straight from the memory-mapped file; a GPU backend uploads them. The [`cuda`]
+//! module gives the CUDA backend's entry point, which without the `cuda` feature reports that
+//! the build has no CUDA support.
+
+pub mod cpu;
+pub mod cuda;
+
+use ferrolm_gguf::TensorView;
+
+use crate::config::Rope;
+use crate::error::Result;
+
+/// Identifies one sequence in a batch and in the KV cache.
+pub type SeqId = u32;
+
+/// Tokens to run through the model together: one entry per token.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a> {
+    /// Token ids.
+    pub tokens: &'a [u32],
+    /// Position of each token in its sequence.
+    pub positions: &'a [u32],
+    /// Sequence of each token. Within a sequence, tokens appear in position order and
+    /// continue exactly where the sequence's cached positions end.
+    pub seqs: &'a [SeqId],
+    /// Indices into `tokens` whose next-token logits are wanted, in the order the logits
+    /// are written.
+    pub outputs: &'a [usize],
+}
+
+impl Batch<'_> {
+    /// Tokens in the batch.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Shapes of the KV cache a model needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvLayout {
+    /// Layers, each with its own keys and values.
+    pub n_layer: usize,
+    /// Width of one position's keys (all KV heads) in one layer; values have the same width.
+    pub kv_dim: usize,
+    /// Most positions one sequence may hold.
+    pub n_ctx: usize,
+    /// Most sequences held at once.
+    pub n_seq: usize,
+}
+
+/// Attention settings of one layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionParams {
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (query head `h` reads KV head `h / (n_head / n_head_kv)`).
+    pub n_head_kv: usize,
+    /// Width of each head.
+    pub head_dim: usize,
+    /// Multiplier on the dot products before the softmax.
+    pub scale: f32,
+    /// Attend only to the last `window` positions (the query's own included), if set.
+    pub window: Option<usize>,
+}
+
+/// Nonlinearity of a gated feed-forward layer: `out = act(gate) * up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Glu {
+    /// `x · sigmoid(x)` (SwiGLU).
+    Silu,
+    /// GELU with the tanh approximation (GeGLU).
+    GeluTanh,
+}
+
+/// A place that runs the forward pass: owns the layout of weights and activations and
+/// implements every operation the model files use.
+///
+/// Activation buffers hold `rows × cols` f32 values; `rows` can be changed with
+/// [`Backend::set_rows`] up to the capacity they were made with, without allocating.
+pub trait Backend<'w>: Sync {
+    /// A weight matrix of `rows × cols` (each row one output), in this backend's form.
+    type Matrix: Sync;
+    /// A vector of f32 weights (norm scales).
+    type Vector: Sync;
+    /// Activations: `rows × cols` f32.
+    type Buffer: Send;
+    /// Activations made ready for [`Backend::matmul`] once and reused for every matrix
+    /// that reads them (on the CPU: quantized to 8 bits).
+    type Prepared: Send;
+    /// Keys and values of every layer and sequence.
+    type Kv: Send;
+
+    /// Short name for messages ("cpu", "cuda").
+    fn name(&self) -> &'static str;
+
+    /// Runs `f` in the backend's execution context (the CPU backend's thread pool), so a
+    /// whole forward pass pays for entering it once.
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
+
+    /// Takes a 2-D weight tensor of the model file as a matrix.
+    fn matrix(&self, view: &TensorView<'w>) -> Result<Self::Matrix>;
+    /// Takes a 1-D f32 tensor of the model file as a vector.
+    fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector>;
+    /// A buffer of capacity `rows × cols`, with `rows` rows in use.
+    fn buffer(&self, rows: usize, cols: usize) -> Result<Self::Buffer>;
+    /// An empty prepared-activation buffer for inputs of up to `rows × cols`.
+    fn prepared(&self, rows: usize, cols: usize) -> Result<Self::Prepared>;
+    /// A KV cache of the given layout, holding no positions.
+    fn kv_cache(&self, layout: KvLayout) -> Result<Self::Kv>;
+
+    /// Sets the rows in use of `buf` (at most its capacity).
+    fn set_rows(&self, buf: &mut Self::Buffer, rows: usize) -> Result<()>;
+
+    /// `out[i] = table[tokens[i]] * scale`.
+    fn embed(
+        &self,
+        table: &Self::Matrix,
+        tokens: &[u32],
+        scale: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// RMS-normalizes every run of `w.len()` values of `x` in place and multiplies by `w`
+    /// (a row of `x` may hold several runs: per-head norms).
+    fn rms_norm(&self, x: &mut Self::Buffer, w: &Self::Vector, eps: f32) -> Result<()>;
+    /// `out = rms_norm(x) * w`, row by row.
+    fn rms_norm_into(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Vector,
+        eps: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// Prepares `x` as the input of matrix products.
+    fn prepare(&self, x: &Self::Buffer, out: &mut Self::Prepared) -> Result<()>;
+    /// `out = x · Wᵀ`: for each row of `x` (cols = W's cols), one value per row of `W`.
+    fn matmul(&self, w: &Self::Matrix, x: &Self::Prepared, out: &mut Self::Buffer) -> Result<()>;
+    /// Rotary embedding of every head of width `head_dim` in each row of `x`, row `i` at
+    /// `positions[i]`.
+    fn rope(
+        &self,
+        x: &mut Self::Buffer,
+        head_dim: usize,
+        positions: &[u32],
+        rope: &Rope,
+    ) -> Result<()>;
+    /// Stores `k` and `v` (one row per batch token) in `layer` of the cache, then computes
+    /// causal attention of each query row of `q` over its sequence's cached positions.
+    fn attention(
+        &self,
+        kv: &mut Self::Kv,
+        layer: usize,
+        batch: &Batch<'_>,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        params: &AttentionParams,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `x += y`.
+    fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer) -> Result<()>;
+    /// `gate = act(gate) * up`.
+    fn glu(&self, gate: &mut Self::Buffer, up: &Self::Buffer, act: Glu) -> Result<()>;
+    /// `out[j] = x[rows[j]]`.
+    fn gather_rows(&self, x: &Self::Buffer, rows: &[usize], out: &mut Self::Buffer) -> Result<()>;
+    /// Copies the rows in use of `x` to host memory, row after row.
+    fn read(&self, x: &Self::Buffer, out: &mut [f32]) -> Result<()>;
+
+    /// Positions cached for sequence `seq` (0 for an unknown one).
+    fn kv_len(&self, kv: &Self::Kv, seq: SeqId) -> usize;
+    /// Makes room for the batch's tokens at their positions; the batch must continue each of
+    /// its sequences where the cache ends.
+    fn kv_reserve(&self, kv: &mut Self::Kv, batch: &Batch<'_>) -> Result<()>;
+    /// Keeps only the first `len` positions of `seq`.
+    fn kv_truncate(&self, kv: &mut Self::Kv, seq: SeqId, len: usize) -> Result<()>;
+    /// Forgets every position of every sequence.
+    fn kv_clear(&self, kv: &mut Self::Kv);
+}

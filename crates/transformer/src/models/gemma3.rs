@@ -1,0 +1,137 @@
+//! Gemma 3: grouped-query attention with RMS-normalized queries and keys, norms both before
+//! and after each sub-layer, a GELU-tanh gated feed-forward layer, embeddings scaled by
+//! √d_model, and sliding-window attention (with its own RoPE base) on five of every six
+//! blocks. GGUF stores the norm weights with Gemma's `1 +` already applied.
+//!
+//! ```text
+//! x = embed(tokens) · √d_model
+//! for each block:
+//!     h = rms_norm(x) · attn_norm
+//!     q = rope(rms_norm_per_head(W_q h) · q_norm), k = rope(rms_norm_per_head(W_k h) · k_norm)
+//!     x += rms_norm(W_o · attention(q, k, W_v h)) · post_attention_norm
+//!     h = rms_norm(x) · ffn_norm
+//!     x += rms_norm(W_down · (gelu_tanh(W_gate h) ⊙ W_up h)) · post_ffw_norm
+//! logits = W_embd · (rms_norm(x) · output_norm)
+//! ```
+
+use super::{Loader, State};
+use crate::backend::{AttentionParams, Backend, Batch, Glu};
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::names::TensorName as T;
+
+/// Weights of one block.
+pub struct Layer<M, V> {
+    attn_norm: V,      // (d_model,)
+    wq: M,             // (n_head * head_dim, d_model)
+    wk: M,             // (n_head_kv * head_dim, d_model)
+    wv: M,             // (n_head_kv * head_dim, d_model)
+    q_norm: V,         // (head_dim,)
+    k_norm: V,         // (head_dim,)
+    wo: M,             // (d_model, n_head * head_dim)
+    post_attn_norm: V, // (d_model,)
+    ffn_norm: V,       // (d_model,)
+    w_gate: M,         // (ffn_dim, d_model)
+    w_up: M,           // (ffn_dim, d_model)
+    w_down: M,         // (d_model, ffn_dim)
+    post_ffw_norm: V,  // (d_model,)
+}
+
+/// All weights of a Gemma 3 model.
+pub struct Weights<M, V> {
+    token_embd: M, // (vocab, d_model)
+    layers: Vec<Layer<M, V>>,
+    output_norm: V, // (d_model,)
+    output: M,      // (vocab, d_model), the embeddings when tied
+}
+
+impl<M, V> Weights<M, V> {
+    pub(crate) fn load<'w, B>(l: &Loader<'_, 'w, B>, c: &ModelConfig) -> Result<Self>
+    where
+        B: Backend<'w, Matrix = M, Vector = V>,
+    {
+        let (d, q, kv, f, hd) = (c.d_model, c.q_dim(), c.kv_dim(), c.ffn_dim, c.head_dim);
+        let layers = (0..c.n_layer)
+            .map(|il| {
+                let n = |t: T| t.in_block(il);
+                Ok(Layer {
+                    attn_norm: l.vector(&n(T::AttnNorm), d)?,
+                    wq: l.matrix(&n(T::AttnQ), q, d)?,
+                    wk: l.matrix(&n(T::AttnK), kv, d)?,
+                    wv: l.matrix(&n(T::AttnV), kv, d)?,
+                    q_norm: l.vector(&n(T::AttnQNorm), hd)?,
+                    k_norm: l.vector(&n(T::AttnKNorm), hd)?,
+                    wo: l.matrix(&n(T::AttnOutput), d, q)?,
+                    post_attn_norm: l.vector(&n(T::PostAttnNorm), d)?,
+                    ffn_norm: l.vector(&n(T::FfnNorm), d)?,
+                    w_gate: l.matrix(&n(T::FfnGate), f, d)?,
+                    w_up: l.matrix(&n(T::FfnUp), f, d)?,
+                    w_down: l.matrix(&n(T::FfnDown), d, f)?,
+                    post_ffw_norm: l.vector(&n(T::PostFfwNorm), d)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            token_embd: l.matrix(T::TokenEmbd.as_str(), c.vocab, d)?,
+            layers,
+            output_norm: l.vector(T::OutputNorm.as_str(), d)?,
+            output: l.output(c)?,
+        })
+    }
+}
+
+pub(crate) fn forward<'w, B: Backend<'w>>(
+    w: &Weights<B::Matrix, B::Vector>,
+    c: &ModelConfig,
+    b: &B,
+    s: &mut State<'w, B>,
+    kv: &mut B::Kv,
+    batch: &Batch<'_>,
+) -> Result<()> {
+    s.set_rows(b, batch.len(), batch.outputs.len())?;
+    b.embed(
+        &w.token_embd,
+        batch.tokens,
+        c.embed_scale.unwrap_or(1.0),
+        &mut s.x,
+    )?;
+    for (il, (layer, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
+        // Attention.
+        b.rms_norm_into(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn)?;
+        b.prepare(&s.xn, &mut s.xn_in)?;
+        b.matmul(&layer.wq, &s.xn_in, &mut s.q)?;
+        b.matmul(&layer.wk, &s.xn_in, &mut s.k)?;
+        b.matmul(&layer.wv, &s.xn_in, &mut s.v)?;
+        b.rms_norm(&mut s.q, &layer.q_norm, c.rms_eps)?;
+        b.rms_norm(&mut s.k, &layer.k_norm, c.rms_eps)?;
+        b.rope(&mut s.q, c.head_dim, batch.positions, &lc.rope)?;
+        b.rope(&mut s.k, c.head_dim, batch.positions, &lc.rope)?;
+        let params = AttentionParams {
+            n_head: c.n_head,
+            n_head_kv: c.n_head_kv,
+            head_dim: c.head_dim,
+            scale: c.attn_scale,
+            window: lc.window,
+        };
+        b.attention(kv, il, batch, &s.q, &s.k, &s.v, &params, &mut s.att)?;
+        b.prepare(&s.att, &mut s.att_in)?;
+        b.matmul(&layer.wo, &s.att_in, &mut s.proj)?;
+        b.rms_norm(&mut s.proj, &layer.post_attn_norm, c.rms_eps)?;
+        b.add(&mut s.x, &s.proj)?;
+
+        // Feed-forward.
+        b.rms_norm_into(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.xn)?;
+        b.prepare(&s.xn, &mut s.xn_in)?;
+        b.matmul(&layer.w_gate, &s.xn_in, &mut s.gate)?;
+        b.matmul(&layer.w_up, &s.xn_in, &mut s.up)?;
+        b.glu(&mut s.gate, &s.up, Glu::GeluTanh)?;
+        b.prepare(&s.gate, &mut s.ffn_in)?;
+        b.matmul(&layer.w_down, &s.ffn_in, &mut s.proj)?;
+        b.rms_norm(&mut s.proj, &layer.post_ffw_norm, c.rms_eps)?;
+        b.add(&mut s.x, &s.proj)?;
+    }
+    b.gather_rows(&s.x, batch.outputs, &mut s.out_x)?;
+    b.rms_norm(&mut s.out_x, &w.output_norm, c.rms_eps)?;
+    b.prepare(&s.out_x, &mut s.out_in)?;
+    b.matmul(&w.output, &s.out_in, &mut s.logits)
+}
