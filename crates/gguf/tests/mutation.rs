@@ -190,7 +190,9 @@ fn mutated_files_never_panic_or_hang() {
     let mut rng = Rng(env_u64("GGUF_MUTATION_SEED", 0x5EED_6667));
     let seeds = vec![small_seed(), smollm2_header_seed()];
     let limit = Duration::from_secs(5);
-    let (mut ok, mut errors, mut slowest) = (0u64, 0u64, Duration::ZERO);
+    let (mut ok, mut errors) = (0u64, 0u64);
+    // (time, case, input length) of the slowest input.
+    let mut slowest = (Duration::ZERO, 0, 0);
     let mut input = Vec::new();
     for case in 0..cases {
         // The large seed is slow to parse; use it for one input in 64.
@@ -208,7 +210,7 @@ fn mutated_files_never_panic_or_hang() {
             Err(e) => Err(e.to_string()),
         });
         let took = started.elapsed();
-        slowest = slowest.max(took);
+        slowest = slowest.max((took, case, input.len()));
         let Ok(outcome) = outcome else {
             panic!("case {case} panicked; input of {} bytes", input.len());
         };
@@ -224,7 +226,10 @@ fn mutated_files_never_panic_or_hang() {
         }
         assert!(took < limit, "case {case} took {took:?}");
     }
-    eprintln!("{cases} mutated inputs: {ok} parsed, {errors} rejected, slowest {slowest:?}");
+    eprintln!(
+        "{cases} mutated inputs: {ok} parsed, {errors} rejected; slowest: case {} ({} bytes) in {:?}",
+        slowest.1, slowest.2, slowest.0
+    );
     assert_eq!(ok + errors, cases);
     // Mutations must exercise both outcomes, or the test checks little.
     if cases >= 1000 {
