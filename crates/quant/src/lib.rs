@@ -26,10 +26,15 @@
 #![deny(missing_docs)]
 
 pub mod blocks;
+pub mod dot;
 mod error;
+pub mod matrix;
 mod row;
 mod scale_search;
+mod simd;
 
+pub use dot::QuantizedActivations;
 pub use error::QuantError;
 pub use ferrolm_gguf::GgmlType;
 pub use row::{block_layout, can_dequantize, can_quantize, dequantize_row, quantize_row, row_size};
+pub use matrix::{Input, MatScratch, Precision, QMatrix};

@@ -87,7 +87,13 @@ impl QuantizedActivations {
         self.d.resize(blocks, 0.0);
         self.dsum.resize(blocks, 0.0);
         self.sums16.resize(2 * blocks, 0);
-        simd::quantize_activations(x, &mut self.qs, &mut self.d, &mut self.dsum, &mut self.sums16);
+        simd::quantize_activations(
+            x,
+            &mut self.qs,
+            &mut self.d,
+            &mut self.dsum,
+            &mut self.sums16,
+        );
         Ok(())
     }
 

@@ -25,13 +25,15 @@
 
 pub mod activations;
 pub mod reference;
+#[cfg(test)]
+pub(crate) mod tests;
 
 pub use activations::{ACT_BLOCK, ActRow, QuantizedActivations};
 
 use ferrolm_gguf::GgmlType;
 
 use crate::QuantError;
-use crate::simd::{self, DotF32Fn, DotQ8Fn, Dequantizer, Isa};
+use crate::simd::{self, Dequantizer, DotF32Fn, DotQ8Fn, Isa};
 
 /// Whether weights of `ty` have an integer dot product against [`QuantizedActivations`].
 pub fn supports_quantized(ty: GgmlType) -> bool {

@@ -155,7 +155,9 @@ pub fn q4_k(row: &[u8], act: ActRow<'_>) -> f32 {
         let (d, dmin) = (blk.d.to_f32(), blk.dmin.to_f32());
         for j in 0..8 {
             let (n, shift) = (j / 2, 4 * (j % 2));
-            let q = blk.qs[32 * n..32 * n + 32].iter().map(|&b| i32::from((b >> shift) & 0x0F));
+            let q = blk.qs[32 * n..32 * n + 32]
+                .iter()
+                .map(|&b| i32::from((b >> shift) & 0x0F));
             let b = 8 * s + j;
             let isum = idot(q, &act.qs[32 * b..32 * b + 32]);
             let (sc, m) = scale_min_k4(j, &blk.scales);
@@ -215,7 +217,8 @@ pub fn iq4_xs(row: &[u8], act: ActRow<'_>) -> f32 {
     for (s, blk) in blocks::<BlockIq4Xs>(row).enumerate() {
         let d = blk.d.to_f32();
         for j in 0..8 {
-            let q = nibbles(&blk.qs.as_chunks::<16>().0[j]).map(|q| i32::from(IQ4_LEVELS[q as usize]));
+            let q =
+                nibbles(&blk.qs.as_chunks::<16>().0[j]).map(|q| i32::from(IQ4_LEVELS[q as usize]));
             let b = 8 * s + j;
             let isum = idot(q, &act.qs[32 * b..32 * b + 32]);
             let ls = i32::from(blk.sub_scale(j)) - 32;

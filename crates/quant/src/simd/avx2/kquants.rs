@@ -55,7 +55,10 @@ fn pair_scales(s: __m128i, g: usize) -> __m256i {
 #[inline]
 fn select_bit(hm: __m256i, bit: u8, value: i8) -> __m256i {
     let m = _mm256_set1_epi8(bit as i8);
-    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, m), m), _mm256_set1_epi8(value))
+    _mm256_and_si256(
+        _mm256_cmpeq_epi8(_mm256_and_si256(hm, m), m),
+        _mm256_set1_epi8(value),
+    )
 }
 
 /// Two bits `2j..2j+2` of each byte.
@@ -96,7 +99,8 @@ fn dot_q2_k_impl(blocks: &[BlockQ2K], act: ActRow<'_>) -> f32 {
         let da = load_f32x8(a.d);
         let raw = load_u8x16(&blk.scales);
         let sc = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
-        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), _mm_set1_epi8(0x0F)));
+        let mins =
+            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), _mm_set1_epi8(0x0F)));
         let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, load_i16x16(a.sums16)));
         acc_min = _mm256_fmadd_ps(_mm256_mul_ps(msum, da), _mm256_set1_ps(dmin), acc_min);
         let s = scaled(da, d);
@@ -106,7 +110,8 @@ fn dot_q2_k_impl(blocks: &[BlockQ2K], act: ActRow<'_>) -> f32 {
             for j in 0..4 {
                 let g = 4 * n + j;
                 let p = dot_u8i8_scaled(crumbs(q, j), load_i8x32(&a.qs[g]), pair_scales(sc, g));
-                acc[j % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[g]), acc[j % 2]);
+                acc[j % 2] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[g]), acc[j % 2]);
             }
         }
     }
@@ -127,7 +132,11 @@ fn dot_q3_k_impl(blocks: &[BlockQ3K], act: ActRow<'_>) -> f32 {
         let da = load_f32x8(a.d);
         let sc = load_u8x16(&q3k_scales(&blk.scales));
         let ssum = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), load_i16x16(a.sums16));
-        acc_off = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(ssum), da), _mm256_set1_ps(d), acc_off);
+        acc_off = _mm256_fmadd_ps(
+            _mm256_mul_ps(_mm256_cvtepi32_ps(ssum), da),
+            _mm256_set1_ps(d),
+            acc_off,
+        );
         let s = scaled(da, d);
         let hm = load_u8x32(&blk.hmask);
         let (qs, _) = blk.qs.as_chunks::<32>();
@@ -138,7 +147,8 @@ fn dot_q3_k_impl(blocks: &[BlockQ3K], act: ActRow<'_>) -> f32 {
                 let high = select_bit(hm, 1 << g, 4);
                 let quant = _mm256_or_si256(crumbs(q, j), high);
                 let p = dot_u8i8_scaled(quant, load_i8x32(&a.qs[g]), pair_scales(sc, g));
-                acc[j % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[g]), acc[j % 2]);
+                acc[j % 2] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[g]), acc[j % 2]);
             }
         }
     }
@@ -158,7 +168,13 @@ fn k4_scales(scales: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 /// Per-32 scales `d * sc_j * d_a` and the minimum term `dmin * Σ m_j dsum_j` (as a vector).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn k4_factors(d: u16, dmin: u16, scales: &[u8; 12], a: &SuperAct<'_>, acc_min: &mut __m256) -> [f32; 8] {
+fn k4_factors(
+    d: u16,
+    dmin: u16,
+    scales: &[u8; 12],
+    a: &SuperAct<'_>,
+    acc_min: &mut __m256,
+) -> [f32; 8] {
     let (sc, m) = k4_scales(scales);
     let to_f32 = |v: &[u8; 8]| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(load_u8x8(v)));
     let mins = _mm256_mul_ps(to_f32(&m), _mm256_set1_ps(f16_to_f32(dmin)));
@@ -171,7 +187,13 @@ fn dot_q4_k_impl(blocks: &[BlockQ4K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_min = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
-        let s = k4_factors(blk.d.to_bits(), blk.dmin.to_bits(), &blk.scales, &a, &mut acc_min);
+        let s = k4_factors(
+            blk.d.to_bits(),
+            blk.dmin.to_bits(),
+            &blk.scales,
+            &a,
+            &mut acc_min,
+        );
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (n, q) in qs.iter().enumerate() {
             let q = load_u8x32(q);
@@ -189,7 +211,13 @@ fn dot_q5_k_impl(blocks: &[BlockQ5K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_min = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
-        let s = k4_factors(blk.d.to_bits(), blk.dmin.to_bits(), &blk.scales, &a, &mut acc_min);
+        let s = k4_factors(
+            blk.d.to_bits(),
+            blk.dmin.to_bits(),
+            &blk.scales,
+            &a,
+            &mut acc_min,
+        );
         let qh = load_u8x32(&blk.qh);
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (n, q) in qs.iter().enumerate() {
@@ -209,7 +237,11 @@ fn dot_q5_k_impl(blocks: &[BlockQ5K], act: ActRow<'_>) -> f32 {
 #[target_feature(enable = "avx2")]
 #[inline]
 fn q6_quants(ql: &[__m256i; 2], qh: __m256i, j: usize) -> __m256i {
-    let low = if j < 2 { low_nibbles(ql[j]) } else { high_nibbles(ql[j - 2]) };
+    let low = if j < 2 {
+        low_nibbles(ql[j])
+    } else {
+        high_nibbles(ql[j - 2])
+    };
     let high = _mm256_slli_epi16::<4>(crumbs(qh, j));
     _mm256_or_si256(low, high)
 }
@@ -223,7 +255,11 @@ fn dot_q6_k_impl(blocks: &[BlockQ6K], act: ActRow<'_>) -> f32 {
         let da = load_f32x8(a.d);
         let sc = load_u8x16(&blk.scales.map(|v| v as u8));
         let ssum = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), load_i16x16(a.sums16));
-        acc_off = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(ssum), da), _mm256_set1_ps(d), acc_off);
+        acc_off = _mm256_fmadd_ps(
+            _mm256_mul_ps(_mm256_cvtepi32_ps(ssum), da),
+            _mm256_set1_ps(d),
+            acc_off,
+        );
         let s = scaled(da, d);
         let (ql, _) = blk.ql.as_chunks::<32>();
         let (qh, _) = blk.qh.as_chunks::<32>();
@@ -234,7 +270,8 @@ fn dot_q6_k_impl(blocks: &[BlockQ6K], act: ActRow<'_>) -> f32 {
                 let g = 4 * n + j;
                 let quant = q6_quants(&low, high, j);
                 let p = dot_u8i8_scaled(quant, load_i8x32(&a.qs[g]), pair_scales(sc, g));
-                acc[j % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[g]), acc[j % 2]);
+                acc[j % 2] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[g]), acc[j % 2]);
             }
         }
     }
@@ -251,7 +288,10 @@ fn dot_iq4_xs_impl(blocks: &[BlockIq4Xs], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
         let ls = load_f32x8(&iq4xs_scales(blk));
-        let s = scaled(_mm256_mul_ps(ls, load_f32x8(a.d)), f16_to_f32(blk.d.to_bits()));
+        let s = scaled(
+            _mm256_mul_ps(ls, load_f32x8(a.d)),
+            f16_to_f32(blk.d.to_bits()),
+        );
         let (qs, _) = blk.qs.as_chunks::<16>();
         for (j, q) in qs.iter().enumerate() {
             let p = dot_i8i8(iq4_values(q), load_i8x32(&a.qs[j]));
@@ -261,12 +301,42 @@ fn dot_iq4_xs_impl(blocks: &[BlockIq4Xs], act: ActRow<'_>) -> f32 {
     hsum_f32x8(_mm256_add_ps(acc[0], acc[1]))
 }
 
-safe_dot!(dot_q2_k, dot_q2_k_impl, BlockQ2K, crate::dot::reference::q2_k);
-safe_dot!(dot_q3_k, dot_q3_k_impl, BlockQ3K, crate::dot::reference::q3_k);
-safe_dot!(dot_q4_k, dot_q4_k_impl, BlockQ4K, crate::dot::reference::q4_k);
-safe_dot!(dot_q5_k, dot_q5_k_impl, BlockQ5K, crate::dot::reference::q5_k);
-safe_dot!(dot_q6_k, dot_q6_k_impl, BlockQ6K, crate::dot::reference::q6_k);
-safe_dot!(dot_iq4_xs, dot_iq4_xs_impl, BlockIq4Xs, crate::dot::reference::iq4_xs);
+safe_dot!(
+    dot_q2_k,
+    dot_q2_k_impl,
+    BlockQ2K,
+    crate::dot::reference::q2_k
+);
+safe_dot!(
+    dot_q3_k,
+    dot_q3_k_impl,
+    BlockQ3K,
+    crate::dot::reference::q3_k
+);
+safe_dot!(
+    dot_q4_k,
+    dot_q4_k_impl,
+    BlockQ4K,
+    crate::dot::reference::q4_k
+);
+safe_dot!(
+    dot_q5_k,
+    dot_q5_k_impl,
+    BlockQ5K,
+    crate::dot::reference::q5_k
+);
+safe_dot!(
+    dot_q6_k,
+    dot_q6_k_impl,
+    BlockQ6K,
+    crate::dot::reference::q6_k
+);
+safe_dot!(
+    dot_iq4_xs,
+    dot_iq4_xs_impl,
+    BlockIq4Xs,
+    crate::dot::reference::iq4_xs
+);
 
 /// Decodes each super-block to 256 floats with `decode`, a group of 32 at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -292,7 +362,9 @@ fn dequant_q2_k_impl(blocks: &[BlockQ2K], out: &mut [f32]) {
             let dl = sc.map(|s| _mm256_set1_ps(d * f32::from(s & 0x0F)));
             let ml = sc.map(|s| _mm256_set1_ps(dmin * f32::from(s >> 4)));
             let q = crumbs(load_u8x32(&qs[n]), j);
-            bytes_to_f32(q, false, o, |k, v| _mm256_sub_ps(_mm256_mul_ps(dl[k / 2], v), ml[k / 2]));
+            bytes_to_f32(q, false, o, |k, v| {
+                _mm256_sub_ps(_mm256_mul_ps(dl[k / 2], v), ml[k / 2])
+            });
         }
     });
 }
@@ -322,9 +394,16 @@ fn dequant_q4_k_impl(blocks: &[BlockQ4K], out: &mut [f32]) {
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (g, o) in groups.iter_mut().enumerate() {
             let (sc, m) = scale_min_k4(g, &blk.scales);
-            let (dl, ml) = (_mm256_set1_ps(d * f32::from(sc)), _mm256_set1_ps(dmin * f32::from(m)));
+            let (dl, ml) = (
+                _mm256_set1_ps(d * f32::from(sc)),
+                _mm256_set1_ps(dmin * f32::from(m)),
+            );
             let q = load_u8x32(&qs[g / 2]);
-            let q = if g % 2 == 0 { low_nibbles(q) } else { high_nibbles(q) };
+            let q = if g % 2 == 0 {
+                low_nibbles(q)
+            } else {
+                high_nibbles(q)
+            };
             bytes_to_f32(q, false, o, |_, v| _mm256_sub_ps(_mm256_mul_ps(dl, v), ml));
         }
     });
@@ -338,9 +417,16 @@ fn dequant_q5_k_impl(blocks: &[BlockQ5K], out: &mut [f32]) {
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (g, o) in groups.iter_mut().enumerate() {
             let (sc, m) = scale_min_k4(g, &blk.scales);
-            let (dl, ml) = (_mm256_set1_ps(d * f32::from(sc)), _mm256_set1_ps(dmin * f32::from(m)));
+            let (dl, ml) = (
+                _mm256_set1_ps(d * f32::from(sc)),
+                _mm256_set1_ps(dmin * f32::from(m)),
+            );
             let q = load_u8x32(&qs[g / 2]);
-            let q = if g % 2 == 0 { low_nibbles(q) } else { high_nibbles(q) };
+            let q = if g % 2 == 0 {
+                low_nibbles(q)
+            } else {
+                high_nibbles(q)
+            };
             let q = _mm256_or_si256(q, select_bit(qh, 1 << g, 16));
             bytes_to_f32(q, false, o, |_, v| _mm256_sub_ps(_mm256_mul_ps(dl, v), ml));
         }
@@ -382,4 +468,9 @@ safe_dequant!(dequant_q3_k, dequant_q3_k_impl, BlockQ3K, GgmlType::Q3K);
 safe_dequant!(dequant_q4_k, dequant_q4_k_impl, BlockQ4K, GgmlType::Q4K);
 safe_dequant!(dequant_q5_k, dequant_q5_k_impl, BlockQ5K, GgmlType::Q5K);
 safe_dequant!(dequant_q6_k, dequant_q6_k_impl, BlockQ6K, GgmlType::Q6K);
-safe_dequant!(dequant_iq4_xs, dequant_iq4_xs_impl, BlockIq4Xs, GgmlType::Iq4Xs);
+safe_dequant!(
+    dequant_iq4_xs,
+    dequant_iq4_xs_impl,
+    BlockIq4Xs,
+    GgmlType::Iq4Xs
+);

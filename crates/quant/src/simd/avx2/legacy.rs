@@ -57,7 +57,10 @@ fn legacy_dequant<B>(blocks: &[B], out: &mut [f32], decode: impl Fn(&B, &mut [f3
 #[target_feature(enable = "avx2")]
 #[inline]
 fn fifth_bit_quants(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
-    let high = _mm256_and_si256(bits_to_bytes(u32::from_le_bytes(qh)), _mm256_set1_epi8(0x10));
+    let high = _mm256_and_si256(
+        bits_to_bytes(u32::from_le_bytes(qh)),
+        _mm256_set1_epi8(0x10),
+    );
     _mm256_or_si256(nibbles_32(qs), high)
 }
 
@@ -106,16 +109,50 @@ fn dot_q8_0_impl(blocks: &[BlockQ8_0], act: ActRow<'_>) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_iq4_nl_impl(blocks: &[BlockIq4Nl], act: ActRow<'_>) -> f32 {
     legacy_dot(blocks, act, |b, a| {
-        (dot_i8i8(iq4_values(&b.qs), a), f16_to_f32(b.d.to_bits()), 0.0)
+        (
+            dot_i8i8(iq4_values(&b.qs), a),
+            f16_to_f32(b.d.to_bits()),
+            0.0,
+        )
     })
 }
 
-safe_dot!(dot_q4_0, dot_q4_0_impl, BlockQ4_0, crate::dot::reference::q4_0);
-safe_dot!(dot_q4_1, dot_q4_1_impl, BlockQ4_1, crate::dot::reference::q4_1);
-safe_dot!(dot_q5_0, dot_q5_0_impl, BlockQ5_0, crate::dot::reference::q5_0);
-safe_dot!(dot_q5_1, dot_q5_1_impl, BlockQ5_1, crate::dot::reference::q5_1);
-safe_dot!(dot_q8_0, dot_q8_0_impl, BlockQ8_0, crate::dot::reference::q8_0);
-safe_dot!(dot_iq4_nl, dot_iq4_nl_impl, BlockIq4Nl, crate::dot::reference::iq4_nl);
+safe_dot!(
+    dot_q4_0,
+    dot_q4_0_impl,
+    BlockQ4_0,
+    crate::dot::reference::q4_0
+);
+safe_dot!(
+    dot_q4_1,
+    dot_q4_1_impl,
+    BlockQ4_1,
+    crate::dot::reference::q4_1
+);
+safe_dot!(
+    dot_q5_0,
+    dot_q5_0_impl,
+    BlockQ5_0,
+    crate::dot::reference::q5_0
+);
+safe_dot!(
+    dot_q5_1,
+    dot_q5_1_impl,
+    BlockQ5_1,
+    crate::dot::reference::q5_1
+);
+safe_dot!(
+    dot_q8_0,
+    dot_q8_0_impl,
+    BlockQ8_0,
+    crate::dot::reference::q8_0
+);
+safe_dot!(
+    dot_iq4_nl,
+    dot_iq4_nl_impl,
+    BlockIq4Nl,
+    crate::dot::reference::iq4_nl
+);
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q4_0_impl(blocks: &[BlockQ4_0], out: &mut [f32]) {
@@ -131,7 +168,9 @@ fn dequant_q4_1_impl(blocks: &[BlockQ4_1], out: &mut [f32]) {
     legacy_dequant(blocks, out, |b, o| {
         let d = _mm256_set1_ps(f16_to_f32(b.d.to_bits()));
         let m = _mm256_set1_ps(f16_to_f32(b.m.to_bits()));
-        bytes_to_f32(nibbles_32(&b.qs), false, o, |_, v| _mm256_add_ps(_mm256_mul_ps(v, d), m));
+        bytes_to_f32(nibbles_32(&b.qs), false, o, |_, v| {
+            _mm256_add_ps(_mm256_mul_ps(v, d), m)
+        });
     });
 }
 
@@ -175,4 +214,9 @@ safe_dequant!(dequant_q4_1, dequant_q4_1_impl, BlockQ4_1, GgmlType::Q4_1);
 safe_dequant!(dequant_q5_0, dequant_q5_0_impl, BlockQ5_0, GgmlType::Q5_0);
 safe_dequant!(dequant_q5_1, dequant_q5_1_impl, BlockQ5_1, GgmlType::Q5_1);
 safe_dequant!(dequant_q8_0, dequant_q8_0_impl, BlockQ8_0, GgmlType::Q8_0);
-safe_dequant!(dequant_iq4_nl, dequant_iq4_nl_impl, BlockIq4Nl, GgmlType::Iq4Nl);
+safe_dequant!(
+    dequant_iq4_nl,
+    dequant_iq4_nl_impl,
+    BlockIq4Nl,
+    GgmlType::Iq4Nl
+);

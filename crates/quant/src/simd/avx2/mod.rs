@@ -107,7 +107,9 @@ fn f16_to_f32(bits: u16) -> f32 {
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
 fn f16x2_to_f32(lo: u16, hi: u16) -> __m128 {
-    _mm_cvtph_ps(_mm_cvtsi32_si128((u32::from(lo) | (u32::from(hi) << 16)) as i32))
+    _mm_cvtph_ps(_mm_cvtsi32_si128(
+        (u32::from(lo) | (u32::from(hi) << 16)) as i32,
+    ))
 }
 
 #[target_feature(enable = "avx2")]
@@ -190,7 +192,12 @@ fn bits_to_bytes(bits: u32) -> __m256i {
 /// each group `k` (0..4) of 8, in order.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn bytes_to_f32(q: __m256i, signed: bool, out: &mut [f32; 32], f: impl Fn(usize, __m256) -> __m256) {
+fn bytes_to_f32(
+    q: __m256i,
+    signed: bool,
+    out: &mut [f32; 32],
+    f: impl Fn(usize, __m256) -> __m256,
+) {
     let halves = [_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q)];
     let (outs, _) = out.as_chunks_mut::<8>();
     for (h, half) in halves.into_iter().enumerate() {
@@ -236,14 +243,18 @@ fn quantize_activations_impl(
         let scale = amax / 127.0;
         let id = _mm256_set1_ps(if amax == 0.0 { 0.0 } else { 127.0 / amax });
         let r = v.map(|v| {
-            _mm256_cvtps_epi32(_mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm256_mul_ps(v, id),
-            ))
+            _mm256_cvtps_epi32(_mm256_round_ps::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(_mm256_mul_ps(v, id)))
         });
         let s0 = hsum_i32x8(_mm256_add_epi32(r[0], r[1]));
         let s1 = hsum_i32x8(_mm256_add_epi32(r[2], r[3]));
-        let packed = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
-        let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let packed = _mm256_packs_epi16(
+            _mm256_packs_epi32(r[0], r[1]),
+            _mm256_packs_epi32(r[2], r[3]),
+        );
+        let ordered =
+            _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         // SAFETY: `q` is 32 writable bytes; the store has no alignment requirement.
         unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), ordered) };
         *d = scale;
@@ -335,7 +346,9 @@ fn dot_bf16_impl(row: &[u8], x: &[f32]) -> f32 {
     let (xc, xr) = x.as_chunks::<8>();
     let mut acc = [_mm256_setzero_ps(); 2];
     for (k, (w, x)) in wc.iter().zip(xc).enumerate() {
-        let wv = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load_u8x16(w))));
+        let wv = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(load_u8x16(
+            w,
+        ))));
         acc[k % 2] = _mm256_fmadd_ps(wv, load_f32x8(x), acc[k % 2]);
     }
     let tail = crate::dot::reference::bf16_f32(wr, xr);
@@ -409,7 +422,11 @@ fn dots_f32_tile_impl(x: [&[f32]; 3], w: [&[f32]; 4]) -> [[f32; 4]; 3] {
     let mut out = [[0.0f32; 4]; 3];
     for (i, row) in out.iter_mut().enumerate() {
         for (j, o) in row.iter_mut().enumerate() {
-            let rest: f32 = x[i][tail..len].iter().zip(&w[j][tail..len]).map(|(a, b)| a * b).sum();
+            let rest: f32 = x[i][tail..len]
+                .iter()
+                .zip(&w[j][tail..len])
+                .map(|(a, b)| a * b)
+                .sum();
             *o = hsum_f32x8(acc[i][j]) + rest;
         }
     }

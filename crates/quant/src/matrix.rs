@@ -1,0 +1,413 @@
+//! The weight-matrix seam the model code multiplies through: a borrowed 2-D
+//! tensor of any supported type, multiplied by one activation vector
+//! (decode) or many (prefill), on the current rayon thread pool.
+//!
+//! Two precisions: [`Precision::Q8`] quantizes the activations to 8 bits
+//! once per input (as llama.cpp does, but with f32 scales per 32 values)
+//! and uses integer dot products; [`Precision::F32`] decodes the weights
+//! exactly and multiplies in f32. Float weight types always take the f32 path.
+
+use ferrolm_gguf::GgmlType;
+use rayon::prelude::*;
+
+use crate::QuantError;
+use crate::dot::{F32Dot, QuantizedActivations};
+use crate::simd::{self, Dequantizer, DotQ8Fn, TILE_W, TILE_X};
+
+/// How activations enter the dot products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// 8-bit activations, integer dot products: the fast path.
+    #[default]
+    Q8,
+    /// f32 activations against exactly decoded weights: the exact path.
+    F32,
+}
+
+/// Reusable buffers for [`QMatrix`] products: the quantized activations.
+/// Per-thread decode tiles of the f32 prefill path live in thread-locals,
+/// so after the first call of a given size nothing is allocated.
+#[derive(Clone, Debug, Default)]
+pub struct MatScratch {
+    precision: Precision,
+    acts: QuantizedActivations,
+}
+
+impl MatScratch {
+    /// Buffers for products at `precision`.
+    pub fn new(precision: Precision) -> Self {
+        Self {
+            precision,
+            acts: QuantizedActivations::new(),
+        }
+    }
+
+    /// The precision inputs are prepared at.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Changes the precision of later [`MatScratch::prepare`] calls.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+    }
+
+    /// Prepares `x` (rows of `cols` values, row-major) once for every matrix
+    /// that multiplies it: at [`Precision::Q8`] it is quantized here (when
+    /// `cols` is a multiple of 32).
+    pub fn prepare<'a>(&'a mut self, x: &'a [f32], cols: usize) -> Result<Input<'a>, QuantError> {
+        let n = rows_of(x.len(), cols)?;
+        let quantized = if self.precision == Precision::Q8 && cols % 32 == 0 {
+            self.acts.quantize(x, cols)?;
+            Some(&self.acts)
+        } else {
+            None
+        };
+        Ok(Input {
+            x,
+            n,
+            cols,
+            quantized,
+        })
+    }
+}
+
+fn rows_of(len: usize, cols: usize) -> Result<usize, QuantError> {
+    if cols == 0 || len % cols != 0 || len == 0 {
+        return Err(QuantError::LengthMismatch {
+            what: "activations (a non-zero multiple of the row length)",
+            expected: len.next_multiple_of(cols.max(1)).max(cols),
+            got: len,
+        });
+    }
+    Ok(len / cols)
+}
+
+/// Activations ready for any number of [`QMatrix::forward`] calls: `n` rows
+/// of `cols` values, with their 8-bit form when it was made.
+#[derive(Clone, Copy, Debug)]
+pub struct Input<'a> {
+    x: &'a [f32],
+    n: usize,
+    cols: usize,
+    quantized: Option<&'a QuantizedActivations>,
+}
+
+impl<'a> Input<'a> {
+    /// f32 activations only: every product takes the exact path.
+    pub fn f32(x: &'a [f32], cols: usize) -> Result<Self, QuantError> {
+        Ok(Self {
+            x,
+            n: rows_of(x.len(), cols)?,
+            cols,
+            quantized: None,
+        })
+    }
+
+    /// Activations quantized by the caller, with their f32 originals (which
+    /// float weight types use).
+    pub fn with_quantized(
+        x: &'a [f32],
+        quantized: &'a QuantizedActivations,
+    ) -> Result<Self, QuantError> {
+        let cols = quantized.cols();
+        let n = rows_of(x.len(), cols)?;
+        if n != quantized.rows() {
+            return Err(QuantError::LengthMismatch {
+                what: "quantized activation rows",
+                expected: n,
+                got: quantized.rows(),
+            });
+        }
+        Ok(Self {
+            x,
+            n,
+            cols,
+            quantized: Some(quantized),
+        })
+    }
+
+    /// Activation rows.
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// A borrowed 2-D weight tensor in GGUF order: `rows` rows (dims\[1\]) of
+/// `cols` values (dims\[0\]), each row `row_size(ty, cols)` bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: &'a [u8],
+}
+
+/// Rows per parallel task at least, so that a task is worth its scheduling.
+const MIN_TASK_VALUES: usize = 64 * 1024;
+/// Weight rows decoded together on the f32 prefill path.
+const DECODE_TILE_ROWS: usize = 16;
+
+thread_local! {
+    static DECODE_TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl<'a> QMatrix<'a> {
+    /// Wraps `data` as a `rows × cols` matrix of `ty`, checking that the type
+    /// can be multiplied and that `data` is exactly the right size.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, QuantError> {
+        if F32Dot::new(ty, simd::Isa::Scalar).is_none() {
+            return Err(QuantError::Unsupported {
+                ty,
+                op: "matrix multiplication",
+            });
+        }
+        let row_bytes = crate::row_size(ty, cols)?;
+        let expected = row_bytes
+            .checked_mul(rows)
+            .ok_or(QuantError::LengthMismatch {
+                what: "matrix bytes (overflow)",
+                expected: usize::MAX,
+                got: data.len(),
+            })?;
+        if data.len() != expected || cols == 0 || rows == 0 {
+            return Err(QuantError::ByteLength {
+                ty,
+                elements: rows * cols,
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    /// Element type.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Output size: rows of the weight matrix.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input size: values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The borrowed bytes.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    /// Bytes of row `r`, or `None` past the end.
+    pub fn row(&self, r: usize) -> Option<&'a [u8]> {
+        self.data.get(r * self.row_bytes..(r + 1) * self.row_bytes)
+    }
+
+    /// Decodes row `r` into `out` (`cols` values) with the SIMD decoder,
+    /// bit-identical to [`crate::dequantize_row`] (e.g. an embedding lookup).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<(), QuantError> {
+        let row = self.row(r).ok_or(QuantError::LengthMismatch {
+            what: "row index",
+            expected: self.rows,
+            got: r,
+        })?;
+        self.check_len("out", out.len(), self.cols)?;
+        match Dequantizer::new(self.ty, simd::isa()) {
+            Some(dequant) => dequant.run(row, out),
+            None => crate::dequantize_row(self.ty, row, out)?,
+        }
+        Ok(())
+    }
+
+    /// `y = W x` for one vector (`x`: `cols`, `y`: `rows`) at the scratch's precision.
+    pub fn matvec(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        scratch: &mut MatScratch,
+    ) -> Result<(), QuantError> {
+        self.check_len("x", x.len(), self.cols)?;
+        self.forward(&scratch.prepare(x, self.cols)?, y)
+    }
+
+    /// `Y = X Wᵀ` for `n` rows (`x`: `n × cols`, `y`: `n × rows`, both
+    /// row-major) at the scratch's precision.
+    pub fn matmul(
+        &self,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+        scratch: &mut MatScratch,
+    ) -> Result<(), QuantError> {
+        self.check_len("x", x.len(), n * self.cols)?;
+        self.forward(&scratch.prepare(x, self.cols)?, y)
+    }
+
+    /// `Y = X Wᵀ` for prepared activations (`y`: `input.rows() × rows`).
+    /// Takes the 8-bit path when `input` carries quantized activations and
+    /// this type has an integer kernel, else the exact f32 path.
+    pub fn forward(&self, input: &Input<'_>, y: &mut [f32]) -> Result<(), QuantError> {
+        self.check_len("input row", input.cols, self.cols)?;
+        self.check_len("y", y.len(), input.n * self.rows)?;
+        let isa = simd::isa();
+        if let (Some(acts), Some(kernel)) = (input.quantized, crate::dot::q8_kernel(self.ty, isa)) {
+            self.forward_q8(acts, kernel, y);
+            return Ok(());
+        }
+        let dot = F32Dot::new(self.ty, isa).ok_or(QuantError::Unsupported {
+            ty: self.ty,
+            op: "matrix multiplication",
+        })?;
+        match (input.n, Dequantizer::new(self.ty, isa)) {
+            (1, _) | (_, None) => self.forward_f32_rows(input.x, dot, y),
+            (_, Some(dequant)) => self.forward_f32_tiles(input.x, input.n, dequant, y),
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, what: &'static str, got: usize, expected: usize) -> Result<(), QuantError> {
+        if got == expected {
+            Ok(())
+        } else {
+            Err(QuantError::LengthMismatch {
+                what,
+                expected,
+                got,
+            })
+        }
+    }
+
+    /// Rows per parallel task for `work_per_row` multiply-adds a row.
+    fn task_rows(&self, rows: usize, work_per_row: usize) -> usize {
+        let threads = rayon::current_num_threads().max(1);
+        let min_rows = MIN_TASK_VALUES.div_ceil(work_per_row.max(1)).max(1);
+        rows.div_ceil(4 * threads).max(min_rows).min(rows.max(1))
+    }
+
+    fn forward_q8(&self, acts: &QuantizedActivations, kernel: DotQ8Fn, y: &mut [f32]) {
+        let n = acts.rows();
+        if n == 1 {
+            let Some(act) = acts.row(0) else { return };
+            let chunk = self.task_rows(self.rows, self.cols);
+            y.par_chunks_mut(chunk).enumerate().for_each(|(t, ys)| {
+                let first = t * chunk;
+                let rows = self.data[first * self.row_bytes..].chunks_exact(self.row_bytes);
+                for (y, row) in ys.iter_mut().zip(rows) {
+                    *y = kernel(row, act);
+                }
+            });
+            return;
+        }
+        // Split by activation rows: each task reads every weight row once
+        // and, while it is in L1, multiplies it with all of its activations.
+        let chunk = self.task_rows(n, self.rows * self.cols);
+        y.par_chunks_mut(chunk * self.rows)
+            .enumerate()
+            .for_each(|(t, ys)| {
+                let first = t * chunk;
+                let count = ys.len() / self.rows;
+                for (r, row) in self.data.chunks_exact(self.row_bytes).enumerate() {
+                    for c in 0..count {
+                        if let Some(act) = acts.row(first + c) {
+                            ys[c * self.rows + r] = kernel(row, act);
+                        }
+                    }
+                }
+            });
+    }
+
+    fn forward_f32_rows(&self, x: &[f32], dot: F32Dot, y: &mut [f32]) {
+        let n = x.len() / self.cols;
+        for (x, y) in x
+            .chunks_exact(self.cols)
+            .zip(y.chunks_exact_mut(self.rows))
+            .take(n)
+        {
+            let chunk = self.task_rows(self.rows, self.cols);
+            y.par_chunks_mut(chunk).enumerate().for_each(|(t, ys)| {
+                let first = t * chunk;
+                let rows = self.data[first * self.row_bytes..].chunks_exact(self.row_bytes);
+                for (y, row) in ys.iter_mut().zip(rows) {
+                    *y = dot.dot(row, x);
+                }
+            });
+        }
+    }
+
+    /// The exact prefill path: tiles of weight rows are decoded to f32 once
+    /// per task and multiplied with register-blocked f32 dot products.
+    fn forward_f32_tiles(&self, x: &[f32], n: usize, dequant: Dequantizer, y: &mut [f32]) {
+        let chunk = self.task_rows(n, self.rows * self.cols).max(TILE_X);
+        let (rows, cols) = (self.rows, self.cols);
+        y.par_chunks_mut(chunk * rows)
+            .enumerate()
+            .for_each(|(t, ys)| {
+                let xs = &x[t * chunk * cols..][..ys.len() / rows * cols];
+                DECODE_TILE.with_borrow_mut(|tile| {
+                    if tile.len() < DECODE_TILE_ROWS * cols {
+                        tile.resize(DECODE_TILE_ROWS * cols, 0.0);
+                    }
+                    for r0 in (0..rows).step_by(DECODE_TILE_ROWS) {
+                        let tr = DECODE_TILE_ROWS.min(rows - r0);
+                        let bytes = &self.data[r0 * self.row_bytes..(r0 + tr) * self.row_bytes];
+                        for (row, out) in bytes
+                            .chunks_exact(self.row_bytes)
+                            .zip(tile.chunks_exact_mut(cols))
+                        {
+                            dequant.run(row, out);
+                        }
+                        multiply_tile(xs, &tile[..tr * cols], cols, &mut *ys, rows, r0);
+                    }
+                });
+            });
+    }
+}
+
+/// `ys[c][r0 + r] = xs[c] · w[r]` for every activation row `c` of `xs` and
+/// decoded weight row `r` of `w` (both `cols` wide; `ys` rows are `rows` wide).
+fn multiply_tile(xs: &[f32], w: &[f32], cols: usize, ys: &mut [f32], rows: usize, r0: usize) {
+    let nx = xs.len() / cols;
+    let nw = w.len() / cols;
+    let xrow = |c: usize| &xs[c * cols..(c + 1) * cols];
+    let wrow = |r: usize| &w[r * cols..(r + 1) * cols];
+    let mut c = 0;
+    while c + TILE_X <= nx {
+        let mut r = 0;
+        while r + TILE_W <= nw {
+            let out = simd::dots_f32_tile(
+                std::array::from_fn(|i| xrow(c + i)),
+                std::array::from_fn(|j| wrow(r + j)),
+            );
+            for (i, o) in out.iter().enumerate() {
+                ys[(c + i) * rows + r0 + r..][..TILE_W].copy_from_slice(o);
+            }
+            r += TILE_W;
+        }
+        for r in r..nw {
+            for i in 0..TILE_X {
+                ys[(c + i) * rows + r0 + r] = simd::dot_f32(xrow(c + i), wrow(r));
+            }
+        }
+        c += TILE_X;
+    }
+    for c in c..nx {
+        for r in 0..nw {
+            ys[c * rows + r0 + r] = simd::dot_f32(xrow(c), wrow(r));
+        }
+    }
+}
