@@ -249,3 +249,27 @@ fn every_prefix_of_the_real_header_is_rejected_cleanly() {
         assert!(!e.to_string().contains('\n'));
     }
 }
+
+proptest::proptest! {
+    /// Random bytes after a plausible header: counts small enough that the
+    /// parser goes deep into the random part.
+    #[test]
+    fn random_bytes_after_a_valid_header_never_panic(
+        version in 2u32..=3,
+        n_tensors in 0u64..4,
+        n_kv in 0u64..4,
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+    ) {
+        let mut bytes = b"GGUF".to_vec();
+        bytes.extend_from_slice(&version.to_le_bytes());
+        bytes.extend_from_slice(&n_tensors.to_le_bytes());
+        bytes.extend_from_slice(&n_kv.to_le_bytes());
+        bytes.extend_from_slice(&tail);
+        match Gguf::parse(&bytes) {
+            Ok(g) => {
+                exercise(&g);
+            }
+            Err(e) => proptest::prop_assert!(!e.to_string().contains('\n')),
+        }
+    }
+}
