@@ -5,6 +5,8 @@
 //! - [`blocks`]: one `#[repr(C)]` [`bytemuck::Pod`] struct per format
 //!   (Q4_0 … Q8_1, Q2_K … Q8_K, IQ4_NL, IQ4_XS) with `dequantize` and
 //!   `quantize` on fixed-size arrays.
+//! - [`BlockFormat`]: the trait over all block structs (ggml type, elements
+//!   per block, slice codecs) for code generic over formats.
 //! - [`dequantize_row`] / [`quantize_row`]: the same for a row of raw bytes,
 //!   dispatched on a [`GgmlType`]; F32, F16 and BF16 are handled as plain
 //!   element types.
@@ -28,6 +30,7 @@
 pub mod blocks;
 pub mod dot;
 mod error;
+mod format;
 pub mod matrix;
 mod row;
 mod scale_search;
@@ -36,5 +39,6 @@ mod simd;
 pub use dot::QuantizedActivations;
 pub use error::QuantError;
 pub use ferrolm_gguf::GgmlType;
-pub use row::{block_layout, can_dequantize, can_quantize, dequantize_row, quantize_row, row_size};
+pub use format::BlockFormat;
 pub use matrix::{Input, MatScratch, Precision, QMatrix};
+pub use row::{block_layout, can_dequantize, can_quantize, dequantize_row, quantize_row, row_size};

@@ -61,26 +61,9 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
     block_layout(ty).is_some()
 }
 
-/// Whether [`quantize_row`] handles `ty`.
+/// Whether [`quantize_row`] handles `ty` (every type [`dequantize_row`] does).
 pub fn can_quantize(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::F32
-            | GgmlType::F16
-            | GgmlType::Bf16
-            | GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_0
-            | GgmlType::Q5_1
-            | GgmlType::Q8_0
-            | GgmlType::Q8_1
-            | GgmlType::Q2K
-            | GgmlType::Q3K
-            | GgmlType::Q4K
-            | GgmlType::Q5K
-            | GgmlType::Q6K
-            | GgmlType::Q8K
-    )
+    block_layout(ty).is_some()
 }
 
 fn check_lengths(ty: GgmlType, elements: usize, got_bytes: usize) -> Result<(), QuantError> {
@@ -226,6 +209,8 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], out: &mut [u8]) -> Result<(), Qua
         GgmlType::Q5K => encode_blocks(src, out, BlockQ5K::quantize),
         GgmlType::Q6K => encode_blocks(src, out, BlockQ6K::quantize),
         GgmlType::Q8K => encode_blocks(src, out, BlockQ8K::quantize),
+        GgmlType::Iq4Nl => encode_blocks(src, out, BlockIq4Nl::quantize),
+        GgmlType::Iq4Xs => encode_blocks(src, out, BlockIq4Xs::quantize),
         _ => {
             return Err(QuantError::Unsupported {
                 ty,
@@ -234,4 +219,50 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], out: &mut [u8]) -> Result<(), Qua
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_agree_with_the_gguf_type_table() {
+        for ty in GgmlType::ALL {
+            let Some((block, bytes)) = block_layout(ty) else {
+                continue;
+            };
+            assert_eq!(block, ty.block_size(), "{ty}");
+            // The gguf table follows an older Q8_1 layout with f32 fields
+            // (40 bytes); ggml's current block is 2 f16 + 32 i8.
+            if ty != GgmlType::Q8_1 {
+                assert_eq!(bytes, ty.type_size(), "{ty}");
+            }
+        }
+        assert_eq!(block_layout(GgmlType::Q8_1), Some((32, 36)));
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors_not_panics() {
+        let mut out = [0.0f32; 32];
+        assert!(matches!(
+            dequantize_row(GgmlType::Q4_0, &[0u8; 17], &mut out),
+            Err(QuantError::ByteLength {
+                expected: 18,
+                got: 17,
+                ..
+            })
+        ));
+        assert!(matches!(
+            dequantize_row(GgmlType::Q4K, &[0u8; 18], &mut out),
+            Err(QuantError::NotBlockMultiple { block: 256, .. })
+        ));
+        assert!(matches!(
+            quantize_row(GgmlType::Iq2Xxs, &[0.0; 256], &mut [0u8; 66]),
+            Err(QuantError::Unsupported { .. })
+        ));
+        assert!(matches!(
+            quantize_row(GgmlType::Q8_0, &[0.0; 32], &mut [0u8; 35]),
+            Err(QuantError::ByteLength { .. })
+        ));
+    }
 }

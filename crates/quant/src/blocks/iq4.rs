@@ -84,3 +84,139 @@ impl BlockIq4Xs {
         }
     }
 }
+
+/// Index of the level nearest to `v` (the lower one on ties).
+fn nearest_level(v: f32) -> u8 {
+    let mut best = 0u8;
+    let mut best_dist = f32::INFINITY;
+    for (i, &l) in IQ4_LEVELS.iter().enumerate() {
+        let dist = (v - f32::from(l)).abs();
+        if dist < best_dist {
+            best_dist = dist;
+            best = i as u8;
+        }
+    }
+    best
+}
+
+/// Squared error of `x` against `d * IQ4_LEVELS[idx]`, with the indices
+/// chosen nearest to `x / d` (written to `idx`).
+fn fit_levels(x: &[f32], d: f32, idx: &mut [u8]) -> f32 {
+    let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+    let mut err = 0.0f32;
+    for (&v, i) in x.iter().zip(idx.iter_mut()) {
+        *i = nearest_level(v * id);
+        let diff = d * level(*i) - v;
+        err += diff * diff;
+    }
+    err
+}
+
+/// The least-squares scale of one group of 32: tries inverse scales that map
+/// the largest magnitude near either end of the level table, assigns the
+/// nearest levels, solves for the scale those levels fit best, and keeps the
+/// candidate with the smallest squared error.
+fn best_group_scale(x: &[f32]) -> f32 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-15 {
+        return 0.0;
+    }
+    let sum_x2: f32 = x.iter().map(|v| v * v).sum();
+    let mut best_scale = max / f32::from(IQ4_LEVELS[0]);
+    let mut best_err = f32::INFINITY;
+    let mut idx = [0u8; QK4_NL];
+    for end in [IQ4_LEVELS[0], IQ4_LEVELS[15]] {
+        for step in -7i8..=7 {
+            let id = (f32::from(end) + f32::from(step)) / max;
+            let (mut sxl, mut sll) = (0.0f32, 0.0f32);
+            for (&v, i) in x.iter().zip(idx.iter_mut()) {
+                *i = nearest_level(v * id);
+                let l = level(*i);
+                sxl += v * l;
+                sll += l * l;
+            }
+            if sll > 0.0 {
+                let err = sum_x2 - sxl * sxl / sll;
+                if err < best_err {
+                    best_err = err;
+                    best_scale = sxl / sll;
+                }
+            }
+        }
+    }
+    best_scale
+}
+
+fn pack_nibbles(idx: &[u8; 32]) -> [u8; 16] {
+    let mut qs = [0u8; 16];
+    for (j, q) in qs.iter_mut().enumerate() {
+        *q = idx[j] | (idx[j + 16] << 4);
+    }
+    qs
+}
+
+impl BlockIq4Nl {
+    /// Encodes 32 values: least-squares scale search over the level table.
+    pub fn quantize(src: &[f32; QK4_NL]) -> Self {
+        let d = f16::from_f32(best_group_scale(src));
+        let mut idx = [0u8; QK4_NL];
+        fit_levels(src, d.to_f32(), &mut idx);
+        Self {
+            d,
+            qs: pack_nibbles(&idx),
+        }
+    }
+}
+
+impl BlockIq4Xs {
+    /// Encodes 256 values: a least-squares scale per group of 32, stored as a
+    /// 6-bit multiple of the super-scale; each group then also tries the
+    /// neighbouring multiples and keeps the one with the smallest error.
+    pub fn quantize(src: &[f32; QK_K]) -> Self {
+        let mut scales = [0.0f32; 8];
+        let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
+        for (s, x) in scales.iter_mut().zip(src.chunks_exact(32)) {
+            *s = best_group_scale(x);
+            if s.abs() > amax {
+                amax = s.abs();
+                max_scale = *s;
+            }
+        }
+        let mut block = Self::zeroed();
+        if amax == 0.0 {
+            return block;
+        }
+        block.d = f16::from_f32(-max_scale / 32.0);
+        let d = block.d.to_f32();
+        let id = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let mut idx = [0u8; 32];
+        let mut trial = [0u8; 32];
+        for (i, x) in src.chunks_exact(32).enumerate() {
+            let start = (scales[i] * id).round_ties_even().clamp(-32.0, 31.0) as i32;
+            let mut best = start;
+            let mut best_err = fit_levels(x, d * start as f32, &mut idx);
+            for ls in [start - 1, start + 1] {
+                if (-32..=31).contains(&ls) {
+                    let err = fit_levels(x, d * ls as f32, &mut trial);
+                    if err < best_err {
+                        best_err = err;
+                        best = ls;
+                        idx = trial;
+                    }
+                }
+            }
+            let ls = (best + 32) as u8;
+            block.scales_l[i / 2] |= (ls & 0x0F) << (4 * (i % 2));
+            block.scales_h |= u16::from(ls >> 4) << (2 * i);
+            block.qs[16 * i..16 * i + 16].copy_from_slice(&pack_nibbles(&idx));
+        }
+        block
+    }
+}

@@ -543,6 +543,11 @@ mod tests {
                 total_ref += reference;
                 total_refined += refined;
             }
+            eprintln!(
+                "{name}: reference search rmse {:.5}, refined {:.5}",
+                (total_ref / (100.0 * QK_K as f64)).sqrt(),
+                (total_refined / (100.0 * QK_K as f64)).sqrt()
+            );
             assert!(total_refined < total_ref, "{name}: refinement never helped");
         }
     }
