@@ -1,0 +1,125 @@
+//! Reading a [`TokenizerConfig`] from a GGUF file's metadata.
+
+use ferrolm_gguf::{Gguf, MetadataArray, MetadataValue, keys};
+
+use crate::vocab::{SpecialTokenIds, TokenizerConfig};
+use crate::{TokenId, TokenizerError};
+
+fn opt_str(g: &Gguf<'_>, key: &'static str) -> Result<Option<String>, TokenizerError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(MetadataValue::String(s)) => Ok(Some((*s).to_owned())),
+        Some(_) => Err(TokenizerError::WrongType {
+            key,
+            expected: "a string",
+        }),
+    }
+}
+
+fn opt_bool(g: &Gguf<'_>, key: &'static str) -> Result<Option<bool>, TokenizerError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_bool().map(Some).ok_or(TokenizerError::WrongType {
+            key,
+            expected: "a boolean",
+        }),
+    }
+}
+
+/// A token id key; negative values (some converters write -1) mean "none".
+fn opt_id(g: &Gguf<'_>, key: &'static str) -> Result<Option<TokenId>, TokenizerError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => {
+            let id = v.as_i64().ok_or(TokenizerError::WrongType {
+                key,
+                expected: "an integer",
+            })?;
+            Ok(TokenId::try_from(id).ok())
+        }
+    }
+}
+
+fn opt_array<'g, 'a>(
+    g: &'g Gguf<'a>,
+    key: &'static str,
+) -> Result<Option<&'g MetadataArray<'a>>, TokenizerError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(MetadataValue::Array(a)) => Ok(Some(a)),
+        Some(_) => Err(TokenizerError::WrongType {
+            key,
+            expected: "an array",
+        }),
+    }
+}
+
+fn strings(a: &MetadataArray<'_>, key: &'static str) -> Result<Vec<String>, TokenizerError> {
+    let s = a.as_strings().ok_or(TokenizerError::WrongType {
+        key,
+        expected: "an array of strings",
+    })?;
+    Ok(s.iter().map(|&x| x.to_owned()).collect())
+}
+
+impl TokenizerConfig {
+    /// Reads the `tokenizer.*` metadata (and `general.name`/`general.architecture`)
+    /// of a GGUF file. Works on vocabulary-only files: no tensor is touched.
+    pub fn from_gguf(g: &Gguf<'_>) -> Result<TokenizerConfig, TokenizerError> {
+        use keys::tokenizer as k;
+        let model = opt_str(g, k::MODEL)?.ok_or(TokenizerError::MissingKey { key: k::MODEL })?;
+        let mut cfg = TokenizerConfig {
+            model,
+            pre: opt_str(g, k::PRE)?,
+            chat_template: opt_str(g, k::CHAT_TEMPLATE)?,
+            model_name: opt_str(g, keys::general::NAME)?,
+            architecture: opt_str(g, keys::general::ARCHITECTURE)?,
+            add_bos: opt_bool(g, k::ADD_BOS)?,
+            add_eos: opt_bool(g, k::ADD_EOS)?,
+            add_space_prefix: opt_bool(g, k::ADD_SPACE_PREFIX)?,
+            special: SpecialTokenIds {
+                bos: opt_id(g, k::BOS_ID)?,
+                eos: opt_id(g, k::EOS_ID)?,
+                eot: opt_id(g, k::EOT_ID)?,
+                eom: opt_id(g, k::EOM_ID)?,
+                unk: opt_id(g, k::UNK_ID)?,
+                sep: opt_id(g, k::SEP_ID)?,
+                pad: opt_id(g, k::PAD_ID)?,
+                mask: opt_id(g, k::MASK_ID)?,
+                fim_pad: opt_id(g, k::FIM_PAD_ID)?,
+                fim_rep: opt_id(g, k::FIM_REP_ID)?,
+                fim_sep: opt_id(g, k::FIM_SEP_ID)?,
+            },
+            ..TokenizerConfig::default()
+        };
+        if matches!(cfg.model.as_str(), "no_vocab" | "none") {
+            return Err(TokenizerError::NoVocabulary { model: cfg.model });
+        }
+        let tokens =
+            opt_array(g, k::TOKENS)?.ok_or(TokenizerError::MissingKey { key: k::TOKENS })?;
+        cfg.tokens = strings(tokens, k::TOKENS)?;
+        if let Some(a) = opt_array(g, k::SCORES)? {
+            cfg.scores = Some(match a {
+                MetadataArray::F32(v) => v.clone(),
+                MetadataArray::I32(v) => v.iter().map(|&x| x as f32).collect(),
+                _ => {
+                    return Err(TokenizerError::WrongType {
+                        key: k::SCORES,
+                        expected: "an array of f32 or i32",
+                    });
+                }
+            });
+        }
+        if let Some(a) = opt_array(g, k::TOKEN_TYPE)? {
+            let t = a.as_i32s().ok_or(TokenizerError::WrongType {
+                key: k::TOKEN_TYPE,
+                expected: "an array of i32",
+            })?;
+            cfg.token_types = Some(t.to_vec());
+        }
+        if let Some(a) = opt_array(g, k::MERGES)? {
+            cfg.merges = Some(strings(a, k::MERGES)?);
+        }
+        Ok(cfg)
+    }
+}
