@@ -1,12 +1,15 @@
 //! Throughput of the per-row kernels, in bytes of weights per second, next
 //! to a plain memory copy of the same bytes: decoding to f32 and dot
 //! products against 8-bit and f32 activations, one thread.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ferrolm_quant::{GgmlType, MatScratch, Precision, QMatrix, QuantizedActivations, dot, quantize_row, row_size};
+use ferrolm_quant::{
+    GgmlType, MatScratch, Precision, QMatrix, QuantizedActivations, dot, quantize_row, row_size,
+};
 
 const ROWS: usize = 1024;
 const COLS: usize = 2048;
@@ -34,7 +37,9 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -54,7 +59,11 @@ pub fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
             }
         }
     }
-    base.iter().copied().cycle().take(rows * row_bytes).collect()
+    base.iter()
+        .copied()
+        .cycle()
+        .take(rows * row_bytes)
+        .collect()
 }
 
 fn copy(c: &mut Criterion) {

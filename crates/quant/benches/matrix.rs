@@ -1,6 +1,7 @@
 //! Matrix-vector (decode) and matrix-matrix (prefill, 512 rows) products on
 //! two threads, at both precisions, for shapes of the real models and of an
 //! 8B model's FFN.
+#![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -12,7 +13,9 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -25,13 +28,20 @@ fn weights(ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
     for (s, d) in src.chunks(cols).zip(base.chunks_mut(row_bytes)) {
         quantize_row(ty, s, d).expect("quantize");
     }
-    base.iter().copied().cycle().take(rows * row_bytes).collect()
+    base.iter()
+        .copied()
+        .cycle()
+        .take(rows * row_bytes)
+        .collect()
 }
 
 const THREADS: usize = 2;
 
 fn pool() -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(THREADS).build().expect("thread pool")
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(THREADS)
+        .build()
+        .expect("thread pool")
 }
 
 fn matvec(c: &mut Criterion) {
@@ -55,7 +65,12 @@ fn matvec(c: &mut Criterion) {
             let mut scratch = MatScratch::new(precision);
             let id = format!("{}/{cols}x{rows}/{precision:?}", ty.name());
             g.bench_function(id, |b| {
-                pool.install(|| b.iter(|| m.matvec(black_box(&x), &mut y, &mut scratch).expect("matvec")));
+                pool.install(|| {
+                    b.iter(|| {
+                        m.matvec(black_box(&x), &mut y, &mut scratch)
+                            .expect("matvec");
+                    });
+                });
             });
         }
     }
@@ -65,7 +80,11 @@ fn matvec(c: &mut Criterion) {
 fn matmul(c: &mut Criterion) {
     let pool = pool();
     let n = 512;
-    let shapes = [(GgmlType::Q4_1, 576, 1536), (GgmlType::Q5_0, 640, 2048), (GgmlType::Q4K, 1024, 640)];
+    let shapes = [
+        (GgmlType::Q4_1, 576, 1536),
+        (GgmlType::Q5_0, 640, 2048),
+        (GgmlType::Q4K, 1024, 640),
+    ];
     let mut g = c.benchmark_group("matmul512");
     for (ty, cols, rows) in shapes {
         let data = weights(ty, rows, cols);
@@ -78,7 +97,12 @@ fn matmul(c: &mut Criterion) {
             let mut scratch = MatScratch::new(precision);
             let id = format!("{}/{cols}x{rows}/{precision:?}", ty.name());
             g.bench_function(id, |b| {
-                pool.install(|| b.iter(|| m.matmul(black_box(&x), n, &mut y, &mut scratch).expect("matmul")));
+                pool.install(|| {
+                    b.iter(|| {
+                        m.matmul(black_box(&x), n, &mut y, &mut scratch)
+                            .expect("matmul");
+                    });
+                });
             });
         }
     }

@@ -57,7 +57,7 @@ impl MatScratch {
     /// `cols` is a multiple of 32).
     pub fn prepare<'a>(&'a mut self, x: &'a [f32], cols: usize) -> Result<Input<'a>, QuantError> {
         let n = rows_of(x.len(), cols)?;
-        let quantized = if self.precision == Precision::Q8 && cols % 32 == 0 {
+        let quantized = if self.precision == Precision::Q8 && cols.is_multiple_of(32) {
             self.acts.quantize(x, cols)?;
             Some(&self.acts)
         } else {
@@ -73,7 +73,7 @@ impl MatScratch {
 }
 
 fn rows_of(len: usize, cols: usize) -> Result<usize, QuantError> {
-    if cols == 0 || len % cols != 0 || len == 0 {
+    if cols == 0 || !len.is_multiple_of(cols) || len == 0 {
         return Err(QuantError::LengthMismatch {
             what: "activations (a non-zero multiple of the row length)",
             expected: len.next_multiple_of(cols.max(1)).max(cols),
@@ -226,7 +226,7 @@ impl<'a> QMatrix<'a> {
             expected: self.rows,
             got: r,
         })?;
-        self.check_len("out", out.len(), self.cols)?;
+        Self::check_len("out", out.len(), self.cols)?;
         match Dequantizer::new(self.ty, simd::isa()) {
             Some(dequant) => dequant.run(row, out),
             None => crate::dequantize_row(self.ty, row, out)?,
@@ -241,7 +241,7 @@ impl<'a> QMatrix<'a> {
         y: &mut [f32],
         scratch: &mut MatScratch,
     ) -> Result<(), QuantError> {
-        self.check_len("x", x.len(), self.cols)?;
+        Self::check_len("x", x.len(), self.cols)?;
         self.forward(&scratch.prepare(x, self.cols)?, y)
     }
 
@@ -254,7 +254,7 @@ impl<'a> QMatrix<'a> {
         y: &mut [f32],
         scratch: &mut MatScratch,
     ) -> Result<(), QuantError> {
-        self.check_len("x", x.len(), n * self.cols)?;
+        Self::check_len("x", x.len(), n * self.cols)?;
         self.forward(&scratch.prepare(x, self.cols)?, y)
     }
 
@@ -262,8 +262,8 @@ impl<'a> QMatrix<'a> {
     /// Takes the 8-bit path when `input` carries quantized activations and
     /// this type has an integer kernel, else the exact f32 path.
     pub fn forward(&self, input: &Input<'_>, y: &mut [f32]) -> Result<(), QuantError> {
-        self.check_len("input row", input.cols, self.cols)?;
-        self.check_len("y", y.len(), input.n * self.rows)?;
+        Self::check_len("input row", input.cols, self.cols)?;
+        Self::check_len("y", y.len(), input.n * self.rows)?;
         let isa = simd::isa();
         if let (Some(acts), Some(kernel)) = (input.quantized, crate::dot::q8_kernel(self.ty, isa)) {
             self.forward_q8(acts, kernel, y);
@@ -280,7 +280,7 @@ impl<'a> QMatrix<'a> {
         Ok(())
     }
 
-    fn check_len(&self, what: &'static str, got: usize, expected: usize) -> Result<(), QuantError> {
+    fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), QuantError> {
         if got == expected {
             Ok(())
         } else {
@@ -293,7 +293,7 @@ impl<'a> QMatrix<'a> {
     }
 
     /// Rows per parallel task for `work_per_row` multiply-adds a row.
-    fn task_rows(&self, rows: usize, work_per_row: usize) -> usize {
+    fn task_rows(rows: usize, work_per_row: usize) -> usize {
         let threads = rayon::current_num_threads().max(1);
         let min_rows = MIN_TASK_VALUES.div_ceil(work_per_row.max(1)).max(1);
         rows.div_ceil(4 * threads).max(min_rows).min(rows.max(1))
@@ -303,7 +303,7 @@ impl<'a> QMatrix<'a> {
         let n = acts.rows();
         if n == 1 {
             let Some(act) = acts.row(0) else { return };
-            let chunk = self.task_rows(self.rows, self.cols);
+            let chunk = Self::task_rows(self.rows, self.cols);
             y.par_chunks_mut(chunk).enumerate().for_each(|(t, ys)| {
                 let first = t * chunk;
                 let rows = self.data[first * self.row_bytes..].chunks_exact(self.row_bytes);
@@ -315,7 +315,7 @@ impl<'a> QMatrix<'a> {
         }
         // Split by activation rows: each task reads every weight row once
         // and, while it is in L1, multiplies it with all of its activations.
-        let chunk = self.task_rows(n, self.rows * self.cols);
+        let chunk = Self::task_rows(n, self.rows * self.cols);
         y.par_chunks_mut(chunk * self.rows)
             .enumerate()
             .for_each(|(t, ys)| {
@@ -338,7 +338,7 @@ impl<'a> QMatrix<'a> {
             .zip(y.chunks_exact_mut(self.rows))
             .take(n)
         {
-            let chunk = self.task_rows(self.rows, self.cols);
+            let chunk = Self::task_rows(self.rows, self.cols);
             y.par_chunks_mut(chunk).enumerate().for_each(|(t, ys)| {
                 let first = t * chunk;
                 let rows = self.data[first * self.row_bytes..].chunks_exact(self.row_bytes);
@@ -352,7 +352,7 @@ impl<'a> QMatrix<'a> {
     /// The exact prefill path: tiles of weight rows are decoded to f32 once
     /// per task and multiplied with register-blocked f32 dot products.
     fn forward_f32_tiles(&self, x: &[f32], n: usize, dequant: Dequantizer, y: &mut [f32]) {
-        let chunk = self.task_rows(n, self.rows * self.cols).max(TILE_X);
+        let chunk = Self::task_rows(n, self.rows * self.cols).max(TILE_X);
         let (rows, cols) = (self.rows, self.cols);
         y.par_chunks_mut(chunk * rows)
             .enumerate()
@@ -408,6 +408,236 @@ fn multiply_tile(xs: &[f32], w: &[f32], cols: usize, ys: &mut [f32], rows: usize
     for c in c..nx {
         for r in 0..nw {
             ys[c * rows + r0 + r] = simd::dot_f32(xrow(c), wrow(r));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::dot::tests::{Q8_TYPES, random_activations, random_row};
+
+    fn all_types() -> impl Iterator<Item = GgmlType> {
+        Q8_TYPES
+            .into_iter()
+            .chain([GgmlType::F32, GgmlType::F16, GgmlType::Bf16])
+    }
+
+    fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
+        let blocks = cols / ty.block_size();
+        (0..rows)
+            .flat_map(|_| random_row(ty, blocks, rng))
+            .collect()
+    }
+
+    /// Exact products of decoded weights (f64), and the sums of |w x|.
+    fn naive(
+        ty: GgmlType,
+        data: &[u8],
+        rows: usize,
+        cols: usize,
+        x: &[f32],
+    ) -> (Vec<f64>, Vec<f64>) {
+        let mut w = vec![0.0f32; rows * cols];
+        crate::dequantize_row(ty, data, &mut w).expect("decodable");
+        let n = x.len() / cols;
+        let mut y = vec![0.0f64; n * rows];
+        let mut mag = vec![0.0f64; n * rows];
+        for c in 0..n {
+            for r in 0..rows {
+                for k in 0..cols {
+                    let p = f64::from(w[r * cols + k]) * f64::from(x[c * cols + k]);
+                    y[c * rows + r] += p;
+                    mag[c * rows + r] += p.abs();
+                }
+            }
+        }
+        (y, mag)
+    }
+
+    /// Largest error 8-bit activations can add: half a quantization step per value.
+    fn q8_bound(ty: GgmlType, data: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f64> {
+        let mut w = vec![0.0f32; rows * cols];
+        crate::dequantize_row(ty, data, &mut w).expect("decodable");
+        let n = x.len() / cols;
+        let mut bound = vec![0.0f64; n * rows];
+        for c in 0..n {
+            let xs = &x[c * cols..(c + 1) * cols];
+            let steps: Vec<f64> = xs
+                .chunks(32)
+                .map(|b| f64::from(b.iter().fold(0.0f32, |a, v| a.max(v.abs()))) / 127.0)
+                .collect();
+            for r in 0..rows {
+                bound[c * rows + r] = (0..cols)
+                    .map(|k| f64::from(w[r * cols + k].abs()) * steps[k / 32] * 0.5)
+                    .sum();
+            }
+        }
+        bound
+    }
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool")
+    }
+
+    #[test]
+    fn products_match_naive_reference_for_every_type_and_precision() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (rows, cols) = (37, 512);
+        let two = pool(2);
+        for ty in all_types() {
+            let data = random_matrix(ty, rows, cols, &mut rng);
+            let m = QMatrix::new(ty, rows, cols, &data).expect("matrix");
+            for n in [1, 2, 7] {
+                let x = random_activations(n * cols, &mut rng);
+                let (exact, mag) = naive(ty, &data, rows, cols, &x);
+                let bound = q8_bound(ty, &data, rows, cols, &x);
+                for precision in [Precision::Q8, Precision::F32] {
+                    let mut scratch = MatScratch::new(precision);
+                    let mut y = vec![f32::NAN; n * rows];
+                    two.install(|| m.matmul(&x, n, &mut y, &mut scratch))
+                        .expect("matmul");
+                    let q8 = precision == Precision::Q8 && ty.is_quantized();
+                    for (i, &got) in y.iter().enumerate() {
+                        let tol = 2e-5 * mag[i] + if q8 { bound[i] } else { 0.0 } + 1e-6;
+                        let err = (f64::from(got) - exact[i]).abs();
+                        assert!(
+                            err <= tol,
+                            "{ty} n={n} {precision:?} [{i}]: {got} vs {} (tol {tol})",
+                            exact[i]
+                        );
+                    }
+                    if q8 && n == 7 {
+                        // The 8-bit path must really differ from the exact one somewhere.
+                        assert!(
+                            y.iter()
+                                .zip(&exact)
+                                .any(|(a, b)| (f64::from(*a) - b).abs() > 1e-4 * mag[0])
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_thread_count() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let (rows, cols, n) = (300, 256, 9);
+        for ty in [GgmlType::Q4_1, GgmlType::Q6K, GgmlType::F16] {
+            let data = random_matrix(ty, rows, cols, &mut rng);
+            let m = QMatrix::new(ty, rows, cols, &data).expect("matrix");
+            let x = random_activations(n * cols, &mut rng);
+            for precision in [Precision::Q8, Precision::F32] {
+                let run = |threads: usize, n: usize| {
+                    let mut scratch = MatScratch::new(precision);
+                    let mut y = vec![0.0f32; n * rows];
+                    pool(threads)
+                        .install(|| m.matmul(&x[..n * cols], n, &mut y, &mut scratch))
+                        .expect("matmul");
+                    y
+                };
+                assert_eq!(run(1, n), run(3, n), "{ty} {precision:?}");
+                // One row takes the matvec kernels, several the tiled ones:
+                // the same sums, in a different order on the f32 path.
+                let (one, many) = (run(2, 1), run(1, n));
+                for (a, b) in one.iter().zip(&many[..rows]) {
+                    let same = if precision == Precision::Q8 && ty.is_quantized() {
+                        a == b
+                    } else {
+                        (a - b).abs() <= 1e-4 * a.abs().max(1.0)
+                    };
+                    assert!(same, "{ty} {precision:?}: matvec {a} vs matmul {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_prepared_input_serves_several_matrices() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let cols = 256;
+        let a = random_matrix(GgmlType::Q4K, 64, cols, &mut rng);
+        let b = random_matrix(GgmlType::Q8_0, 32, cols, &mut rng);
+        let (ma, mb) = (
+            QMatrix::new(GgmlType::Q4K, 64, cols, &a).expect("a"),
+            QMatrix::new(GgmlType::Q8_0, 32, cols, &b).expect("b"),
+        );
+        let x = random_activations(cols, &mut rng);
+        let mut scratch = MatScratch::new(Precision::Q8);
+        let (mut ya, mut yb) = (vec![0.0; 64], vec![0.0; 32]);
+        let input = scratch.prepare(&x, cols).expect("prepare");
+        ma.forward(&input, &mut ya).expect("a");
+        mb.forward(&input, &mut yb).expect("b");
+        let mut acts = QuantizedActivations::new();
+        acts.quantize(&x, cols).expect("quantize");
+        let mut ya2 = vec![0.0; 64];
+        ma.forward(&Input::with_quantized(&x, &acts).expect("input"), &mut ya2)
+            .expect("a2");
+        assert_eq!(ya, ya2);
+        let mut yb2 = vec![0.0; 32];
+        mb.matvec(&x, &mut yb2, &mut MatScratch::new(Precision::Q8))
+            .expect("b2");
+        assert_eq!(yb, yb2);
+        let mut exact = vec![0.0; 32];
+        mb.forward(&Input::f32(&x, cols).expect("f32 input"), &mut exact)
+            .expect("exact");
+        assert_ne!(exact, yb);
+    }
+
+    #[test]
+    fn shapes_and_types_are_checked() {
+        let data = vec![0u8; 4 * 18];
+        assert!(QMatrix::new(GgmlType::Q4_0, 2, 64, &data).is_ok());
+        assert!(QMatrix::new(GgmlType::Q4_0, 2, 64, &data[1..]).is_err());
+        assert!(QMatrix::new(GgmlType::Q4_0, 2, 48, &data).is_err());
+        assert!(QMatrix::new(GgmlType::Q8K, 1, 256, &[0u8; 292]).is_err());
+        assert!(QMatrix::new(GgmlType::Iq2Xxs, 1, 256, &[0u8; 66]).is_err());
+        assert!(QMatrix::new(GgmlType::Q4_0, usize::MAX / 2, 64, &data).is_err());
+        let m = QMatrix::new(GgmlType::Q4_0, 2, 64, &data).expect("matrix");
+        let mut scratch = MatScratch::default();
+        assert!(m.matvec(&[0.0; 63], &mut [0.0; 2], &mut scratch).is_err());
+        assert!(m.matvec(&[0.0; 64], &mut [0.0; 3], &mut scratch).is_err());
+        assert!(
+            m.matmul(&[0.0; 128], 3, &mut [0.0; 6], &mut scratch)
+                .is_err()
+        );
+        assert!(
+            m.matmul(&[0.0; 128], 2, &mut [0.0; 4], &mut scratch)
+                .is_ok()
+        );
+        assert!(m.dequantize_row(2, &mut [0.0; 64]).is_err());
+        assert!(m.dequantize_row(1, &mut [0.0; 63]).is_err());
+        assert_eq!(m.row(1).map(<[u8]>::len), Some(36));
+        assert_eq!(
+            (m.rows(), m.cols(), m.ty(), m.data().len()),
+            (2, 64, GgmlType::Q4_0, 72)
+        );
+    }
+
+    #[test]
+    fn decoded_rows_equal_the_scalar_decoder() {
+        let mut rng = ChaCha8Rng::seed_from_u64(14);
+        for ty in all_types() {
+            let cols = 512;
+            let data = random_matrix(ty, 3, cols, &mut rng);
+            let m = QMatrix::new(ty, 3, cols, &data).expect("matrix");
+            let (mut fast, mut slow) = (vec![0.0f32; cols], vec![0.0f32; cols]);
+            m.dequantize_row(2, &mut fast).expect("row");
+            crate::dequantize_row(ty, m.row(2).expect("row"), &mut slow).expect("row");
+            assert!(
+                fast.iter()
+                    .zip(&slow)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{ty}"
+            );
+            let _ = rng.random::<u8>();
         }
     }
 }

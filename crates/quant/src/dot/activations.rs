@@ -66,14 +66,14 @@ impl QuantizedActivations {
     ///
     /// Non-finite inputs give unspecified (but memory-safe) quants.
     pub fn quantize(&mut self, x: &[f32], cols: usize) -> Result<(), QuantError> {
-        if cols == 0 || cols % ACT_BLOCK != 0 {
+        if cols == 0 || !cols.is_multiple_of(ACT_BLOCK) {
             return Err(QuantError::LengthMismatch {
                 what: "activation row (a multiple of 32)",
                 expected: cols.next_multiple_of(ACT_BLOCK).max(ACT_BLOCK),
                 got: cols,
             });
         }
-        if x.len() % cols != 0 {
+        if !x.len().is_multiple_of(cols) {
             return Err(QuantError::LengthMismatch {
                 what: "activations",
                 expected: x.len().next_multiple_of(cols),

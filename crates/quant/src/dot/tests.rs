@@ -6,8 +6,8 @@ use half::f16;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::activations::{QuantizedActivations, quantize_reference};
 use super::F32Dot;
+use super::activations::{QuantizedActivations, quantize_reference};
 use crate::simd::{self, Dequantizer, Isa};
 
 /// Every weight type with an integer kernel.
@@ -110,8 +110,10 @@ fn simd_activation_quantizer_is_bit_identical_to_scalar() {
         let n = 32 * rng.random_range(1..40);
         let x = random_activations(n, &mut rng);
         let b = n / 32;
-        let (mut q1, mut d1, mut s1, mut h1) = (vec![0i8; n], vec![0.0; b], vec![0.0; b], vec![0i16; 2 * b]);
-        let (mut q2, mut d2, mut s2, mut h2) = (vec![0i8; n], vec![0.0; b], vec![0.0; b], vec![0i16; 2 * b]);
+        let (mut q1, mut d1, mut s1, mut h1) =
+            (vec![0i8; n], vec![0.0; b], vec![0.0; b], vec![0i16; 2 * b]);
+        let (mut q2, mut d2, mut s2, mut h2) =
+            (vec![0i8; n], vec![0.0; b], vec![0.0; b], vec![0i16; 2 * b]);
         quantize_reference(&x, &mut q1, &mut d1, &mut s1, &mut h1);
         simd::quantize_activations_with(Isa::detect(), &x, &mut q2, &mut d2, &mut s2, &mut h2);
         assert_eq!(q1, q2);
@@ -132,7 +134,11 @@ fn activation_quantizer_error_is_within_half_a_step() {
         let row = acts.row(r).expect("row in range");
         for (i, &v) in x[r * 512..(r + 1) * 512].iter().enumerate() {
             let step = row.d[i / 32];
-            assert!((row.value(i) - v).abs() <= 0.5 * step * 1.0001, "{i}: {v} vs {}", row.value(i));
+            assert!(
+                (row.value(i) - v).abs() <= 0.5 * step * 1.0001,
+                "{i}: {v} vs {}",
+                row.value(i)
+            );
         }
         for (b, q) in row.qs.chunks(16).enumerate() {
             assert_eq!(row.sums16[b], q.iter().map(|&q| i16::from(q)).sum::<i16>());
@@ -146,7 +152,10 @@ fn activation_quantizer_error_is_within_half_a_step() {
 fn simd_dequantization_is_bit_identical_to_scalar() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let isa = Isa::detect();
-    let types = Q8_TYPES.iter().copied().chain([GgmlType::F16, GgmlType::Bf16]);
+    let types = Q8_TYPES
+        .iter()
+        .copied()
+        .chain([GgmlType::F16, GgmlType::Bf16]);
     for ty in types {
         let dequant = Dequantizer::new(ty, isa).expect("decodable type");
         for _ in 0..cases() / 4 {
@@ -157,7 +166,10 @@ fn simd_dequantization_is_bit_identical_to_scalar() {
             let mut got = vec![0.0f32; n];
             dequant.run(&row, &mut got);
             for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
-                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{ty} element {i}: {a} vs {b}");
+                assert!(
+                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                    "{ty} element {i}: {a} vs {b}"
+                );
             }
         }
     }
@@ -175,12 +187,20 @@ fn reference_dots_match_decoded_arithmetic() {
             let row = random_row(ty, blocks, &mut rng);
             let w = decode(ty, &row, n);
             let mut acts = QuantizedActivations::new();
-            acts.quantize(&random_activations(n, &mut rng), n).expect("shape");
+            acts.quantize(&random_activations(n, &mut rng), n)
+                .expect("shape");
             let act = acts.row(0).expect("row");
-            let exact: f64 = (0..n).map(|i| f64::from(w[i]) * f64::from(act.value(i))).sum();
-            let scale: f64 = (0..n).map(|i| (f64::from(w[i]) * f64::from(act.value(i))).abs()).sum();
+            let exact: f64 = (0..n)
+                .map(|i| f64::from(w[i]) * f64::from(act.value(i)))
+                .sum();
+            let scale: f64 = (0..n)
+                .map(|i| (f64::from(w[i]) * f64::from(act.value(i))).abs())
+                .sum();
             let got = f64::from(kernel(&row, act));
-            assert!((got - exact).abs() <= 1e-5 * scale + 1e-6, "{ty}: {got} vs {exact} (scale {scale})");
+            assert!(
+                (got - exact).abs() <= 1e-5 * scale + 1e-6,
+                "{ty}: {got} vs {exact} (scale {scale})"
+            );
         }
     }
 }
@@ -198,11 +218,15 @@ fn simd_dots_match_scalar_references() {
             let row = random_row(ty, blocks, &mut rng);
             let w = decode(ty, &row, n);
             let mut acts = QuantizedActivations::new();
-            acts.quantize(&random_activations(n, &mut rng), n).expect("shape");
+            acts.quantize(&random_activations(n, &mut rng), n)
+                .expect("shape");
             let act = acts.row(0).expect("row");
             let scale: f32 = (0..n).map(|i| (w[i] * act.value(i)).abs()).sum();
             let (a, b) = (fast(&row, act), slow(&row, act));
-            assert!((a - b).abs() <= 1e-5 * scale + 1e-7, "{ty}: simd {a} vs scalar {b} (scale {scale})");
+            assert!(
+                (a - b).abs() <= 1e-5 * scale + 1e-7,
+                "{ty}: simd {a} vs scalar {b} (scale {scale})"
+            );
         }
     }
 }
@@ -210,7 +234,10 @@ fn simd_dots_match_scalar_references() {
 #[test]
 fn f32_dots_match_decoded_arithmetic() {
     let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let types = Q8_TYPES.iter().copied().chain([GgmlType::F32, GgmlType::F16, GgmlType::Bf16]);
+    let types = Q8_TYPES
+        .iter()
+        .copied()
+        .chain([GgmlType::F32, GgmlType::F16, GgmlType::Bf16]);
     for ty in types {
         for isa in [Isa::Scalar, Isa::detect()] {
             let dot = F32Dot::new(ty, isa).expect("f32 kernel");
@@ -224,10 +251,21 @@ fn f32_dots_match_decoded_arithmetic() {
                 let row = random_row(ty, blocks, &mut rng);
                 let w = decode(ty, &row, n);
                 let x = random_activations(n, &mut rng);
-                let exact: f64 = w.iter().zip(&x).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
-                let scale: f64 = w.iter().zip(&x).map(|(a, b)| (f64::from(*a) * f64::from(*b)).abs()).sum();
+                let exact: f64 = w
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                let scale: f64 = w
+                    .iter()
+                    .zip(&x)
+                    .map(|(a, b)| (f64::from(*a) * f64::from(*b)).abs())
+                    .sum();
                 let got = f64::from(dot.dot(&row, &x));
-                assert!((got - exact).abs() <= 1e-5 * scale + 1e-7, "{ty} {isa:?}: {got} vs {exact}");
+                assert!(
+                    (got - exact).abs() <= 1e-5 * scale + 1e-7,
+                    "{ty} {isa:?}: {got} vs {exact}"
+                );
             }
         }
     }
@@ -243,7 +281,8 @@ fn unaligned_rows_give_the_same_dots() {
         shifted[1..].copy_from_slice(&row);
         let n = elements(ty, blocks);
         let mut acts = QuantizedActivations::new();
-        acts.quantize(&random_activations(n, &mut rng), n).expect("shape");
+        acts.quantize(&random_activations(n, &mut rng), n)
+            .expect("shape");
         let act = acts.row(0).expect("row");
         let a = super::dot_quantized(ty, &row, act).expect("dot");
         let b = super::dot_quantized(ty, &shifted[1..], act).expect("dot");
@@ -263,7 +302,10 @@ fn public_dots_reject_bad_lengths_and_types() {
     assert!(super::dot_f32(GgmlType::Iq2Xxs, &[0u8; 66], &[1.0; 256]).is_err());
     let ones = half::f16::from_f32(1.0).to_le_bytes();
     let row: Vec<u8> = ones.iter().copied().cycle().take(128).collect();
-    assert_eq!(super::dot_f32(GgmlType::F16, &row, &[0.5; 64]).expect("dot"), 32.0);
+    assert_eq!(
+        super::dot_f32(GgmlType::F16, &row, &[0.5; 64]).expect("dot"),
+        32.0
+    );
     assert!(super::supports_quantized(GgmlType::Q6K) && !super::supports_quantized(GgmlType::Bf16));
     assert!(super::supports_f32(GgmlType::Bf16) && !super::supports_f32(GgmlType::Q8K));
 }

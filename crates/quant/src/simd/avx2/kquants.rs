@@ -1,4 +1,5 @@
 //! The 256-element super-block formats: Q2_K … Q6_K and IQ4_XS.
+#![allow(clippy::wildcard_imports)]
 //!
 //! Each 32-value group is one integer dot product (sub-block scales of the
 //! 16-value formats folded in by `madd`), converted to float once and scaled
@@ -176,10 +177,10 @@ fn k4_factors(
     acc_min: &mut __m256,
 ) -> [f32; 8] {
     let (sc, m) = k4_scales(scales);
-    let to_f32 = |v: &[u8; 8]| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(load_u8x8(v)));
-    let mins = _mm256_mul_ps(to_f32(&m), _mm256_set1_ps(f16_to_f32(dmin)));
+    let to_f32 = |v: [u8; 8]| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(load_u8x8(v)));
+    let mins = _mm256_mul_ps(to_f32(m), _mm256_set1_ps(f16_to_f32(dmin)));
     *acc_min = _mm256_fmadd_ps(mins, load_f32x8(a.dsum), *acc_min);
-    scaled(_mm256_mul_ps(to_f32(&sc), load_f32x8(a.d)), f16_to_f32(d))
+    scaled(_mm256_mul_ps(to_f32(sc), load_f32x8(a.d)), f16_to_f32(d))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

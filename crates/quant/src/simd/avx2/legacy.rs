@@ -1,4 +1,5 @@
 //! The 32-element formats: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL.
+#![allow(clippy::wildcard_imports)]
 
 use std::arch::x86_64::*;
 

@@ -1,6 +1,7 @@
 //! AVX2 + FMA + F16C kernels. Every function here is only reachable through
 //! [`super::Isa::Avx2`], which is handed out after run-time detection; the
 //! safe wrappers rely on that.
+#![allow(clippy::wildcard_imports)]
 
 use bytemuck::Pod;
 
@@ -93,8 +94,8 @@ fn store_f32x8(out: &mut [f32; 8], v: __m256) {
 /// Loads 8 bytes into the low half of a vector.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn load_u8x8(b: &[u8; 8]) -> __m128i {
-    _mm_cvtsi64_si128(i64::from_le_bytes(*b))
+fn load_u8x8(b: [u8; 8]) -> __m128i {
+    _mm_cvtsi64_si128(i64::from_le_bytes(b))
 }
 
 #[target_feature(enable = "avx2,f16c")]
