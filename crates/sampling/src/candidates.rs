@@ -3,7 +3,8 @@
 use std::cmp::Ordering;
 
 use crate::SamplingError;
-use crate::exp::exp_f32;
+use crate::exp::softmax_weight;
+use crate::softmax::argmax;
 
 /// One token of the candidate set.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -89,12 +90,7 @@ impl Candidates {
     /// Replaces the contents by every token of `logits` (token `i` has logit
     /// `logits[i]`, NaN stored as −∞) and clears any selection.
     pub fn fill(&mut self, logits: &[f32]) -> Result<(), SamplingError> {
-        if logits.is_empty() {
-            return Err(SamplingError::EmptyLogits);
-        }
-        if u32::try_from(logits.len()).is_err() {
-            return Err(SamplingError::VocabularyTooLarge { len: logits.len() });
-        }
+        check_row(logits)?;
         self.data.clear();
         self.data
             .extend(logits.iter().enumerate().map(|(i, &l)| Candidate {
@@ -102,11 +98,80 @@ impl Candidates {
                 logit: rank_key(l),
                 prob: 0.0,
             }));
-        self.sorted_prefix = 0;
-        self.probs_valid = false;
-        self.full_vocabulary = true;
-        self.selected = None;
+        self.reset_state(0, true);
         Ok(())
+    }
+
+    /// The same as [`Self::fill`] followed by [`Self::keep_top_k`], without
+    /// materializing the whole vocabulary: one pass over the row that skips
+    /// blocks of logits below the running threshold.
+    pub fn fill_top_k(&mut self, logits: &[f32], k: usize) -> Result<(), SamplingError> {
+        check_row(logits)?;
+        if k >= logits.len() {
+            return self.fill(logits);
+        }
+        self.data.clear();
+        if k > 0 {
+            threshold_select_row(logits, k, &mut self.data);
+            self.data.sort_unstable_by(rank_order);
+        }
+        self.reset_state(self.data.len(), false);
+        Ok(())
+    }
+
+    /// The same as [`Self::fill`] followed by [`Self::keep_logit_at_least`],
+    /// without materializing the tokens that are cut.
+    pub fn fill_logit_at_least(
+        &mut self,
+        logits: &[f32],
+        threshold: f32,
+    ) -> Result<(), SamplingError> {
+        check_row(logits)?;
+        self.data.clear();
+        for (block, chunk) in logits.chunks(BLOCK).enumerate() {
+            if !any_not_below(chunk, threshold) {
+                continue;
+            }
+            for (j, &l) in chunk.iter().enumerate() {
+                let l = rank_key(l);
+                if l >= threshold {
+                    self.data.push(Candidate {
+                        id: (block * BLOCK + j) as u32,
+                        logit: l,
+                        prob: 0.0,
+                    });
+                }
+            }
+        }
+        let full = self.data.len() == logits.len();
+        self.reset_state(0, full);
+        Ok(())
+    }
+
+    /// Replaces the contents by the single best-ranked token of `logits` and
+    /// selects it: [`Self::fill`] followed by greedy selection, in two
+    /// vectorized passes. Errors when no token is selectable.
+    pub fn fill_greedy(&mut self, logits: &[f32]) -> Result<u32, SamplingError> {
+        check_row(logits)?;
+        let best = argmax(logits).ok_or(SamplingError::NoSelectableToken {
+            n_candidates: logits.len(),
+        })?;
+        self.data.clear();
+        self.data.push(Candidate {
+            id: best as u32,
+            logit: logits[best],
+            prob: 0.0,
+        });
+        self.reset_state(1, false);
+        self.selected = Some(best as u32);
+        Ok(best as u32)
+    }
+
+    fn reset_state(&mut self, sorted_prefix: usize, full_vocabulary: bool) {
+        self.sorted_prefix = sorted_prefix;
+        self.probs_valid = false;
+        self.full_vocabulary = full_vocabulary;
+        self.selected = None;
     }
 
     /// Number of candidates.
@@ -254,13 +319,13 @@ impl Candidates {
         let mut chunks = self.data.chunks_exact_mut(4);
         for chunk in &mut chunks {
             for (a, c) in acc.iter_mut().zip(chunk) {
-                c.prob = exp_f32(c.logit - m);
+                c.prob = softmax_weight(c.logit - m);
                 *a += f64::from(c.prob);
             }
         }
         let mut tail = 0.0_f64;
         for c in chunks.into_remainder() {
-            c.prob = exp_f32(c.logit - m);
+            c.prob = softmax_weight(c.logit - m);
             tail += f64::from(c.prob);
         }
         let inv = (1.0 / ((acc[0] + acc[1]) + (acc[2] + acc[3]) + tail)) as f32;
@@ -270,10 +335,13 @@ impl Candidates {
     /// Keeps the smallest rank-ordered prefix whose probability reaches `p`
     /// (at least `min_keep` candidates); returns how many were kept.
     ///
-    /// Sorts only as much of the set as it needs: a prefix that grows fourfold
-    /// until the mass is reached.
+    /// Sorts only as much of the set as it needs: on a large set it first cuts
+    /// the tokens far below the best one when the rest already hold the mass
+    /// (one pass), then sorts a prefix that grows fourfold until the mass is reached.
     pub fn keep_mass(&mut self, p: f64, min_keep: usize) -> usize {
         self.softmax();
+        let before = self.data.len();
+        self.cut_outside_mass(p, min_keep);
         let n = self.data.len();
         let mut cum = 0.0_f64;
         let mut i = 0;
@@ -299,11 +367,49 @@ impl Candidates {
             step *= 4;
         };
         self.truncate_sorted(keep);
+        if keep < before {
+            self.probs_valid = false;
+        }
         keep
+    }
+
+    /// On a large unsorted set, drops the tokens below `max − d` for the
+    /// smallest `d` in 8, 16, 32, 64 whose survivors carry more than `p` (with
+    /// a margin far above rounding) and number at least `min_keep`. Survivors
+    /// are an upper set of the rank order, so the smallest prefix reaching `p`
+    /// lies among them; their probabilities stay those of the whole set.
+    fn cut_outside_mass(&mut self, p: f64, min_keep: usize) {
+        const LARGE: usize = 4096;
+        let max = self.max_logit();
+        if self.data.len() < LARGE || self.sorted_prefix >= LARGE || !max.is_finite() {
+            return;
+        }
+        for depth in [8.0_f32, 16.0, 32.0, 64.0] {
+            let floor = max - depth;
+            let (count, mass) = self
+                .data
+                .iter()
+                .filter(|c| c.logit >= floor)
+                .fold((0usize, 0.0_f64), |(n, m), c| {
+                    (n + 1, m + f64::from(c.prob))
+                });
+            if mass >= p + 1e-6 && count >= min_keep {
+                self.cut_below(floor);
+                return;
+            }
+        }
     }
 
     /// Keeps the candidates whose logit is at least `threshold`, in their order.
     pub fn keep_logit_at_least(&mut self, threshold: f32) {
+        if self.cut_below(threshold) {
+            self.probs_valid = false;
+        }
+    }
+
+    /// [`Self::keep_logit_at_least`] without touching the probabilities;
+    /// returns whether anything was dropped.
+    fn cut_below(&mut self, threshold: f32) -> bool {
         let before = self.data.len();
         let mut kept_from_prefix = 0;
         let prefix = self.sorted_prefix;
@@ -323,9 +429,9 @@ impl Candidates {
         // the best-ranked survivors, since the cut is monotone in the logit.
         self.sorted_prefix = kept_from_prefix;
         if w < before {
-            self.probs_valid = false;
             self.full_vocabulary = false;
         }
+        w < before
     }
 
     /// Keeps only `data[..n]`, which must be a rank-sorted prefix.
@@ -393,6 +499,65 @@ impl Candidates {
     /// Logits changed by an order-preserving map (such as a positive scale).
     pub(crate) fn logits_rescaled(&mut self) {
         self.probs_valid = false;
+    }
+}
+
+/// Logits are scanned in blocks of this many: a block entirely below the
+/// running threshold is skipped after one vectorized comparison.
+const BLOCK: usize = 16;
+
+fn check_row(logits: &[f32]) -> Result<(), SamplingError> {
+    if logits.is_empty() {
+        return Err(SamplingError::EmptyLogits);
+    }
+    if u32::try_from(logits.len()).is_err() {
+        return Err(SamplingError::VocabularyTooLarge { len: logits.len() });
+    }
+    Ok(())
+}
+
+/// Whether some entry of `chunk` is not below `threshold` (NaN counts as not below).
+// A non-short-circuit `|` lets the block test vectorize; `!(l < t)` holds for NaN.
+#[allow(clippy::needless_bitwise_bool, clippy::neg_cmp_op_on_partial_ord)]
+#[inline]
+fn any_not_below(chunk: &[f32], threshold: f32) -> bool {
+    chunk.iter().fold(false, |any, &l| any | !(l < threshold))
+}
+
+/// Pushes the `k` best-ranked tokens of `logits` into `out` (unordered);
+/// `0 < k < logits.len()`.
+fn threshold_select_row(logits: &[f32], k: usize, out: &mut Vec<Candidate>) {
+    let limit = (2 * k).max(k + 256);
+    // No token has id u32::MAX (rows are shorter), so this sentinel lets
+    // every token through until the buffer first fills.
+    let mut threshold = Candidate {
+        id: u32::MAX,
+        logit: f32::NEG_INFINITY,
+        prob: 0.0,
+    };
+    for (block, chunk) in logits.chunks(BLOCK).enumerate() {
+        if !any_not_below(chunk, threshold.logit) {
+            continue;
+        }
+        for (j, &l) in chunk.iter().enumerate() {
+            let c = Candidate {
+                id: (block * BLOCK + j) as u32,
+                logit: rank_key(l),
+                prob: 0.0,
+            };
+            if ranks_before(&c, &threshold) {
+                out.push(c);
+                if out.len() == limit {
+                    out.select_nth_unstable_by(k - 1, rank_order);
+                    threshold = out[k - 1];
+                    out.truncate(k);
+                }
+            }
+        }
+    }
+    if out.len() > k {
+        out.select_nth_unstable_by(k - 1, rank_order);
+        out.truncate(k);
     }
 }
 

@@ -15,20 +15,24 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 // nearest integer (ties to even) without a library call.
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
-/// `e^x` in single precision, within 4e-7 relative error of the exact value for
-/// results in the normal range.
+/// `e^x` in single precision, within 4e-7 relative error of the exact value
+/// wherever that is a normal number.
 ///
-/// `exp(-inf) = 0` and `exp(+inf) = +inf`; arguments above about 88.72 overflow
-/// to `+inf` and below about −103.9 underflow to 0. NaN is treated as −∞ (it
-/// gives 0), the rule for NaN logits throughout this crate.
+/// Results below the normal range flush to 0 (`x < −87.33`): subnormal
+/// arithmetic is about a hundred times slower on common CPUs, and a softmax
+/// over a large vocabulary meets such arguments all the time.
+/// `exp(-inf) = 0` and `exp(+inf) = +inf`; arguments above about 88.72
+/// overflow to `+inf`. NaN is treated as −∞ (it gives 0), the rule for NaN
+/// logits throughout this crate.
 #[inline]
 pub fn exp_f32(x: f32) -> f32 {
     // f32::max and f32::min return the other operand for NaN, so NaN lands on
-    // -105 (clamp would keep it NaN).
+    // the floor (clamp would keep it NaN).
     #[allow(clippy::manual_clamp)]
-    let x = x.max(-105.0).min(89.0);
-    let n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let clamped = x.max(MIN_NORMAL_ARG).min(89.0);
+    let shifted = clamped * LOG2E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
+    let r = (clamped - n * LN2_HI) - n * LN2_LO;
     // Taylor series of e^r to degree 7; |r| <= ln2/2 keeps the truncation error
     // near 5e-9, far below an f32 ulp.
     let p = 1.0
@@ -37,12 +41,14 @@ pub fn exp_f32(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // 2^n as two normal powers of two, so results in the subnormal range and
-    // n = 128 (overflow to +inf) come out right.
-    let ni = n as i32;
-    let a = ni >> 1;
-    let b = ni - a;
-    p * pow2(a) * pow2(b)
+    // `shifted` and ROUND_MAGIC share an exponent whose ulp is 1, so their bit
+    // patterns differ by exactly n (no saturating float-to-int conversion).
+    let n = shifted.to_bits() as i32 - ROUND_MAGIC.to_bits() as i32;
+    // n is in -126..=128: 2^n as two powers of two that are always normal, so
+    // finite results with n = 128 come out right and larger ones overflow to +inf.
+    let a = n >> 1;
+    let y = p * pow2(a) * pow2(n - a);
+    if clamped > MIN_NORMAL_ARG { y } else { 0.0 }
 }
 
 /// `2^k` for `k` in `-126..=127`.
@@ -51,26 +57,39 @@ fn pow2(k: i32) -> f32 {
     f32::from_bits(((k + 127) as u32) << 23)
 }
 
+/// Below this, `e^x` is not a normal f32 (ln of `f32::MIN_POSITIVE` is −87.336).
+const MIN_NORMAL_ARG: f32 = -87.33;
+
+/// Shifted logits below this get softmax weight 0. A weight `e^d` is later
+/// divided by a sum of at most 2³² terms each at most 1; from −64 up the
+/// quotient stays a normal number, so no softmax ever computes a subnormal.
+/// The flushed tokens are less likely than the best one by a factor of e⁶⁴ ≈ 6e27.
+pub(crate) const WEIGHT_FLOOR: f32 = -64.0;
+
+/// `e^d` for a logit shifted by the maximum (`d <= 0`), 0 below [`WEIGHT_FLOOR`] and for NaN.
+#[inline]
+pub(crate) fn softmax_weight(d: f32) -> f32 {
+    if d >= WEIGHT_FLOOR { exp_f32(d) } else { 0.0 }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::exp_f32;
+    use super::{MIN_NORMAL_ARG, WEIGHT_FLOOR, exp_f32, softmax_weight};
 
     fn check(x: f32) {
         let got = exp_f32(x);
         let want = f64::from(x).exp();
-        if want >= f64::from(f32::MIN_POSITIVE) && want <= f64::from(f32::MAX) {
+        if x <= MIN_NORMAL_ARG {
+            assert_eq!(got, 0.0, "exp({x}) should flush to 0");
+        } else if want >= f64::from(f32::MIN_POSITIVE) && want <= f64::from(f32::MAX) {
             let rel = ((f64::from(got) - want) / want).abs();
             assert!(
                 rel < 4e-7,
                 "exp({x}) = {got}, exact {want}, relative error {rel}"
             );
         } else if want < f64::from(f32::MIN_POSITIVE) {
-            let abs = (f64::from(got) - want).abs();
-            assert!(
-                abs <= 2.0 * 1.401_298_5e-45,
-                "exp({x}) = {got}, exact {want}"
-            );
+            assert_eq!(got, 0.0, "exp({x}) should flush to 0");
         } else {
             assert_eq!(got, f32::INFINITY, "exp({x}) should overflow");
         }
@@ -104,6 +123,13 @@ mod tests {
         assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
         assert_eq!(exp_f32(f32::NAN), 0.0);
         assert_eq!(exp_f32(-200.0), 0.0);
+        assert_eq!(exp_f32(-87.4), 0.0);
+        assert!(exp_f32(-87.3) >= f32::MIN_POSITIVE);
+        assert_eq!(softmax_weight(WEIGHT_FLOOR - 0.01), 0.0);
+        assert_eq!(softmax_weight(f32::NAN), 0.0);
+        assert_eq!(softmax_weight(-1.0), exp_f32(-1.0));
+        // The smallest weight divided by the largest possible sum is still normal.
+        assert!(softmax_weight(WEIGHT_FLOOR) / 4_294_967_296.0 >= f32::MIN_POSITIVE);
         assert_eq!(exp_f32(88.8), f32::INFINITY);
         assert!(exp_f32(88.7) < f32::INFINITY);
         assert!((exp_f32(1.0) - std::f32::consts::E).abs() <= f32::EPSILON * 3.0);

@@ -23,6 +23,45 @@ pub trait Sampler: Send + fmt::Debug {
 
     /// Forgets every accepted token and restarts any random stream from its seed.
     fn reset(&mut self) {}
+
+    /// Whether this sampler, at the head of a chain, can work on the plain
+    /// logits row through [`Sampler::edit_row`] instead of [`Sampler::apply`].
+    /// Samplers that change a few logits by token id (logit bias, penalties)
+    /// do; the default is [`RowEdit::Unsupported`].
+    fn row_edit(&self) -> RowEdit {
+        RowEdit::Unsupported
+    }
+
+    /// Changes logits in a full row indexed by token id (NaN already replaced
+    /// by −∞); called only when [`Sampler::row_edit`] says [`RowEdit::Edit`].
+    /// It must have the effect `apply` would have on a freshly filled set.
+    fn edit_row(&mut self, row: &mut [f32]) {
+        let _ = row;
+    }
+
+    /// Builds `candidates` from a full logits row and applies this sampler:
+    /// by default [`Candidates::fill`] then [`Sampler::apply`]. Samplers that
+    /// keep few tokens override it to skip materializing the whole vocabulary;
+    /// a chain calls it for its first sampler that does not edit the row.
+    fn fill_from_row(
+        &mut self,
+        row: &[f32],
+        candidates: &mut Candidates,
+    ) -> Result<(), SamplingError> {
+        candidates.fill(row)?;
+        self.apply(candidates)
+    }
+}
+
+/// What a sampler can do to the plain logits row at the head of a chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowEdit {
+    /// It needs the candidate set.
+    Unsupported,
+    /// It would change nothing now (for instance, no history yet).
+    Nothing,
+    /// It changes some logits, through [`Sampler::edit_row`].
+    Edit,
 }
 
 /// An ordered list of samplers applied one after another; it is itself a
@@ -36,6 +75,8 @@ pub trait Sampler: Send + fmt::Debug {
 pub struct SamplerChain {
     samplers: Vec<Box<dyn Sampler>>,
     candidates: Candidates,
+    // A copy of the logits row, made only when a head sampler edits it.
+    row: Vec<f32>,
 }
 
 impl SamplerChain {
@@ -76,10 +117,12 @@ impl SamplerChain {
     /// Does not record the token: call [`SamplerChain::accept`] for each token
     /// that enters the context (a speculative decoder may reject it).
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplingError> {
-        self.candidates.fill(logits)?;
-        for sampler in &mut self.samplers {
-            sampler.apply(&mut self.candidates)?;
-        }
+        run_from_row(
+            &mut self.samplers,
+            &mut self.row,
+            logits,
+            &mut self.candidates,
+        )?;
         self.candidates.selected().ok_or(SamplingError::NoSelection)
     }
 
@@ -113,6 +156,57 @@ impl Sampler for SamplerChain {
             sampler.reset();
         }
     }
+
+    fn fill_from_row(
+        &mut self,
+        row: &[f32],
+        candidates: &mut Candidates,
+    ) -> Result<(), SamplingError> {
+        run_from_row(&mut self.samplers, &mut self.row, row, candidates)
+    }
+}
+
+/// Runs `samplers` on a logits row: the head samplers that edit the row work
+/// on a copy of it, the next one builds the candidate set from the row (so
+/// top-k, min-p and greedy never materialize the whole vocabulary), and the
+/// rest apply to the candidates. The result is the same as filling the set
+/// and applying every sampler in turn.
+fn run_from_row(
+    samplers: &mut [Box<dyn Sampler>],
+    scratch: &mut Vec<f32>,
+    logits: &[f32],
+    candidates: &mut Candidates,
+) -> Result<(), SamplingError> {
+    let head = samplers
+        .iter()
+        .take_while(|s| s.row_edit() != RowEdit::Unsupported)
+        .count();
+    let mut row = logits;
+    if samplers[..head]
+        .iter()
+        .any(|s| s.row_edit() == RowEdit::Edit)
+    {
+        scratch.clear();
+        scratch.extend(
+            logits
+                .iter()
+                .map(|&l| if l.is_nan() { f32::NEG_INFINITY } else { l }),
+        );
+        for sampler in &mut samplers[..head] {
+            if sampler.row_edit() == RowEdit::Edit {
+                sampler.edit_row(scratch);
+            }
+        }
+        row = scratch;
+    }
+    let Some((first, rest)) = samplers[head..].split_first_mut() else {
+        return candidates.fill(row);
+    };
+    first.fill_from_row(row, candidates)?;
+    for sampler in rest {
+        sampler.apply(candidates)?;
+    }
+    Ok(())
 }
 
 impl SamplerChain {

@@ -6,12 +6,56 @@
 //! probability equally.
 
 use crate::SamplingError;
-use crate::exp::exp_f32;
+use crate::exp::{exp_f32, softmax_weight};
 
 /// The largest logit, NaN ignored; −∞ for an empty or all-NaN row.
-#[inline]
 pub(crate) fn max_logit(values: &[f32]) -> f32 {
-    values.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+    // Eight independent running maxima vectorize; a single fold would not,
+    // since the compiler may not reorder the comparisons.
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = values.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    lanes.iter().fold(tail, |m, &v| if v > m { v } else { m })
+}
+
+/// The position of the first largest logit (NaN ignored), or `None` if every
+/// entry is NaN or −∞.
+pub(crate) fn argmax(values: &[f32]) -> Option<usize> {
+    // One pass with eight lanes, each remembering its first maximum; the
+    // strict comparison keeps the earliest position within a lane.
+    let mut best = [f32::NEG_INFINITY; 8];
+    let mut at = [u32::MAX; 8];
+    let mut chunks = values.chunks_exact(8);
+    for (c, chunk) in (&mut chunks).enumerate() {
+        for (lane, &v) in chunk.iter().enumerate() {
+            let i = (c * 8 + lane) as u32;
+            if v > best[lane] {
+                best[lane] = v;
+                at[lane] = i;
+            }
+        }
+    }
+    let mut winner = (f32::NEG_INFINITY, u32::MAX);
+    let tail_start = values.len() - chunks.remainder().len();
+    let tail = chunks
+        .remainder()
+        .iter()
+        .enumerate()
+        .map(|(j, &v)| (v, (tail_start + j) as u32));
+    for (v, i) in best.into_iter().zip(at).chain(tail) {
+        if v > winner.0 || (v == winner.0 && i < winner.1) {
+            winner = (v, i);
+        }
+    }
+    (winner.0 > f32::NEG_INFINITY).then_some(winner.1 as usize)
 }
 
 /// Σ e^(v − shift) over the row in `f64`, in a fixed order (four interleaved
@@ -59,13 +103,13 @@ pub fn softmax_in_place(values: &mut [f32]) -> Result<(), SamplingError> {
     let mut chunks = values.chunks_exact_mut(4);
     for chunk in &mut chunks {
         for (a, v) in acc.iter_mut().zip(chunk) {
-            *v = exp_f32(*v - m);
+            *v = softmax_weight(*v - m);
             *a += f64::from(*v);
         }
     }
     let mut tail = 0.0_f64;
     for v in chunks.into_remainder() {
-        *v = exp_f32(*v - m);
+        *v = softmax_weight(*v - m);
         tail += f64::from(*v);
     }
     let inv = (1.0 / ((acc[0] + acc[1]) + (acc[2] + acc[3]) + tail)) as f32;
@@ -262,6 +306,21 @@ mod tests {
                 n_vocab: 5
             })
         );
+    }
+
+    #[test]
+    fn argmax_finds_the_first_maximum() {
+        let mut x: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32).collect();
+        // 37 * 30 = 1110 = 10 * 101 + 100: the first 100.
+        assert_eq!(argmax(&x), Some(30));
+        x[3] = 500.0;
+        x[997] = 500.0;
+        x[555] = f32::NAN;
+        assert_eq!(argmax(&x), Some(3));
+        x[998] = 501.0;
+        assert_eq!(argmax(&x), Some(998));
+        assert_eq!(argmax(&[f32::NAN, f32::NEG_INFINITY]), None);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, 2.0, 2.0]), Some(1));
     }
 
     #[test]

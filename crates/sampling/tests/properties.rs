@@ -23,6 +23,73 @@ fn logits_row() -> impl Strategy<Value = Vec<f32>> {
     })
 }
 
+/// Rows longer than the size at which top-p starts cutting by logit.
+fn long_row() -> impl Strategy<Value = Vec<f32>> {
+    (
+        prop::collection::vec(-12.0_f32..12.0, 4096..6000),
+        0.5_f32..3.0,
+    )
+        .prop_map(|(row, scale)| row.into_iter().map(|v| v * scale).collect())
+}
+
+/// Like [`logits_row`], with NaN too.
+fn noisy_row() -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(
+        prop_oneof![
+            6 => -20.0_f32..20.0,
+            3 => (-4i32..4).prop_map(|v| v as f32),
+            1 => Just(f32::NEG_INFINITY),
+            1 => Just(f32::NAN),
+        ],
+        1..600,
+    )
+    .prop_filter("at least one selectable token", |row| {
+        row.iter().any(|v| v.is_finite())
+    })
+}
+
+fn config() -> impl Strategy<Value = SamplingConfig> {
+    (
+        prop_oneof![Just(0.0_f32), Just(0.5), Just(1.0), Just(1.7)],
+        prop_oneof![Just(0usize), Just(1), Just(5), Just(40)],
+        prop_oneof![Just(1.0_f32), Just(0.9), Just(0.3)],
+        prop_oneof![Just(0.0_f32), Just(0.05), Just(0.5), Just(1.0)],
+        prop_oneof![Just(1.0_f32), Just(1.3), Just(0.8)],
+        prop_oneof![Just(0.0_f32), Just(0.4)],
+        prop::collection::vec((0u32..600, -3.0_f32..3.0), 0..4),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                repeat_penalty,
+                presence_penalty,
+                logit_bias,
+                seed,
+            )| {
+                SamplingConfig {
+                    temperature,
+                    top_k,
+                    top_p,
+                    min_p,
+                    repeat_penalty,
+                    presence_penalty,
+                    logit_bias,
+                    seed,
+                    ..SamplingConfig::default()
+                }
+            },
+        )
+}
+
+/// 128 cases unless PROPTEST_CASES says otherwise.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
+}
+
 fn ids(c: &Candidates) -> Vec<u32> {
     c.as_slice().iter().map(|c| c.id).collect()
 }
@@ -45,7 +112,7 @@ fn draw(chain: &mut SamplerChain, row: &[f32], steps: usize) -> Vec<u32> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn probabilities_sum_to_one(row in logits_row()) {
@@ -73,7 +140,10 @@ proptest! {
     }
 
     #[test]
-    fn top_p_keeps_the_smallest_prefix_reaching_p(row in logits_row(), p in 0.0_f32..1.0) {
+    fn top_p_keeps_the_smallest_prefix_reaching_p(
+        row in prop_oneof![3 => logits_row(), 1 => long_row()],
+        p in prop_oneof![0.0_f32..1.0, 0.99_f32..1.0],
+    ) {
         let mut full = Candidates::from_logits(&row).unwrap();
         full.softmax();
         full.sort();
@@ -157,5 +227,30 @@ proptest! {
         prop_assert!(row[token as usize].is_finite());
         let survivors = chain.candidates().as_slice();
         prop_assert!(survivors.windows(2).all(|w| rank_order(&w[0], &w[1]).is_lt()));
+    }
+
+    #[test]
+    fn row_fast_paths_equal_filling_and_applying_each_sampler(
+        row in noisy_row(),
+        config in config(),
+        history in prop::collection::vec(0u32..600, 0..30),
+    ) {
+        let mut fast = config.build().unwrap();
+        let mut slow = config.build().unwrap();
+        for &t in &history {
+            fast.accept(t);
+            slow.accept(t);
+        }
+        let mut slow_candidates = Candidates::from_logits(&row).unwrap();
+        let slow_result = Sampler::apply(&mut slow, &mut slow_candidates).map(|()| slow_candidates.selected());
+        let fast_result = fast.sample(&row).map(Some);
+        prop_assert_eq!(&fast_result, &slow_result);
+        if fast_result.is_ok() && !config.is_greedy() {
+            let fast_kept: Vec<(u32, u32)> =
+                fast.candidates().as_slice().iter().map(|c| (c.id, c.logit.to_bits())).collect();
+            let slow_kept: Vec<(u32, u32)> =
+                slow_candidates.as_slice().iter().map(|c| (c.id, c.logit.to_bits())).collect();
+            prop_assert_eq!(fast_kept, slow_kept);
+        }
     }
 }

@@ -1,5 +1,5 @@
 use crate::samplers::check_parameter;
-use crate::{Candidates, Sampler, SamplingError};
+use crate::{Candidates, RowEdit, Sampler, SamplingError};
 
 /// Adds a fixed bias to the logits of chosen tokens; a bias of −∞ bans a token.
 /// Tokens outside the candidate set are ignored.
@@ -47,6 +47,22 @@ impl Sampler for LogitBias {
             candidates.logits_changed();
         }
         Ok(())
+    }
+
+    fn row_edit(&self) -> RowEdit {
+        if self.table.is_empty() {
+            RowEdit::Nothing
+        } else {
+            RowEdit::Edit
+        }
+    }
+
+    fn edit_row(&mut self, row: &mut [f32]) {
+        for &(token, b) in &self.table {
+            if let Some(l) = row.get_mut(token as usize) {
+                *l += b;
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 use std::collections::VecDeque;
 
 use crate::samplers::check_parameter;
-use crate::{Candidates, Sampler, SamplingError};
+use crate::{Candidates, RowEdit, Sampler, SamplingError};
 
 /// Repetition, frequency and presence penalties over the last `last_n`
 /// accepted tokens, with llama.cpp's semantics. For a token seen `n > 0` times:
@@ -62,6 +62,21 @@ impl Penalties {
         })
     }
 
+    /// Fills `counts` with `(token, occurrences)` over the window, sorted by token.
+    fn count_history(&mut self) {
+        self.counts.clear();
+        self.counts.extend(self.history.iter().map(|&t| (t, 1)));
+        self.counts.sort_unstable_by_key(|e| e.0);
+        self.counts.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                kept.1 += 1;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
     fn is_neutral(&self) -> bool {
         self.last_n == 0 || (self.repeat == 1.0 && self.frequency == 0.0 && self.presence == 0.0)
     }
@@ -76,28 +91,30 @@ impl Sampler for Penalties {
         if self.is_neutral() || self.history.is_empty() {
             return Ok(());
         }
-        self.counts.clear();
-        self.counts.extend(self.history.iter().map(|&t| (t, 1)));
-        self.counts.sort_unstable_by_key(|e| e.0);
-        self.counts.dedup_by(|later, kept| {
-            if later.0 == kept.0 {
-                kept.1 += 1;
-                true
-            } else {
-                false
-            }
-        });
+        self.count_history();
         let (repeat, frequency, presence) = (self.repeat, self.frequency, self.presence);
         candidates.for_each_listed(&self.counts, |c, n| {
-            if c.logit <= 0.0 {
-                c.logit *= repeat;
-            } else {
-                c.logit /= repeat;
-            }
-            c.logit -= n as f32 * frequency + presence;
+            c.logit = penalize(c.logit, n, repeat, frequency, presence);
         });
         candidates.logits_changed();
         Ok(())
+    }
+
+    fn row_edit(&self) -> RowEdit {
+        if self.is_neutral() || self.history.is_empty() {
+            RowEdit::Nothing
+        } else {
+            RowEdit::Edit
+        }
+    }
+
+    fn edit_row(&mut self, row: &mut [f32]) {
+        self.count_history();
+        for &(token, n) in &self.counts {
+            if let Some(l) = row.get_mut(token as usize) {
+                *l = penalize(*l, n, self.repeat, self.frequency, self.presence);
+            }
+        }
     }
 
     fn accept(&mut self, token: u32) {
@@ -113,6 +130,15 @@ impl Sampler for Penalties {
     fn reset(&mut self) {
         self.history.clear();
     }
+}
+
+fn penalize(logit: f32, n: u32, repeat: f32, frequency: f32, presence: f32) -> f32 {
+    let scaled = if logit <= 0.0 {
+        logit * repeat
+    } else {
+        logit / repeat
+    };
+    scaled - (n as f32 * frequency + presence)
 }
 
 #[cfg(test)]

@@ -25,6 +25,14 @@ impl Sampler for Greedy {
             _ => Err(SamplingError::NoSelectableToken { n_candidates }),
         }
     }
+
+    fn fill_from_row(
+        &mut self,
+        row: &[f32],
+        candidates: &mut Candidates,
+    ) -> Result<(), SamplingError> {
+        candidates.fill_greedy(row).map(|_| ())
+    }
 }
 
 /// Draws a token from the softmax of the candidates' logits with a seeded

@@ -4,6 +4,7 @@ use std::cmp::Ordering;
 
 use crate::candidates::{rank_order, sort_prefix_by};
 use crate::samplers::{check_parameter, is_probability};
+use crate::softmax::max_logit;
 use crate::{Candidate, Candidates, Sampler, SamplingError};
 
 /// Keeps the `k` best-ranked candidates (ties broken by smaller token id), sorted.
@@ -30,6 +31,18 @@ impl Sampler for TopK {
             candidates.keep_top_k(self.k);
         }
         Ok(())
+    }
+
+    fn fill_from_row(
+        &mut self,
+        row: &[f32],
+        candidates: &mut Candidates,
+    ) -> Result<(), SamplingError> {
+        if self.k == 0 {
+            candidates.fill(row)
+        } else {
+            candidates.fill_top_k(row, self.k)
+        }
     }
 }
 
@@ -132,6 +145,22 @@ impl Sampler for MinP {
         }
         candidates.keep_logit_at_least(threshold);
         Ok(())
+    }
+
+    fn fill_from_row(
+        &mut self,
+        row: &[f32],
+        candidates: &mut Candidates,
+    ) -> Result<(), SamplingError> {
+        let max = max_logit(row);
+        if self.p <= 0.0 || self.min_keep > 1 || max == f32::NEG_INFINITY {
+            candidates.fill(row)?;
+            return self.apply(candidates);
+        }
+        if self.p >= 1.0 {
+            return candidates.fill_top_k(row, 1);
+        }
+        candidates.fill_logit_at_least(row, max + self.p.ln())
     }
 }
 
