@@ -42,3 +42,9 @@ extern "C" __global__ void geglu_f32(const float* __restrict__ gate, const float
     ELEMENTWISE_INDEX
     y[i] = gelu_tanh(gate[i]) * up[i];
 }
+
+// f32 to f16 (bit patterns), rounding to nearest: activations for a tensor-core GEMM.
+extern "C" __global__ void convert_f32_f16(const float* __restrict__ x, u16* __restrict__ y, int n) {
+    ELEMENTWISE_INDEX
+    y[i] = f2h(x[i]);
+}

@@ -6,7 +6,7 @@ struct BlockQ4_1 {
     static constexpr int BS = 20;
     static constexpr int QK = 32;
     static constexpr int ITEMS = 1;
-    static constexpr int CHUNK = 64;
+    static constexpr int CHUNK = 128;
 
     static __device__ __forceinline__ float dot(const u8* blk, int, const int x[8], float2 ds) {
         const float d = h2f(ld_u16(blk));

@@ -9,7 +9,7 @@ struct BlockQ6_K {
     static constexpr int BS = 210;
     static constexpr int QK = 256;
     static constexpr int ITEMS = 8;
-    static constexpr int CHUNK = 8;
+    static constexpr int CHUNK = 12;
 
     static __device__ __forceinline__ float dot(const u8* blk, int j, const int x[8], float2 ds) {
         const int half = j >> 2;

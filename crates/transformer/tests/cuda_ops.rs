@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use cudarc::driver::CudaSlice;
 use ferrolm_transformer::cuda::{
     AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations,
-    QuantMatrix, QueryBatch, RopeParams, WeightType, compile_ptx, time_matvec,
+    QuantMatrix, QueryBatch, RopeParams, WeightType, compile_ptx, time_copy, time_matvec, time_op,
 };
 use half::f16;
 
@@ -755,6 +755,45 @@ fn paged_attention_matches_reference() {
     }
 }
 
+#[test]
+fn prompt_matmul_on_tensor_cores_matches_reference() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(11);
+    for ty in [WeightType::Q4K, WeightType::Q8_0, WeightType::Q6K] {
+        let (rows, cols, n) = (1000, 768, 37);
+        let bytes = random_weights(&mut rng, ty, rows, cols);
+        let w = QuantMatrix::upload(dev, ty, rows, cols, &bytes).unwrap();
+        let x = rng.vec(n * cols);
+        let mut xh = dev.stream().alloc_zeros::<u16>(n * cols).unwrap();
+        dev.convert_f16(&upload(dev, &x), &mut xh, n * cols)
+            .unwrap();
+        let xh_host = download(dev, &xh);
+        for (a, &b) in x.iter().zip(&xh_host) {
+            assert_eq!(f16::from_f32(*a).to_bits(), b, "f16 conversion of {a}");
+        }
+        // A scratch of 300 rows: four slabs, the last one partial.
+        let mut scratch = dev.stream().alloc_zeros::<u16>(300 * cols).unwrap();
+        let mut out = poisoned(dev, n * rows);
+        dev.matmul(&w, &xh, n, &mut out, &mut scratch).unwrap();
+        let wf: Vec<f64> = dequantize(ty, &bytes, rows, cols)
+            .into_iter()
+            .map(|v| f64::from(f16::from_f32(v).to_f32()))
+            .collect();
+        let xf: Vec<f64> = xh_host
+            .iter()
+            .map(|&b| f64::from(f16::from_bits(b).to_f32()))
+            .collect();
+        let mut want = vec![0.0; n * rows];
+        for t in 0..n {
+            for r in 0..rows {
+                want[t * rows + r] = (0..cols).map(|k| wf[r * cols + k] * xf[t * cols + k]).sum();
+            }
+        }
+        let e = nerr(&download(dev, &out), &want);
+        assert!(e < 1e-4, "{ty:?} matmul: {e}");
+    }
+}
+
 /// Llama-3-8B feed-forward shapes: correctness at full size, then the achieved bandwidth with
 /// CUDA events over 8 rotating copies of the weights (more than the 60 MB L2 holds).
 #[test]
@@ -803,6 +842,37 @@ fn matvec_at_8b_shapes_is_correct_and_reports_bandwidth() {
             ));
         }
     }
+    let copy = time_copy(dev, 1 << 30, 10).unwrap();
+    report.push(format!(
+        "copy ceiling: device-to-device 1 GiB, median {:.0} us, {:.0} GB/s (read + write)",
+        copy.median_us,
+        copy.gb_per_s()
+    ));
+    // Prefill: 512 tokens through a 14336 x 4096 Q4_K matrix, dequantized in one slab.
+    let (rows, cols, n) = (14336, 4096, 512);
+    let w = QuantMatrix::upload(
+        dev,
+        WeightType::Q4K,
+        rows,
+        cols,
+        &random_weights(&mut rng, WeightType::Q4K, rows, cols),
+    )
+    .unwrap();
+    let x = rng.vec(n * cols);
+    let mut xh = dev.stream().alloc_zeros::<u16>(n * cols).unwrap();
+    dev.convert_f16(&upload(dev, &x), &mut xh, n * cols)
+        .unwrap();
+    let mut scratch = dev.stream().alloc_zeros::<u16>(rows * cols).unwrap();
+    let mut out = poisoned(dev, n * rows);
+    let (median, _) = time_op(dev, 20, || dev.matmul(&w, &xh, n, &mut out, &mut scratch)).unwrap();
+    let (deq, _) = time_op(dev, 20, || {
+        dev.dequantize_rows_f16(&w, 0, rows, &mut scratch)
+    })
+    .unwrap();
+    report.push(format!(
+        "prefill matmul Q4K {rows}x{cols} x {n} tokens: {median:.0} us ({:.0} TFLOP/s; dequantization alone {deq:.0} us)",
+        2.0 * (rows * cols * n) as f64 / (median * 1e-6) / 1e12
+    ));
     for line in &report {
         println!("{line}");
     }

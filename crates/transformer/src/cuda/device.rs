@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use ferrolm_kernels::{KernelModule, MODULES};
@@ -29,6 +30,7 @@ pub struct CudaDevice {
     arch: String,
     name: String,
     functions: HashMap<&'static str, CudaFunction>,
+    blas: Option<CudaBlas>,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -116,12 +118,24 @@ impl CudaDevice {
                 functions.insert(kernel, f);
             }
         }
+        // cuBLAS serves only prompt-sized products; without it decode still works.
+        let blas = if launch::cublas_present() {
+            Some(
+                CudaBlas::new(stream.clone()).map_err(|e| CudaError::Cublas {
+                    op: "creating handle",
+                    message: e.to_string(),
+                })?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             ctx,
             stream,
             arch,
             name,
             functions,
+            blas,
         })
     }
 
@@ -157,6 +171,10 @@ impl CudaDevice {
         self.ctx
             .mem_get_info()
             .map_err(CudaError::driver("reading memory info"))
+    }
+
+    pub(crate) fn blas(&self) -> Result<&CudaBlas, CudaError> {
+        self.blas.as_ref().ok_or(CudaError::CublasNotFound)
     }
 
     pub(crate) fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {

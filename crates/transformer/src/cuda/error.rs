@@ -23,6 +23,17 @@ pub enum CudaError {
         "NVRTC (libnvrtc) could not be loaded; it ships with the CUDA toolkit or the nvidia-cuda-nvrtc package"
     )]
     NvrtcNotFound,
+    /// cuBLAS, used for prompt-sized matrix products, could not be loaded.
+    #[error("cuBLAS (libcublas) could not be loaded; it ships with the CUDA toolkit")]
+    CublasNotFound,
+    /// A cuBLAS call failed.
+    #[error("cuBLAS call failed during {op}: {message}")]
+    Cublas {
+        /// What was being done.
+        op: &'static str,
+        /// cuBLAS's status.
+        message: String,
+    },
     /// A driver call failed.
     #[error("CUDA driver call failed during {op}: {source}")]
     Driver {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use cudarc::cublas::{CudaBlas, result as blas, sys as blas_sys};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::CudaError;
@@ -20,6 +21,11 @@ pub(crate) enum Arg {
 pub(crate) fn driver_present() -> bool {
     // SAFETY: only tries to dlopen the driver library; no CUDA call is made.
     unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+pub(crate) fn cublas_present() -> bool {
+    // SAFETY: only tries to dlopen the cuBLAS library.
+    unsafe { cudarc::cublas::sys::is_culib_present() }
 }
 
 pub(crate) fn nvrtc_present() -> bool {
@@ -58,4 +64,53 @@ pub(crate) unsafe fn launch(
     // SAFETY: forwarded to the caller (see above).
     unsafe { builder.launch(cfg) }.map_err(CudaError::driver("kernel launch"))?;
     Ok(())
+}
+
+/// Row-major `c[n][m] (ldc) = x[n][k] · w[m][k]ᵀ` with f16 operands and f32 accumulation and
+/// output, on the tensor cores through cuBLAS.
+///
+/// # Safety
+/// `w` must hold `m × k` and `x` `n × k` f16 values, and `c` must hold `(n - 1) · ldc + m` f32
+/// values, all on the device of `handle`'s stream.
+pub(crate) unsafe fn gemm_f16_f32(
+    handle: &CudaBlas,
+    w: u64,
+    x: u64,
+    c: u64,
+    m: i32,
+    n: i32,
+    k: i32,
+    ldc: i32,
+) -> Result<(), CudaError> {
+    let alpha = 1.0f32;
+    let beta = 0.0f32;
+    // Column-major view: C (m × n) = Wᵀ-as-stored (k × m)ᵀ · X-as-stored (k × n).
+    // SAFETY: pointers and sizes as the caller guarantees; alpha and beta outlive the call.
+    unsafe {
+        blas::gemm_ex(
+            *handle.handle(),
+            blas_sys::cublasOperation_t::CUBLAS_OP_T,
+            blas_sys::cublasOperation_t::CUBLAS_OP_N,
+            m,
+            n,
+            k,
+            (&raw const alpha).cast(),
+            w as *const std::ffi::c_void,
+            blas_sys::cudaDataType_t::CUDA_R_16F,
+            k,
+            x as *const std::ffi::c_void,
+            blas_sys::cudaDataType_t::CUDA_R_16F,
+            k,
+            (&raw const beta).cast(),
+            c as *mut std::ffi::c_void,
+            blas_sys::cudaDataType_t::CUDA_R_32F,
+            ldc,
+            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| CudaError::Cublas {
+        op: "gemm",
+        message: e.to_string(),
+    })
 }

@@ -27,5 +27,5 @@ pub use device::{
 };
 pub use error::CudaError;
 pub use ops::RopeParams;
-pub use profile::{KernelTiming, time_matvec};
+pub use profile::{KernelTiming, time_copy, time_matvec, time_op};
 pub use weights::{Q8Activations, QuantMatrix, WeightType};

@@ -5,7 +5,7 @@
 use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig};
 
 use super::attention::ATT_WARPS;
-use super::launch::{Arg, launch};
+use super::launch::{Arg, gemm_f16_f32, launch};
 use super::{
     AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations,
     QuantMatrix, QueryBatch,
@@ -207,6 +207,80 @@ impl CudaDevice {
         let kernel = format!("get_rows_{}_f16", w.weight_type().kernel_suffix());
         let grid = grid_for(n_rows * w.cols() / 32, ELEMENTWISE_THREADS)?;
         self.run(&kernel, cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
+    }
+
+    /// `y = f16(x)` over `n` values (bit patterns): activations for [`CudaDevice::matmul`].
+    pub fn convert_f16(
+        &self,
+        x: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<u16>,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("convert_f16", "x", n, x.len())?;
+        need("convert_f16", "y", n, y.len())?;
+        let s = self.stream();
+        let args = [
+            Arg::Ptr(ptr(x, s)),
+            Arg::Ptr(ptr_mut(y, s)),
+            Arg::I32(dim("convert_f16", "n", n)?),
+        ];
+        self.run(
+            "convert_f32_f16",
+            cfg(
+                (grid_for(n, ELEMENTWISE_THREADS)?, 1, 1),
+                ELEMENTWISE_THREADS,
+            ),
+            &args,
+        )
+    }
+
+    /// Prompt-sized product on the tensor cores: `out[t][r] = Σ_k W[r][k] · x[t][k]` for `n`
+    /// tokens, `x` f16 `[n][cols]`, `out` f32 `[n][rows]`. `W` is dequantized to f16 slab by
+    /// slab into `scratch` (any size of at least one row; larger slabs mean fewer, larger
+    /// products) and multiplied with cuBLAS, so no dequantized copy of the model is kept.
+    pub fn matmul(
+        &self,
+        w: &QuantMatrix,
+        x: &impl DevicePtr<u16>,
+        n: usize,
+        out: &mut impl DevicePtrMut<f32>,
+        scratch: &mut cudarc::driver::CudaSlice<u16>,
+    ) -> Result<(), CudaError> {
+        let (rows, cols) = (w.rows(), w.cols());
+        need("matmul", "x", n * cols, x.len())?;
+        need("matmul", "out", n * rows, out.len())?;
+        need("matmul", "scratch", cols, scratch.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let blas = self.blas()?;
+        let slab = (scratch.len() / cols).min(rows);
+        let s = self.stream();
+        let xp = ptr(x, s);
+        let op = ptr_mut(out, s);
+        let mut r0 = 0;
+        while r0 < rows {
+            let m = slab.min(rows - r0);
+            self.dequantize_rows_f16(w, r0, m, scratch)?;
+            let wp = ptr_mut(scratch, s);
+            // SAFETY: scratch holds m × cols f16 values (checked by dequantize_rows_f16), x
+            // holds n × cols, and out from column r0 holds (n - 1) · rows + m f32 values
+            // because out has n × rows and r0 + m <= rows.
+            unsafe {
+                gemm_f16_f32(
+                    blas,
+                    wp,
+                    xp,
+                    op + (r0 * size_of::<f32>()) as u64,
+                    dim("matmul", "rows", m)?,
+                    dim("matmul", "n", n)?,
+                    dim("matmul", "cols", cols)?,
+                    dim("matmul", "rows", rows)?,
+                )?;
+            }
+            r0 += m;
+        }
+        Ok(())
     }
 
     /// RMSNorm of `rows` rows of `n`: `y = x / sqrt(mean(x²) + eps) · w`, `w` of `n`.

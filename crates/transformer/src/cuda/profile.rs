@@ -20,9 +20,11 @@ impl KernelTiming {
     }
 }
 
-/// Times `y = W · x` over `reps` launches after `warmup` launches, each bracketed by CUDA
-/// events, rotating over the given matrices so that each launch reads its weights from device
-/// memory rather than from the L2 cache. All matrices must have the same shape.
+/// Times `y = W · x`: `reps` samples, each a run of back-to-back launches (one per matrix,
+/// rotating, so each launch reads its weights from device memory rather than from the L2
+/// cache) bracketed by CUDA events, after `warmup` launches. Back-to-back launches hide the
+/// launch latency as a replayed graph does; the time per launch is the sample's time over the
+/// number of matrices. All matrices must have the same shape.
 pub fn time_matvec(
     dev: &CudaDevice,
     weights: &[QuantMatrix],
@@ -78,4 +80,63 @@ pub fn time_matvec(
         min_us: times[0],
         bytes,
     })
+}
+
+/// The copy ceiling: a device-to-device copy of `bytes` bytes, timed with CUDA events (median
+/// of `reps`), counting bytes read plus bytes written.
+pub fn time_copy(dev: &CudaDevice, bytes: usize, reps: usize) -> Result<KernelTiming, CudaError> {
+    let stream = dev.stream();
+    let src = stream
+        .alloc_zeros::<u8>(bytes)
+        .map_err(CudaError::driver("allocating copy source"))?;
+    let mut dst = stream
+        .alloc_zeros::<u8>(bytes)
+        .map_err(CudaError::driver("allocating copy target"))?;
+    let (median_us, min_us) = time_op(dev, reps, || {
+        stream
+            .memcpy_dtod(&src, &mut dst)
+            .map_err(CudaError::driver("copying"))
+    })?;
+    Ok(KernelTiming {
+        median_us,
+        min_us,
+        bytes: 2 * bytes,
+    })
+}
+
+/// Median and minimum time in microseconds of `op` (which queues work on `dev`'s stream),
+/// timed with CUDA events over `reps` runs after two warm-up runs.
+pub fn time_op(
+    dev: &CudaDevice,
+    reps: usize,
+    mut op: impl FnMut() -> Result<(), CudaError>,
+) -> Result<(f64, f64), CudaError> {
+    let stream = dev.stream();
+    let ctx = dev.context();
+    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
+    let start = ctx
+        .new_event(flags)
+        .map_err(CudaError::driver("creating event"))?;
+    let end = ctx
+        .new_event(flags)
+        .map_err(CudaError::driver("creating event"))?;
+    let mut times = Vec::with_capacity(reps);
+    for i in 0..reps.max(1) + 2 {
+        start
+            .record(stream)
+            .map_err(CudaError::driver("recording event"))?;
+        op()?;
+        end.record(stream)
+            .map_err(CudaError::driver("recording event"))?;
+        end.synchronize()
+            .map_err(CudaError::driver("waiting for event"))?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(CudaError::driver("reading event time"))?;
+        if i >= 2 {
+            times.push(f64::from(ms) * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], times[0]))
 }
