@@ -103,7 +103,14 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "elementwise",
         source: include_str!("../cuda/elementwise.cu"),
-        kernels: &["add_f32", "mul_f32", "scale_f32", "swiglu_f32", "geglu_f32"],
+        kernels: &[
+            "add_f32",
+            "mul_f32",
+            "scale_f32",
+            "swiglu_f32",
+            "geglu_f32",
+            "convert_f32_f16",
+        ],
     },
     KernelModule {
         name: "attention",
@@ -168,6 +175,23 @@ mod tests {
                         src.contains(&format!("ATTN_SPLIT_KERNEL({d}, {dpl}, {g})"))
                     };
                 assert!(defined, "{k} not defined in {}", m.name);
+            }
+        }
+    }
+
+    #[test]
+    fn every_defined_kernel_is_listed() {
+        for m in MODULES {
+            for piece in m.source.split("extern \"C\" __global__ void ").skip(1) {
+                let name = piece.split('(').next().unwrap().trim();
+                if name == "__launch_bounds__" {
+                    continue; // macro-generated names, checked against the list above
+                }
+                assert!(
+                    m.kernels.contains(&name),
+                    "{name} of {} is not listed",
+                    m.name
+                );
             }
         }
     }
