@@ -184,12 +184,13 @@ fn exercise(g: &Gguf<'_>) -> usize {
     touched
 }
 
+/// A hang would stall this test (and CI's time limit catches it); the slowest
+/// input is reported rather than asserted on, since tests never assert on time.
 #[test]
 fn mutated_files_never_panic_or_hang() {
     let cases = env_u64("GGUF_MUTATION_CASES", 3000);
     let mut rng = Rng(env_u64("GGUF_MUTATION_SEED", 0x5EED_6667));
     let seeds = vec![small_seed(), smollm2_header_seed()];
-    let limit = Duration::from_secs(5);
     let (mut ok, mut errors) = (0u64, 0u64);
     // (time, case, input length) of the slowest input.
     let mut slowest = (Duration::ZERO, 0, 0);
@@ -224,7 +225,6 @@ fn mutated_files_never_panic_or_hang() {
                 errors += 1;
             }
         }
-        assert!(took < limit, "case {case} took {took:?}");
     }
     eprintln!(
         "{cases} mutated inputs: {ok} parsed, {errors} rejected; slowest: case {} ({} bytes) in {:?}",
