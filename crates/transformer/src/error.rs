@@ -85,6 +85,9 @@ pub enum TransformerError {
     /// Sampling the next token failed.
     #[error("sampling failed: {0}")]
     Sampling(#[from] ferrolm_sampling::SamplingError),
+    /// Tokenizing or detokenizing failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] ferrolm_tokenizer::TokenizerError),
     /// Building the thread pool failed.
     #[error("could not start {threads} worker threads: {reason}")]
     ThreadPool {

@@ -31,6 +31,7 @@ pub mod config;
 mod error;
 pub mod models;
 mod names;
+pub mod session;
 
 /// The CUDA device runtime and kernel wrappers (feature `cuda`).
 #[cfg(feature = "cuda")]
@@ -43,6 +44,7 @@ pub use error::{Result, TransformerError};
 pub use ferrolm_quant::Precision;
 pub use models::{Model, State};
 pub use names::TensorName;
+pub use session::{GenerateOptions, Generation, Session, StopReason};
 
 /// Architectures this crate runs (`general.architecture` values).
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "gemma3"];

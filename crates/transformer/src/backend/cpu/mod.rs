@@ -4,6 +4,8 @@
 
 mod kv;
 pub mod ops;
+#[allow(unsafe_code)]
+mod simd;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -373,7 +375,7 @@ impl<'w> Backend<'w> for CpuBackend {
                 SCORES.with_borrow_mut(|scores| {
                     scores.clear();
                     scores.extend((first..=pos).map(|j| {
-                        ops::dot(qh, &keys[j * kv_dim + off..j * kv_dim + off + hd]) * p.scale
+                        simd::dot(qh, &keys[j * kv_dim + off..j * kv_dim + off + hd]) * p.scale
                     }));
                     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0f32;
@@ -384,7 +386,7 @@ impl<'w> Backend<'w> for CpuBackend {
                     o.fill(0.0);
                     let inv = 1.0 / sum;
                     for (s, j) in scores.iter().zip(first..=pos) {
-                        ops::axpy(s * inv, &values[j * kv_dim + off..j * kv_dim + off + hd], o);
+                        simd::axpy(s * inv, &values[j * kv_dim + off..j * kv_dim + off + hd], o);
                     }
                 });
             });

@@ -77,7 +77,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (cb, rb) = b.as_chunks::<8>();
     for (x, y) in ca.iter().zip(cb) {
         for i in 0..8 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
+            acc[i] += x[i] * y[i];
         }
     }
     let mut tail = 0.0;
@@ -90,7 +90,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `y += a · x`.
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(*x, *y);
+        *y += a * x;
     }
 }
 
