@@ -755,6 +755,54 @@ fn paged_attention_matches_reference() {
     }
 }
 
+/// A token step (quantize, matvec, argmax) captured once as a graph and replayed with new
+/// inputs written into the same device buffers.
+#[test]
+fn captured_graph_replays_with_new_inputs() {
+    let Some(_) = device() else { return };
+    // A device of its own: capture takes over its stream, which other tests must not share.
+    let dev = CudaDevice::new().unwrap();
+    let mut rng = Rng::new(12);
+    let (rows, cols) = (3000, 1024);
+    let bytes = random_weights(&mut rng, WeightType::Q4K, rows, cols);
+    let w = QuantMatrix::upload(&dev, WeightType::Q4K, rows, cols, &bytes).unwrap();
+    let wf = dequantize(WeightType::Q4K, &bytes, rows, cols);
+    let mut x = dev.stream().alloc_zeros::<f32>(cols).unwrap();
+    let mut act = Q8Activations::new(&dev, cols).unwrap();
+    let mut y = dev.stream().alloc_zeros::<f32>(rows).unwrap();
+    let mut best = dev.stream().alloc_zeros::<i32>(1).unwrap();
+    let graph = dev
+        .capture(|d| {
+            d.quantize_q8(&x, &mut act)?;
+            d.matvec(&w, &act, &mut y, false)?;
+            d.argmax(&y, 1, rows, &mut best)
+        })
+        .unwrap();
+    for step in 0..4 {
+        let xv = rng.vec(cols);
+        dev.stream().memcpy_htod(&xv, &mut x).unwrap();
+        graph.launch().unwrap();
+        let got = download(&dev, &best)[0];
+        let yv = download(&dev, &y);
+        let (q, ds) = act.download(&dev).unwrap();
+        let xq: Vec<f64> = q
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| f64::from(v) * f64::from(ds[i / 32 * 2]))
+            .collect();
+        let want = matvec_reference(&wf, &xq, rows, cols);
+        assert!(nerr(&yv, &want) < 1e-5, "step {step}");
+        let top = yv
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, &v)| if v > yv[b] { i } else { b });
+        assert_eq!(got as usize, top, "step {step}");
+    }
+    let failed = dev.capture(|d| d.add(&x, &x, &mut y, rows + 1));
+    assert!(failed.is_err());
+    dev.synchronize().unwrap();
+}
+
 #[test]
 fn prompt_matmul_on_tensor_cores_matches_reference() {
     let Some(dev) = device() else { return };

@@ -3,7 +3,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaStream};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use ferrolm_kernels::{KernelModule, MODULES};
 
@@ -173,6 +174,32 @@ impl CudaDevice {
             .map_err(CudaError::driver("reading memory info"))
     }
 
+    /// Records the work that `record` queues on this device's stream into a CUDA graph instead
+    /// of running it; [`DeviceGraph::launch`] then replays all of it with one launch. Buffers
+    /// must exist before the capture, and values that change between replays (positions,
+    /// token ids) must be read by the kernels from device memory.
+    pub fn capture(
+        &self,
+        record: impl FnOnce(&Self) -> Result<(), CudaError>,
+    ) -> Result<DeviceGraph, CudaError> {
+        self.stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(CudaError::driver("beginning graph capture"))?;
+        let recorded = record(self);
+        // The capture must end even when recording failed, or the stream stays unusable.
+        let graph = self
+            .stream
+            .end_capture(CUgraphInstantiate_flags::CUDA_GRAPH_INSTANTIATE_FLAG_AUTO_FREE_ON_LAUNCH);
+        recorded?;
+        let graph = graph.map_err(CudaError::driver("ending graph capture"))?;
+        graph
+            .map(DeviceGraph)
+            .ok_or_else(|| CudaError::Unsupported {
+                op: "graph capture",
+                what: "nothing was recorded".into(),
+            })
+    }
+
     pub(crate) fn blas(&self) -> Result<&CudaBlas, CudaError> {
         self.blas.as_ref().ok_or(CudaError::CublasNotFound)
     }
@@ -183,6 +210,24 @@ impl CudaDevice {
             .ok_or_else(|| CudaError::KernelMissing {
                 name: name.to_owned(),
             })
+    }
+}
+
+/// A recorded sequence of kernels, replayed with one launch.
+pub struct DeviceGraph(CudaGraph);
+
+impl std::fmt::Debug for DeviceGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceGraph")
+    }
+}
+
+impl DeviceGraph {
+    /// Queues one replay of the recorded work on the stream it was recorded from.
+    pub fn launch(&self) -> Result<(), CudaError> {
+        self.0
+            .launch()
+            .map_err(CudaError::driver("launching graph"))
     }
 }
 

@@ -23,7 +23,8 @@ mod weights;
 
 pub use attention::{AttentionParams, AttentionWorkspace, PagedKvLayer, QueryBatch};
 pub use device::{
-    CudaDevice, DeviceOptions, compile_ptx, default_kernel_cache, gpu_available, module_ptx,
+    CudaDevice, DeviceGraph, DeviceOptions, compile_ptx, default_kernel_cache, gpu_available,
+    module_ptx,
 };
 pub use error::CudaError;
 pub use ops::RopeParams;
