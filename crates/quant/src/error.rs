@@ -61,6 +61,12 @@ pub enum QuantError {
         /// The accepted type names, comma-separated.
         allowed: String,
     },
+    /// A requantization asked to overwrite its own input.
+    #[error("output {path} is the input file; write to another path")]
+    SameFile {
+        /// The path given as both input and output.
+        path: std::path::PathBuf,
+    },
     /// Reading or writing a GGUF container failed.
     #[error(transparent)]
     Gguf(#[from] ferrolm_gguf::GgufError),

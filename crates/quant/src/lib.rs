@@ -9,7 +9,9 @@
 //!   per block, slice codecs) for code generic over formats.
 //! - [`dequantize_row`] / [`quantize_row`]: the same for a row of raw bytes,
 //!   dispatched on a [`GgmlType`]; F32, F16 and BF16 are handled as plain
-//!   element types.
+//!   element types. [`dequantize_tensor`] decodes a whole tensor.
+//! - [`requantize()`]: a whole GGUF model to another type (what
+//!   `ferrolm quantize` runs).
 //!
 //! ```
 //! use ferrolm_gguf::GgmlType;
@@ -32,6 +34,7 @@ pub mod dot;
 mod error;
 mod format;
 pub mod matrix;
+pub mod requantize;
 mod row;
 mod scale_search;
 mod simd;
@@ -41,4 +44,8 @@ pub use error::QuantError;
 pub use ferrolm_gguf::GgmlType;
 pub use format::BlockFormat;
 pub use matrix::{Input, MatScratch, Precision, QMatrix};
-pub use row::{block_layout, can_dequantize, can_quantize, dequantize_row, quantize_row, row_size};
+pub use requantize::{requantize, requantize_file};
+pub use row::{
+    block_layout, can_dequantize, can_quantize, dequantize_row, dequantize_tensor, quantize_row,
+    row_size,
+};

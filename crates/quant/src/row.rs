@@ -2,7 +2,7 @@
 //! points for code that holds raw tensor bytes.
 
 use bytemuck::Pod;
-use ferrolm_gguf::GgmlType;
+use ferrolm_gguf::{GgmlType, TensorView};
 use half::{bf16, f16};
 
 use crate::QuantError;
@@ -219,6 +219,17 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], out: &mut [u8]) -> Result<(), Qua
         }
     }
     Ok(())
+}
+
+/// Decodes a whole tensor to f32 (row-major, `view.n_elements()` values).
+pub fn dequantize_tensor(view: &TensorView<'_>) -> Result<Vec<f32>, QuantError> {
+    let n = usize::try_from(view.n_elements()).map_err(|_| QuantError::Tensor {
+        name: view.name.to_owned(),
+        reason: "too many elements for this platform".to_owned(),
+    })?;
+    let mut out = vec![0.0f32; n];
+    dequantize_row(view.ty, view.data, &mut out)?;
+    Ok(out)
 }
 
 #[cfg(test)]

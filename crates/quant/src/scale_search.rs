@@ -6,9 +6,19 @@
 /// Groups whose largest magnitude is below this are stored as zeros.
 pub const GROUP_MAX_EPS: f32 = 1e-15;
 
+/// The largest group the K-quants search (longer groups work, on the heap).
+pub const MAX_GROUP: usize = 32;
+
 /// Round half to even, as ggml's `nearest_int`; saturates far outside `i32`.
 pub fn nearest_int(v: f32) -> i32 {
-    v.round_ties_even() as i32
+    // Adding 1.5 * 2^23 leaves the rounded integer in the low mantissa bits
+    // (exact for |v| < 2^22), which is much cheaper than a rounding call on
+    // baseline x86-64.
+    if v.abs() < 4_194_303.0 {
+        ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+    } else {
+        v.round_ties_even() as i32
+    }
 }
 
 /// The value with the largest magnitude, sign kept (first on ties), and that magnitude.
@@ -81,12 +91,19 @@ pub fn symmetric_refine(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
         return 0.0;
     }
     let iscale = -(nmax as f32) / max;
-    let mut l: Vec<i32> = x
-        .iter()
-        .map(|&v| nearest_int(iscale * v).clamp(-nmax, nmax - 1))
-        .collect();
+    let mut storage = [0i32; MAX_GROUP];
+    let mut heap = Vec::new();
+    let l: &mut [i32] = if x.len() <= MAX_GROUP {
+        &mut storage[..x.len()]
+    } else {
+        heap.resize(x.len(), 0);
+        &mut heap
+    };
+    for (q, &v) in l.iter_mut().zip(x) {
+        *q = nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    }
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for (&v, &q) in x.iter().zip(&l) {
+    for (&v, &q) in x.iter().zip(l.iter()) {
         let w = v * v;
         sumlx += w * v * q as f32;
         suml2 += w * q as f32 * q as f32;
@@ -117,7 +134,7 @@ pub fn symmetric_refine(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
             break;
         }
     }
-    for (out, q) in levels.iter_mut().zip(&l) {
+    for (out, q) in levels.iter_mut().zip(l.iter()) {
         *out = (q + nmax) as u8;
     }
     if suml2 > 0.0 { sumlx / suml2 } else { 0.0 }
@@ -191,7 +208,14 @@ pub fn affine_search(
         *l = assign(iscale, min, v) as u8;
     }
     let mut best_error = error(scale, min, &levels[..n]);
-    let mut aux = vec![0u8; n];
+    let mut aux_storage = [0u8; MAX_GROUP];
+    let mut aux_heap = Vec::new();
+    let aux: &mut [u8] = if n <= MAX_GROUP {
+        &mut aux_storage[..n]
+    } else {
+        aux_heap.resize(n, 0);
+        &mut aux_heap
+    };
     // As in ggml, later candidates are placed relative to the best minimum found so far.
     for step in 0..=candidates.steps {
         let iscale = (candidates.rmin + candidates.rdelta * step as f32 + nmaxf) / (max - min);
@@ -212,9 +236,9 @@ pub fn affine_search(
                 this_min = 0.0;
                 this_scale = sum_xl / sum_l2;
             }
-            let cur = error(this_scale, this_min, &aux);
+            let cur = error(this_scale, this_min, aux);
             if cur < best_error {
-                levels[..n].copy_from_slice(&aux);
+                levels[..n].copy_from_slice(aux);
                 best_error = cur;
                 scale = this_scale;
                 min = this_min;
@@ -245,6 +269,8 @@ mod tests {
             [0.5, 1.5, 2.5, -0.5, -1.5, 2.4999].map(nearest_int),
             [0, 2, 2, 0, -2, 2]
         );
+        assert_eq!(nearest_int(-3.5), -4);
+        assert_eq!(nearest_int(1e9), 1_000_000_000);
     }
 
     #[test]

@@ -85,18 +85,21 @@ impl BlockIq4Xs {
     }
 }
 
+/// Midpoints between consecutive levels: a value above `MIDPOINTS[i]` is
+/// nearer to level `i + 1` than to level `i`.
+const MIDPOINTS: [f32; 15] = {
+    let mut m = [0.0f32; 15];
+    let mut i = 0;
+    while i < 15 {
+        m[i] = (IQ4_LEVELS[i] as i16 + IQ4_LEVELS[i + 1] as i16) as f32 * 0.5;
+        i += 1;
+    }
+    m
+};
+
 /// Index of the level nearest to `v` (the lower one on ties).
 fn nearest_level(v: f32) -> u8 {
-    let mut best = 0u8;
-    let mut best_dist = f32::INFINITY;
-    for (i, &l) in IQ4_LEVELS.iter().enumerate() {
-        let dist = (v - f32::from(l)).abs();
-        if dist < best_dist {
-            best_dist = dist;
-            best = i as u8;
-        }
-    }
-    best
+    MIDPOINTS.partition_point(|&m| v > m) as u8
 }
 
 /// Squared error of `x` against `d * IQ4_LEVELS[idx]`, with the indices
@@ -218,5 +221,37 @@ impl BlockIq4Xs {
             block.qs[16 * i..16 * i + 16].copy_from_slice(&pack_nibbles(&idx));
         }
         block
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_level_agrees_with_a_linear_scan() {
+        for i in -1400..=1300 {
+            let v = i as f32 * 0.1;
+            let scan = (0..16)
+                .min_by(|&a, &b| {
+                    let da = (v - f32::from(IQ4_LEVELS[a])).abs();
+                    let db = (v - f32::from(IQ4_LEVELS[b])).abs();
+                    da.total_cmp(&db)
+                })
+                .map(|i| i as u8);
+            assert_eq!(Some(nearest_level(v)), scan, "{v}");
+        }
+    }
+
+    #[test]
+    fn values_on_the_level_grid_round_trip_exactly() {
+        let mut src = [0.0f32; QK4_NL];
+        for (j, v) in src.iter_mut().enumerate() {
+            *v = 0.5 * f32::from(IQ4_LEVELS[(j * 7) % 16]);
+        }
+        src[0] = -63.5;
+        let mut out = [0.0f32; QK4_NL];
+        BlockIq4Nl::quantize(&src).dequantize(&mut out);
+        assert_eq!(out, src);
     }
 }

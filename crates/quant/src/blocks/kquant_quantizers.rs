@@ -16,8 +16,8 @@ use super::kquants::{
     scale_q3k,
 };
 use crate::scale_search::{
-    AffineCandidates, ErrorNorm, GROUP_MAX_EPS, affine_search, nearest_int, symmetric_refine,
-    symmetric_search,
+    AffineCandidates, ErrorNorm, GROUP_MAX_EPS, MAX_GROUP, affine_search, nearest_int,
+    symmetric_refine, symmetric_search,
 };
 
 /// Whether to try the neighbours of the reference integer scales.
@@ -87,7 +87,8 @@ fn refine_affine(
 ) -> (u8, u8) {
     let mut best = (ls, lm);
     let mut best_err = affine_fit(x, d * f32::from(ls), dmin * f32::from(lm), nmax, levels);
-    let mut trial = vec![0u8; x.len()];
+    let mut storage = [0u8; MAX_GROUP];
+    let trial = &mut storage[..x.len().min(MAX_GROUP)];
     let max_int = i32::from(max_int);
     for cs in around(i32::from(ls), 0, max_int) {
         for cm in around(i32::from(lm), 0, max_int) {
@@ -96,11 +97,11 @@ fn refine_affine(
                 continue;
             }
             trial.copy_from_slice(levels);
-            let err = affine_fit(x, d * f32::from(cs), dmin * f32::from(cm), nmax, &mut trial);
+            let err = affine_fit(x, d * f32::from(cs), dmin * f32::from(cm), nmax, trial);
             if err < best_err {
                 best_err = err;
                 best = (cs, cm);
-                levels.copy_from_slice(&trial);
+                levels.copy_from_slice(trial);
             }
         }
     }
@@ -119,14 +120,15 @@ fn refine_symmetric(
 ) -> i32 {
     let mut best = ls;
     let mut best_err = symmetric_fit(x, d * ls as f32, lo, hi, levels);
-    let mut trial = vec![0u8; x.len()];
+    let mut storage = [0u8; MAX_GROUP];
+    let trial = &mut storage[..x.len().min(MAX_GROUP)];
     for cs in around(ls, lo_s, hi_s).skip(1) {
         trial.copy_from_slice(levels);
-        let err = symmetric_fit(x, d * cs as f32, lo, hi, &mut trial);
+        let err = symmetric_fit(x, d * cs as f32, lo, hi, trial);
         if err < best_err {
             best_err = err;
             best = cs;
-            levels.copy_from_slice(&trial);
+            levels.copy_from_slice(trial);
         }
     }
     best
@@ -174,7 +176,7 @@ fn quantize_affine<const S: usize>(
     src: &[f32; QK_K],
     nmax: u8,
     max_int: u8,
-    weights_of: impl Fn(&[f32]) -> Vec<f32>,
+    weights_of: impl Fn(&[f32], &mut [f32]),
     candidates: AffineCandidates,
     norm: ErrorNorm,
     refine: Refine,
@@ -186,10 +188,12 @@ fn quantize_affine<const S: usize>(
     let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
     for j in 0..S {
         let x = &src[sub * j..sub * (j + 1)];
-        let weights = weights_of(x);
+        let mut weights = [0.0f32; MAX_GROUP];
+        let weights = &mut weights[..sub];
+        weights_of(x, weights);
         let (scale, min) = affine_search(
             x,
-            &weights,
+            weights,
             nmax,
             candidates,
             norm,
@@ -246,10 +250,12 @@ fn quantize_affine<const S: usize>(
 }
 
 /// ggml's weights for Q4_K/Q5_K sub-blocks: the group's RMS plus each |x|.
-fn rms_plus_abs(x: &[f32]) -> Vec<f32> {
+fn rms_plus_abs(x: &[f32], w: &mut [f32]) {
     let sum_x2: f32 = x.iter().map(|v| v * v).sum();
     let av = (sum_x2 / x.len() as f32).sqrt();
-    x.iter().map(|v| av + v.abs()).collect()
+    for (w, v) in w.iter_mut().zip(x) {
+        *w = av + v.abs();
+    }
 }
 
 pub(crate) fn quantize_q2k(src: &[f32; QK_K], refine: Refine) -> BlockQ2K {
@@ -258,7 +264,11 @@ pub(crate) fn quantize_q2k(src: &[f32; QK_K], refine: Refine) -> BlockQ2K {
         rdelta: 0.1,
         steps: 15,
     };
-    let weights = |x: &[f32]| x.iter().map(|v| v.abs()).collect();
+    let weights = |x: &[f32], w: &mut [f32]| {
+        for (w, v) in w.iter_mut().zip(x) {
+            *w = v.abs();
+        }
+    };
     let b = quantize_affine::<16>(src, 3, 15, weights, candidates, ErrorNorm::Absolute, refine);
     let mut scales = [0u8; 16];
     for (s, (&sc, &m)) in scales.iter_mut().zip(b.sc.iter().zip(&b.m)) {
