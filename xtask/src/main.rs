@@ -12,7 +12,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   fetch-models     download the known models (`ferrolm pull`) unless already present
-  test [ARGS..]    fetch-models, then `cargo test --release --workspace [ARGS..]`
+  test [ARGS..]    build the tests, fetch the models, run `cargo test --release --workspace [ARGS..]`
   publish-check    `cargo package` every publishable crate, in dependency order
   check-layers     assert that crates depend only down DESIGN.md's layer diagram
   test-gpu [--package DIR]
@@ -40,12 +40,7 @@ fn run(args: &[String]) -> Result<()> {
     let rest = &args[1..];
     match task.as_str() {
         "fetch-models" => fetch_models(),
-        "test" => {
-            fetch_models()?;
-            let mut cargo_args = vec!["test", "--release", "--workspace"];
-            cargo_args.extend(rest.iter().map(String::as_str));
-            cargo(&cargo_args)
-        }
+        "test" => test(rest),
         "publish-check" => publish_check(),
         "check-layers" => check_layers(),
         "test-gpu" => test_gpu::run(rest),
@@ -96,6 +91,55 @@ fn fetch_models() -> Result<()> {
             name,
         ])
         .with_context(|| format!("cannot fetch the model {name}"))?;
+    }
+    Ok(())
+}
+
+/// Builds every test first, so that the `ferrolm` binary used to fetch the
+/// models is the one the tests use (one build, one set of unified features),
+/// then fetches the models and runs the tests.
+fn test(extra: &[String]) -> Result<()> {
+    let mut build = vec!["test", "--release", "--workspace", "--no-run"];
+    build.extend(extra.iter().map(String::as_str));
+    cargo(&build)?;
+    let binary = release_binary("ferrolm")?;
+    if binary.is_file() {
+        for name in TEST_MODELS {
+            run_binary(&binary, &["pull", name])
+                .with_context(|| format!("cannot fetch the model {name}"))?;
+        }
+    } else {
+        fetch_models()?;
+    }
+    let mut run = vec!["test", "--release", "--workspace"];
+    run.extend(extra.iter().map(String::as_str));
+    cargo(&run)
+}
+
+/// Where cargo puts the release build of binary `name` (honours `CARGO_TARGET_DIR`).
+fn release_binary(name: &str) -> Result<PathBuf> {
+    let meta = layers::workspace_metadata(&cargo_program(), &workspace_root())?;
+    let target = meta["target_directory"]
+        .as_str()
+        .context("`cargo metadata` gives no target_directory")?;
+    Ok(Path::new(target)
+        .join("release")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn run_binary(binary: &Path, args: &[&str]) -> Result<()> {
+    eprintln!("xtask: {} {}", binary.display(), args.join(" "));
+    let status = Command::new(binary)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("cannot run {}", binary.display()))?;
+    if !status.success() {
+        bail!(
+            "`{} {}` failed ({status})",
+            binary.display(),
+            args.join(" ")
+        );
     }
     Ok(())
 }

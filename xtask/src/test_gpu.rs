@@ -166,6 +166,9 @@ mkdir -p "$logs"
 export FERROLM_REQUIRE_GPU=1
 export FERROLM_HOME="${FERROLM_HOME:-$(mktemp -d)}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$logs/gpu.txt"
+# Clocks and power once a second while the tests run, to read timings against.
+nvidia-smi dmon -s pc -d 1 >"$logs/dmon.txt" 2>&1 &
+dmon=$!
 passed=0
 failed=0
 for t in "$here"/tests/*; do
@@ -182,6 +185,7 @@ done
 if [ -x "$here/ferrolm" ]; then
     "$here/ferrolm" --help >"$logs/ferrolm.txt" 2>&1 && echo "ferrolm binary runs" || echo "ferrolm binary failed to start"
 fi
+kill "$dmon" 2>/dev/null
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
 "#;
