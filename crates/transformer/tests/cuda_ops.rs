@@ -878,7 +878,7 @@ fn matvec_at_8b_shapes_is_correct_and_reports_bandwidth() {
             let e = nerr(&download(dev, &y), &matvec_reference(&wf, &xq, rows, cols));
             assert!(e < 1e-5, "{ty:?} {rows}x{cols}: {e}");
             let mats: Vec<QuantMatrix> = copies.into_iter().map(|(_, m)| m).collect();
-            let t = time_matvec(dev, &mats, &act, 20, 200).unwrap();
+            let t = time_matvec(dev, &mats, &act, 3000, 200).unwrap();
             report.push(format!(
                 "matvec {:<5} {rows:>5}x{cols:<5} {:>6.1} MB  median {:>7.2} us  min {:>7.2} us  {:>6.0} GB/s ({:.0}% of 4250)",
                 format!("{ty:?}"),
