@@ -86,7 +86,8 @@ const TABLE: [(GgmlType, u32, &str, usize, usize); 34] = [
     (GgmlType::Q5_0, 6, "q5_0", 32, 22),
     (GgmlType::Q5_1, 7, "q5_1", 32, 24),
     (GgmlType::Q8_0, 8, "q8_0", 32, 34),
-    (GgmlType::Q8_1, 9, "q8_1", 32, 40),
+    // ggml's block_q8_1 is two f16 (scale, scaled sum) and 32 i8: 36 bytes.
+    (GgmlType::Q8_1, 9, "q8_1", 32, 36),
     (GgmlType::Q2K, 10, "q2_K", 256, 84),
     (GgmlType::Q3K, 11, "q3_K", 256, 110),
     (GgmlType::Q4K, 12, "q4_K", 256, 144),
@@ -213,7 +214,8 @@ mod tests {
     }
 
     /// Block sizes and bytes per block as the Python `gguf` package's
-    /// `GGML_QUANT_SIZES` lists them.
+    /// `GGML_QUANT_SIZES` lists them, except Q8_1: that table still gives the
+    /// old 40-byte layout with f32 scales, while ggml's block is 36 bytes.
     #[test]
     fn sizes_match_reference_table() {
         let reference: [(u32, usize, usize); 34] = [
@@ -224,7 +226,7 @@ mod tests {
             (6, 32, 22),
             (7, 32, 24),
             (8, 32, 34),
-            (9, 32, 40),
+            (9, 32, 36),
             (10, 256, 84),
             (11, 256, 110),
             (12, 256, 144),
