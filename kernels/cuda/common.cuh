@@ -104,7 +104,6 @@ struct MatvecWindow {
     // One extra word because a window's start is not always 16-byte aligned.
     static constexpr int WORDS = (BYTES + 15) / 16 + 1;
     static constexpr int WORDS_PER_LANE = (WORDS + WARP_SIZE - 1) / WARP_SIZE;
-    static constexpr int ITEMS_PER_LANE = (T::CHUNK * T::ITEMS + WARP_SIZE - 1) / WARP_SIZE;
 };
 
 template <class T>
@@ -162,31 +161,13 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* 
         }
 
         const int nitems = nb * T::ITEMS;
-        if (nitems == Win::ITEMS_PER_LANE * WARP_SIZE) {
-            // A full window: a fixed, unguarded trip count lets the compiler issue the loads of
-            // all of a lane's items before their arithmetic.
-            float part[Win::ITEMS_PER_LANE];
-#pragma unroll
-            for (int k = 0; k < Win::ITEMS_PER_LANE; ++k) {
-                const int it = k * WARP_SIZE + lane;
-                const int b = it / T::ITEMS;
-                const int j = it % T::ITEMS;
-                const int g = (b0 + b) * T::ITEMS + j;
-                int x[8];
-                load_x_group(xq, g, x);
-                part[k] = T::dot(my_bytes + head + b * T::BS, j, x, __ldg(xds + g));
-            }
-#pragma unroll
-            for (int k = 0; k < Win::ITEMS_PER_LANE; ++k) acc += part[k];
-        } else {
-            for (int it = lane; it < nitems; it += WARP_SIZE) {
-                const int b = it / T::ITEMS;
-                const int j = it % T::ITEMS;
-                const int g = (b0 + b) * T::ITEMS + j;
-                int x[8];
-                load_x_group(xq, g, x);
-                acc += T::dot(my_bytes + head + b * T::BS, j, x, __ldg(xds + g));
-            }
+        for (int it = lane; it < nitems; it += WARP_SIZE) {
+            const int b = it / T::ITEMS;
+            const int j = it % T::ITEMS;
+            const int g = (b0 + b) * T::ITEMS + j;
+            int x[8];
+            load_x_group(xq, g, x);
+            acc += T::dot(my_bytes + head + b * T::BS, j, x, __ldg(xds + g));
         }
         __syncwarp();
     }
@@ -198,45 +179,31 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* 
 __device__ __forceinline__ void store_value(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store_value(u16* p, float v) { *p = f2h(v); }
 
-// Dequantizes rows of W: out[r, :] = scale * W[ids ? ids[r] : row0 + r, :]. Each thread
-// dequantizes one item of 32 weights into shared memory; the block then writes its 32 *
-// GET_ROWS_THREADS consecutive outputs with coalesced stores. Used for the embedding lookup (ids
-// from device memory) and for prefill, where slabs of rows are dequantized for a tensor-core GEMM.
-#define GET_ROWS_THREADS 128
-
+// Dequantizes rows of W: out[r, :] = scale * W[ids ? ids[r] : row0 + r, :], one thread per item
+// of 32 weights. Used for the embedding lookup (ids from device memory) and for prefill, where
+// slabs of rows are dequantized for a tensor-core GEMM.
 template <class T, class Out>
 __device__ __forceinline__ void get_rows_impl(const u8* __restrict__ w, const i32* __restrict__ ids, int row0,
                                               Out* __restrict__ out, int nrows, int ncols, float scale,
                                               int table_rows) {
-    __shared__ float tile[GET_ROWS_THREADS * 33];  // one padded row of 33 per thread: no bank conflicts
     const int items_per_row = ncols / 32;
-    const size_t total_items = (size_t)nrows * items_per_row;
-    const size_t item0 = (size_t)blockIdx.x * GET_ROWS_THREADS;
-    const size_t tid = item0 + threadIdx.x;
-    float* mine = tile + threadIdx.x * 33;
-    if (tid < total_items) {
-        const int r = (int)(tid / items_per_row);
-        const int i = (int)(tid % items_per_row);
-        const int src_row = ids ? ids[r] : row0 + r;
-        if (src_row < 0 || src_row >= table_rows) {  // an id outside the table reads as zeros
+    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid >= (size_t)nrows * items_per_row) return;
+    const int r = (int)(tid / items_per_row);
+    const int i = (int)(tid % items_per_row);
+    const int src_row = ids ? ids[r] : row0 + r;
+    Out* o = out + (size_t)r * ncols + (size_t)i * 32;
+    if (src_row < 0 || src_row >= table_rows) {  // an id outside the table reads as zeros
 #pragma unroll
-            for (int k = 0; k < 32; ++k) mine[k] = 0.0f;
-        } else {
-            const int nblocks = ncols / T::QK;
-            const u8* blk = w + ((size_t)src_row * nblocks + i / T::ITEMS) * T::BS;
-            float v[32];
-            T::dequant(blk, i % T::ITEMS, v);
+        for (int k = 0; k < 32; ++k) store_value(o + k, 0.0f);
+        return;
+    }
+    const int nblocks = ncols / T::QK;
+    const u8* blk = w + ((size_t)src_row * nblocks + i / T::ITEMS) * T::BS;
+    float v[32];
+    T::dequant(blk, i % T::ITEMS, v);
 #pragma unroll
-            for (int k = 0; k < 32; ++k) mine[k] = v[k] * scale;
-        }
-    }
-    __syncthreads();
-    // Items are numbered row-major, so the block's outputs are one contiguous range.
-    const size_t n_items = min((size_t)GET_ROWS_THREADS, total_items - min(item0, total_items));
-    Out* o = out + item0 * 32;
-    for (int e = threadIdx.x; e < (int)(n_items * 32); e += GET_ROWS_THREADS) {
-        store_value(o + e, tile[(e / 32) * 33 + e % 32]);
-    }
+    for (int k = 0; k < 32; ++k) store_value(o + k, v[k] * scale);
 }
 
 #define QUANT_KERNELS(name, T)                                                                        \
