@@ -8,8 +8,9 @@
 use std::arch::x86_64::*;
 
 use super::{
-    bytes_to_f32, dot_i8i8, dot_u8i8, dot_u8i8_scaled, f16_to_f32, hsum_f32x8, iq4_values,
-    load_f32x8, load_i8x32, load_i16x16, load_u8x8, load_u8x16, load_u8x32, store_f32x8,
+    bytes_to_f32, dot_i8i8, dot_u8i8, dot_u8i8_scaled, f16_head_to_f32, f16_head_to_f32x4,
+    f16_tail_to_f32, hsum_f32x8, iq4_values, lane, load_f32x8, load_i8x32, load_i16x16, load_u8x8,
+    load_u8x16, load_u8x32, store_f32x8,
 };
 use crate::blocks::{
     BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, scale_min_k4, scale_q3k,
@@ -96,7 +97,8 @@ fn dot_q2_k_impl(blocks: &[BlockQ2K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_min = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
-        let (d, dmin) = (f16_to_f32(blk.d.to_bits()), f16_to_f32(blk.dmin.to_bits()));
+        let tail = f16_tail_to_f32(bytemuck::bytes_of(blk));
+        let (d, dmin) = (lane::<2>(tail), lane::<3>(tail));
         let da = load_f32x8(a.d);
         let raw = load_u8x16(&blk.scales);
         let sc = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
@@ -129,7 +131,7 @@ fn dot_q3_k_impl(blocks: &[BlockQ3K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_off = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
-        let d = f16_to_f32(blk.d.to_bits());
+        let d = lane::<3>(f16_tail_to_f32(bytemuck::bytes_of(blk)));
         let da = load_f32x8(a.d);
         let sc = load_u8x16(&q3k_scales(&blk.scales));
         let ssum = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), load_i16x16(a.sums16));
@@ -169,18 +171,13 @@ fn k4_scales(scales: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
 /// Per-32 scales `d * sc_j * d_a` and the minimum term `dmin * Σ m_j dsum_j` (as a vector).
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn k4_factors(
-    d: u16,
-    dmin: u16,
-    scales: &[u8; 12],
-    a: &SuperAct<'_>,
-    acc_min: &mut __m256,
-) -> [f32; 8] {
+fn k4_factors(block: &[u8], scales: &[u8; 12], a: &SuperAct<'_>, acc_min: &mut __m256) -> [f32; 8] {
     let (sc, m) = k4_scales(scales);
     let to_f32 = |v: [u8; 8]| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(load_u8x8(v)));
-    let mins = _mm256_mul_ps(to_f32(m), _mm256_set1_ps(f16_to_f32(dmin)));
+    let head = f16_head_to_f32x4(block);
+    let mins = _mm256_mul_ps(to_f32(m), _mm256_set1_ps(lane::<1>(head)));
     *acc_min = _mm256_fmadd_ps(mins, load_f32x8(a.dsum), *acc_min);
-    scaled(_mm256_mul_ps(to_f32(sc), load_f32x8(a.d)), f16_to_f32(d))
+    scaled(_mm256_mul_ps(to_f32(sc), load_f32x8(a.d)), lane::<0>(head))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -188,13 +185,7 @@ fn dot_q4_k_impl(blocks: &[BlockQ4K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_min = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
-        let s = k4_factors(
-            blk.d.to_bits(),
-            blk.dmin.to_bits(),
-            &blk.scales,
-            &a,
-            &mut acc_min,
-        );
+        let s = k4_factors(bytemuck::bytes_of(blk), &blk.scales, &a, &mut acc_min);
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (n, q) in qs.iter().enumerate() {
             let q = load_u8x32(q);
@@ -212,13 +203,7 @@ fn dot_q5_k_impl(blocks: &[BlockQ5K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_min = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
-        let s = k4_factors(
-            blk.d.to_bits(),
-            blk.dmin.to_bits(),
-            &blk.scales,
-            &a,
-            &mut acc_min,
-        );
+        let s = k4_factors(bytemuck::bytes_of(blk), &blk.scales, &a, &mut acc_min);
         let qh = load_u8x32(&blk.qh);
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (n, q) in qs.iter().enumerate() {
@@ -252,7 +237,7 @@ fn dot_q6_k_impl(blocks: &[BlockQ6K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_off = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
-        let d = f16_to_f32(blk.d.to_bits());
+        let d = lane::<3>(f16_tail_to_f32(bytemuck::bytes_of(blk)));
         let da = load_f32x8(a.d);
         let sc = load_u8x16(&blk.scales.map(|v| v as u8));
         let ssum = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), load_i16x16(a.sums16));
@@ -291,7 +276,7 @@ fn dot_iq4_xs_impl(blocks: &[BlockIq4Xs], act: ActRow<'_>) -> f32 {
         let ls = load_f32x8(&iq4xs_scales(blk));
         let s = scaled(
             _mm256_mul_ps(ls, load_f32x8(a.d)),
-            f16_to_f32(blk.d.to_bits()),
+            f16_head_to_f32(bytemuck::bytes_of(blk)),
         );
         let (qs, _) = blk.qs.as_chunks::<16>();
         for (j, q) in qs.iter().enumerate() {
@@ -355,7 +340,8 @@ fn kquant_dequant<B>(blocks: &[B], out: &mut [f32], decode: impl Fn(&B, &mut [[f
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q2_k_impl(blocks: &[BlockQ2K], out: &mut [f32]) {
     kquant_dequant(blocks, out, |blk, groups| {
-        let (d, dmin) = (f16_to_f32(blk.d.to_bits()), f16_to_f32(blk.dmin.to_bits()));
+        let tail = f16_tail_to_f32(bytemuck::bytes_of(blk));
+        let (d, dmin) = (lane::<2>(tail), lane::<3>(tail));
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (g, o) in groups.iter_mut().enumerate() {
             let (n, j) = (g / 4, g % 4);
@@ -373,7 +359,7 @@ fn dequant_q2_k_impl(blocks: &[BlockQ2K], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q3_k_impl(blocks: &[BlockQ3K], out: &mut [f32]) {
     kquant_dequant(blocks, out, |blk, groups| {
-        let d = f16_to_f32(blk.d.to_bits());
+        let d = lane::<3>(f16_tail_to_f32(bytemuck::bytes_of(blk)));
         let hm = load_u8x32(&blk.hmask);
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (g, o) in groups.iter_mut().enumerate() {
@@ -391,7 +377,8 @@ fn dequant_q3_k_impl(blocks: &[BlockQ3K], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q4_k_impl(blocks: &[BlockQ4K], out: &mut [f32]) {
     kquant_dequant(blocks, out, |blk, groups| {
-        let (d, dmin) = (f16_to_f32(blk.d.to_bits()), f16_to_f32(blk.dmin.to_bits()));
+        let head = f16_head_to_f32x4(bytemuck::bytes_of(blk));
+        let (d, dmin) = (lane::<0>(head), lane::<1>(head));
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (g, o) in groups.iter_mut().enumerate() {
             let (sc, m) = scale_min_k4(g, &blk.scales);
@@ -413,7 +400,8 @@ fn dequant_q4_k_impl(blocks: &[BlockQ4K], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q5_k_impl(blocks: &[BlockQ5K], out: &mut [f32]) {
     kquant_dequant(blocks, out, |blk, groups| {
-        let (d, dmin) = (f16_to_f32(blk.d.to_bits()), f16_to_f32(blk.dmin.to_bits()));
+        let head = f16_head_to_f32x4(bytemuck::bytes_of(blk));
+        let (d, dmin) = (lane::<0>(head), lane::<1>(head));
         let qh = load_u8x32(&blk.qh);
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (g, o) in groups.iter_mut().enumerate() {
@@ -437,7 +425,7 @@ fn dequant_q5_k_impl(blocks: &[BlockQ5K], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q6_k_impl(blocks: &[BlockQ6K], out: &mut [f32]) {
     kquant_dequant(blocks, out, |blk, groups| {
-        let d = f16_to_f32(blk.d.to_bits());
+        let d = lane::<3>(f16_tail_to_f32(bytemuck::bytes_of(blk)));
         let (ql, _) = blk.ql.as_chunks::<32>();
         let (qh, _) = blk.qh.as_chunks::<32>();
         for (g, o) in groups.iter_mut().enumerate() {
@@ -454,7 +442,7 @@ fn dequant_q6_k_impl(blocks: &[BlockQ6K], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_iq4_xs_impl(blocks: &[BlockIq4Xs], out: &mut [f32]) {
     kquant_dequant(blocks, out, |blk, groups| {
-        let d = f16_to_f32(blk.d.to_bits());
+        let d = f16_head_to_f32(bytemuck::bytes_of(blk));
         let ls = iq4xs_scales(blk);
         let (qs, _) = blk.qs.as_chunks::<16>();
         for ((o, q), ls) in groups.iter_mut().zip(qs).zip(ls) {

@@ -4,8 +4,8 @@
 use std::arch::x86_64::*;
 
 use super::{
-    bits_to_bytes, bytes_to_f32, dot_i8i8, dot_u8i8, f16_to_f32, f16x2_to_f32, hsum_f32x8,
-    iq4_values, load_i8x32, nibbles_32,
+    bits_to_bytes, bytes_to_f32, dot_i8i8, dot_u8i8, f16_head_to_f32, f16_to_f32, f16x2_to_f32,
+    hsum_f32x8, iq4_values, load_i8x32, nibbles_32,
 };
 use crate::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use crate::dot::activations::ActRow;
@@ -68,7 +68,7 @@ fn fifth_bit_quants(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q4_0_impl(blocks: &[BlockQ4_0], act: ActRow<'_>) -> f32 {
     legacy_dot(blocks, act, |b, a| {
-        let d = f16_to_f32(b.d.to_bits());
+        let d = f16_head_to_f32(bytemuck::bytes_of(b));
         (dot_u8i8(nibbles_32(&b.qs), a), d, -8.0 * d)
     })
 }
@@ -85,7 +85,7 @@ fn dot_q4_1_impl(blocks: &[BlockQ4_1], act: ActRow<'_>) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q5_0_impl(blocks: &[BlockQ5_0], act: ActRow<'_>) -> f32 {
     legacy_dot(blocks, act, |b, a| {
-        let d = f16_to_f32(b.d.to_bits());
+        let d = f16_head_to_f32(bytemuck::bytes_of(b));
         (dot_u8i8(fifth_bit_quants(&b.qs, b.qh), a), d, -16.0 * d)
     })
 }
@@ -103,7 +103,7 @@ fn dot_q5_1_impl(blocks: &[BlockQ5_1], act: ActRow<'_>) -> f32 {
 fn dot_q8_0_impl(blocks: &[BlockQ8_0], act: ActRow<'_>) -> f32 {
     legacy_dot(blocks, act, |b, a| {
         let w = load_i8x32(&b.qs);
-        (dot_i8i8(w, a), f16_to_f32(b.d.to_bits()), 0.0)
+        (dot_i8i8(w, a), f16_head_to_f32(bytemuck::bytes_of(b)), 0.0)
     })
 }
 
@@ -112,7 +112,7 @@ fn dot_iq4_nl_impl(blocks: &[BlockIq4Nl], act: ActRow<'_>) -> f32 {
     legacy_dot(blocks, act, |b, a| {
         (
             dot_i8i8(iq4_values(&b.qs), a),
-            f16_to_f32(b.d.to_bits()),
+            f16_head_to_f32(bytemuck::bytes_of(b)),
             0.0,
         )
     })
@@ -158,7 +158,7 @@ safe_dot!(
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q4_0_impl(blocks: &[BlockQ4_0], out: &mut [f32]) {
     legacy_dequant(blocks, out, |b, o| {
-        let d = _mm256_set1_ps(f16_to_f32(b.d.to_bits()));
+        let d = _mm256_set1_ps(f16_head_to_f32(bytemuck::bytes_of(b)));
         let q = _mm256_sub_epi8(nibbles_32(&b.qs), _mm256_set1_epi8(8));
         bytes_to_f32(q, true, o, |_, v| _mm256_mul_ps(v, d));
     });
@@ -167,7 +167,7 @@ fn dequant_q4_0_impl(blocks: &[BlockQ4_0], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q4_1_impl(blocks: &[BlockQ4_1], out: &mut [f32]) {
     legacy_dequant(blocks, out, |b, o| {
-        let d = _mm256_set1_ps(f16_to_f32(b.d.to_bits()));
+        let d = _mm256_set1_ps(f16_head_to_f32(bytemuck::bytes_of(b)));
         let m = _mm256_set1_ps(f16_to_f32(b.m.to_bits()));
         bytes_to_f32(nibbles_32(&b.qs), false, o, |_, v| {
             _mm256_add_ps(_mm256_mul_ps(v, d), m)
@@ -178,7 +178,7 @@ fn dequant_q4_1_impl(blocks: &[BlockQ4_1], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q5_0_impl(blocks: &[BlockQ5_0], out: &mut [f32]) {
     legacy_dequant(blocks, out, |b, o| {
-        let d = _mm256_set1_ps(f16_to_f32(b.d.to_bits()));
+        let d = _mm256_set1_ps(f16_head_to_f32(bytemuck::bytes_of(b)));
         let q = _mm256_sub_epi8(fifth_bit_quants(&b.qs, b.qh), _mm256_set1_epi8(16));
         bytes_to_f32(q, true, o, |_, v| _mm256_mul_ps(v, d));
     });
@@ -187,7 +187,7 @@ fn dequant_q5_0_impl(blocks: &[BlockQ5_0], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q5_1_impl(blocks: &[BlockQ5_1], out: &mut [f32]) {
     legacy_dequant(blocks, out, |b, o| {
-        let d = _mm256_set1_ps(f16_to_f32(b.d.to_bits()));
+        let d = _mm256_set1_ps(f16_head_to_f32(bytemuck::bytes_of(b)));
         let m = _mm256_set1_ps(f16_to_f32(b.m.to_bits()));
         let q = fifth_bit_quants(&b.qs, b.qh);
         bytes_to_f32(q, false, o, |_, v| _mm256_add_ps(_mm256_mul_ps(v, d), m));
@@ -197,7 +197,7 @@ fn dequant_q5_1_impl(blocks: &[BlockQ5_1], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_q8_0_impl(blocks: &[BlockQ8_0], out: &mut [f32]) {
     legacy_dequant(blocks, out, |b, o| {
-        let d = _mm256_set1_ps(f16_to_f32(b.d.to_bits()));
+        let d = _mm256_set1_ps(f16_head_to_f32(bytemuck::bytes_of(b)));
         bytes_to_f32(load_i8x32(&b.qs), true, o, |_, v| _mm256_mul_ps(v, d));
     });
 }
@@ -205,7 +205,7 @@ fn dequant_q8_0_impl(blocks: &[BlockQ8_0], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dequant_iq4_nl_impl(blocks: &[BlockIq4Nl], out: &mut [f32]) {
     legacy_dequant(blocks, out, |b, o| {
-        let d = _mm256_set1_ps(f16_to_f32(b.d.to_bits()));
+        let d = _mm256_set1_ps(f16_head_to_f32(bytemuck::bytes_of(b)));
         bytes_to_f32(iq4_values(&b.qs), true, o, |_, v| _mm256_mul_ps(d, v));
     });
 }

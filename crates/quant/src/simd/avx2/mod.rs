@@ -104,6 +104,44 @@ fn f16_to_f32(bits: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
+/// The first four f16 values of a block (its leading scales), as floats.
+/// Read with an 8-byte load: LLVM turns a 2-byte one into an insert into
+/// whatever register is free, which can be a loop accumulator and then
+/// serializes the loop.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16_head_to_f32x4(block: &[u8]) -> __m128 {
+    match block.first_chunk::<8>() {
+        Some(head) => _mm_cvtph_ps(_mm_cvtsi64_si128(i64::from_le_bytes(*head))),
+        None => _mm_setzero_ps(),
+    }
+}
+
+/// The f16 scale at the start of a block.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16_head_to_f32(block: &[u8]) -> f32 {
+    _mm_cvtss_f32(f16_head_to_f32x4(block))
+}
+
+/// The last four f16 values of a block (its trailing scales), as floats.
+/// An 8-byte load for the reason given at [`f16_head_to_f32x4`].
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16_tail_to_f32(block: &[u8]) -> __m128 {
+    match block.last_chunk::<8>() {
+        Some(tail) => _mm_cvtph_ps(_mm_cvtsi64_si128(i64::from_le_bytes(*tail))),
+        None => _mm_setzero_ps(),
+    }
+}
+
+/// Lane `L` of `v`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn lane<const L: i32>(v: __m128) -> f32 {
+    _mm_cvtss_f32(_mm_permute_ps::<L>(v))
+}
+
 /// Two f16 values (low first) as the first two lanes.
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
