@@ -465,7 +465,9 @@ mod tests {
 
     #[test]
     fn failed_append_changes_nothing() {
-        let config = KvCacheConfig::new(1, 1, 1, 4, 2).unwrap().with_max_sequence_tokens(100);
+        let config = KvCacheConfig::new(1, 1, 1, 4, 2)
+            .unwrap()
+            .with_max_sequence_tokens(100);
         let mut l = BlockLedger::new(&config);
         let a = l.create();
         l.append(a, 6).unwrap();
