@@ -138,6 +138,7 @@ fn the_text_view_summarizes_the_model() {
     assert!(text.contains("tensors         236, "), "{text}");
     assert!(text.contains("context length  32768\n"), "{text}");
     assert!(text.contains("vocabulary    262144 tokens\n"), "{text}");
+    assert!(text.contains("add bos/eos   yes / no\n"), "{text}");
     assert!(text.contains("tokenizer.ggml.tokens "), "{text}");
     assert!(text.contains("[string × 262144] ["), "{text}");
     assert!(text.contains("token_embd.weight"), "{text}");

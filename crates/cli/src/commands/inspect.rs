@@ -450,6 +450,13 @@ fn render_text(report: &Report<'_>, gguf: &Gguf<'_>) -> Result<String, std::fmt:
         if let Some(n) = tok.merges {
             writeln!(w, "  merges        {n}")?;
         }
+        let flag = |f: Option<bool>| f.map_or("unset", |b| if b { "yes" } else { "no" });
+        writeln!(
+            w,
+            "  add bos/eos   {} / {}",
+            flag(tok.add_bos),
+            flag(tok.add_eos)
+        )?;
         for special in &tok.special_tokens {
             let text = special
                 .text
