@@ -52,6 +52,9 @@ pub enum TransformerError {
     /// A weight-matrix operation failed.
     #[error("matrix operation failed: {0}")]
     Quant(#[from] ferrolm_quant::QuantError),
+    /// A KV cache operation failed.
+    #[error("KV cache: {0}")]
+    KvCache(#[from] ferrolm_kvcache::KvCacheError),
     /// A token id is not below the vocabulary size.
     #[error("token id {id} is out of range (vocabulary of {vocab})")]
     TokenOutOfRange {

@@ -61,7 +61,11 @@ impl Generation {
 }
 
 fn per_second(n: usize, t: Duration) -> f64 {
-    if t.is_zero() { 0.0 } else { n as f64 / t.as_secs_f64() }
+    if t.is_zero() {
+        0.0
+    } else {
+        n as f64 / t.as_secs_f64()
+    }
 }
 
 /// One sequence being generated: its tokens, KV cache and run state. Feeding more tokens
@@ -81,7 +85,10 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
     /// A session of up to `n_ctx` positions that runs prompts in batches of `max_batch`.
     pub fn new(model: &'m Model<'w, B>, n_ctx: usize, max_batch: usize) -> Result<Self> {
         if n_ctx == 0 {
-            return Err(TransformerError::InvalidConfig { key: "context size".into(), reason: "must be positive".into() });
+            return Err(TransformerError::InvalidConfig {
+                key: "context size".into(),
+                reason: "must be positive".into(),
+            });
         }
         let max_batch = max_batch.clamp(1, n_ctx);
         Ok(Self {
@@ -134,7 +141,12 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
     /// and running only the rest. Returns the logits after the last token and how many
     /// tokens were run. At least the last token is always run, so its logits are fresh.
     pub fn sync(&mut self, tokens: &[u32]) -> Result<usize> {
-        let common = self.tokens.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        let common = self
+            .tokens
+            .iter()
+            .zip(tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
         let keep = common.min(tokens.len().saturating_sub(1));
         self.truncate(keep)?;
         self.feed(&tokens[keep..])?;
@@ -149,15 +161,22 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
         }
         let needed = self.tokens.len() + tokens.len();
         if needed > self.n_ctx {
-            return Err(TransformerError::ContextFull { needed, n_ctx: self.n_ctx });
+            return Err(TransformerError::ContextFull {
+                needed,
+                n_ctx: self.n_ctx,
+            });
         }
         for chunk in tokens.chunks(self.max_batch) {
             let start = self.tokens.len() as u32;
             self.positions.clear();
             self.positions.extend(start..start + chunk.len() as u32);
             let outputs = [chunk.len() - 1];
-            let batch =
-                Batch { tokens: chunk, positions: &self.positions, seqs: &self.seqs[..chunk.len()], outputs: &outputs };
+            let batch = Batch {
+                tokens: chunk,
+                positions: &self.positions,
+                seqs: &self.seqs[..chunk.len()],
+                outputs: &outputs,
+            };
             self.model.forward(&mut self.state, &mut self.kv, &batch)?;
             self.tokens.extend_from_slice(chunk);
         }
@@ -182,7 +201,9 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
         mut on_token: impl FnMut(u32) -> Result<ControlFlow<()>>,
     ) -> Result<Generation> {
         if prompt.is_empty() {
-            return Err(TransformerError::InvalidBatch { reason: "the prompt has no tokens".into() });
+            return Err(TransformerError::InvalidBatch {
+                reason: "the prompt has no tokens".into(),
+            });
         }
         let start = Instant::now();
         let prompt_tokens = self.sync(prompt)?;
@@ -245,7 +266,11 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
             |t| tokenizer.is_eog(t),
             |t| {
                 let text = decoder.push(t)?;
-                if text.is_empty() { Ok(ControlFlow::Continue(())) } else { on_text(&text) }
+                if text.is_empty() {
+                    Ok(ControlFlow::Continue(()))
+                } else {
+                    on_text(&text)
+                }
             },
         )?;
         let rest = decoder.finish();

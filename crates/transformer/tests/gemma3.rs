@@ -16,11 +16,19 @@ fn greedy_continuations_match_llama_cpp_except_at_near_ties() {
     for case in gold["greedy"].as_array().expect("cases") {
         let divergences = common::greedy_divergences(&model, case);
         for d in &divergences {
-            assert!(d.gap < NEAR_TIE, "{:?}: {d:?} is not a near tie", case["prompt"]);
+            assert!(
+                d.gap < NEAR_TIE,
+                "{:?}: {d:?} is not a near tie",
+                case["prompt"]
+            );
         }
         // Each flip lets one of two near-equal tokens win; many of them would mean drift.
         let steps = case["ids"].as_array().expect("ids").len();
-        assert!(divergences.len() * 10 <= steps, "{:?}: {divergences:?}", case["prompt"]);
+        assert!(
+            divergences.len() * 10 <= steps,
+            "{:?}: {divergences:?}",
+            case["prompt"]
+        );
     }
 }
 
@@ -37,14 +45,26 @@ fn logits_track_llama_cpp_top10() {
             let top = p["top"].as_array().expect("top");
             let id0 = top[0][0].as_u64().expect("id") as u32;
             // Same winner, or a near tie with it.
-            assert!(row[argmax(row) as usize] - row[id0 as usize] < 0.5, "position {}", p["pos"]);
+            assert!(
+                row[argmax(row) as usize] - row[id0 as usize] < 0.5,
+                "position {}",
+                p["pos"]
+            );
             // Distances between the listed logits are kept (a constant shift does not change
             // the distribution); llama.cpp's own error bounds the tolerance.
             let v0 = top[0][1].as_f64().expect("logit") as f32;
             for pair in top {
-                let (id, value) = (pair[0].as_u64().expect("id") as usize, pair[1].as_f64().expect("logit") as f32);
+                let (id, value) = (
+                    pair[0].as_u64().expect("id") as usize,
+                    pair[1].as_f64().expect("logit") as f32,
+                );
                 let ours = row[id] - row[id0 as usize];
-                assert!((ours - (value - v0)).abs() < 1.0, "position {} id {id}: {ours} vs {}", p["pos"], value - v0);
+                assert!(
+                    (ours - (value - v0)).abs() < 1.0,
+                    "position {} id {id}: {ours} vs {}",
+                    p["pos"],
+                    value - v0
+                );
             }
         }
     }

@@ -22,11 +22,19 @@ fn greedy_continuations_match_llama_cpp_except_at_near_ties() {
     for case in gold["greedy"].as_array().expect("cases") {
         let divergences = common::greedy_divergences(&model, case);
         for d in &divergences {
-            assert!(d.gap < NEAR_TIE, "{:?}: {d:?} is not a near tie", case["prompt"]);
+            assert!(
+                d.gap < NEAR_TIE,
+                "{:?}: {d:?} is not a near tie",
+                case["prompt"]
+            );
         }
         // Each flip lets one of two near-equal tokens win; many of them would mean drift.
         let steps = case["ids"].as_array().expect("ids").len();
-        assert!(divergences.len() * 10 <= steps, "{:?}: {divergences:?}", case["prompt"]);
+        assert!(
+            divergences.len() * 10 <= steps,
+            "{:?}: {divergences:?}",
+            case["prompt"]
+        );
         total += divergences.len();
     }
     eprintln!("{total} near-tie flips over the four continuations");
@@ -46,12 +54,18 @@ fn exact_path_matches_exact_top10_logits() {
             let top = p["top"].as_array().expect("top");
             assert_eq!(argmax(row) as u64, top[0][0].as_u64().expect("id"));
             for pair in top {
-                let (id, value) = (pair[0].as_u64().expect("id") as usize, pair[1].as_f64().expect("logit") as f32);
+                let (id, value) = (
+                    pair[0].as_u64().expect("id") as usize,
+                    pair[1].as_f64().expect("logit") as f32,
+                );
                 worst = worst.max((row[id] - value).abs());
             }
         }
     }
-    assert!(worst < 0.03, "largest |Δlogit| from the exact computation: {worst}");
+    assert!(
+        worst < 0.03,
+        "largest |Δlogit| from the exact computation: {worst}"
+    );
 }
 
 #[test]
@@ -65,13 +79,20 @@ fn fast_path_stays_closer_to_exact_than_llama_cpp() {
     // The positions llama.cpp's figures were measured on.
     for case in gold["logits_top10"].as_array().expect("cases") {
         let seq = ids(&case["ids"]);
-        let (e, f) = (logits_at_every_position(&exact, &seq), logits_at_every_position(&fast, &seq));
+        let (e, f) = (
+            logits_at_every_position(&exact, &seq),
+            logits_at_every_position(&fast, &seq),
+        );
         kls.extend(e.iter().zip(&f).map(|(e, f)| kl_divergence(e, f)));
     }
     let mean = kls.iter().sum::<f64>() / kls.len() as f64;
     let max = kls.iter().copied().fold(0.0, f64::max);
     // llama.cpp: 0.0002–0.034 nats per position.
-    assert!(mean < 0.01 && max < 0.034, "KL(exact ‖ fast): mean {mean}, max {max} over {} positions", kls.len());
+    assert!(
+        mean < 0.01 && max < 0.034,
+        "KL(exact ‖ fast): mean {mean}, max {max} over {} positions",
+        kls.len()
+    );
 }
 
 #[test]
@@ -82,14 +103,25 @@ fn session_generates_greedily_and_reuses_the_cache_across_turns() {
     let gold = golden("smollm2.json");
     let case = &gold["greedy"][1];
     let prompt = ids(&case["prompt_ids"]);
-    let mut sampler = SamplingConfig { temperature: 0.0, ..SamplingConfig::default() }.build().expect("sampler");
+    let mut sampler = SamplingConfig {
+        temperature: 0.0,
+        ..SamplingConfig::default()
+    }
+    .build()
+    .expect("sampler");
     let mut session = Session::new(&model, 64, 16).expect("session");
     let mut streamed = Vec::new();
     let generation = session
-        .generate(&prompt, &mut sampler, GenerateOptions { max_tokens: 12 }, |t| t == 2, |t| {
-            streamed.push(t);
-            Ok(ControlFlow::Continue(()))
-        })
+        .generate(
+            &prompt,
+            &mut sampler,
+            GenerateOptions { max_tokens: 12 },
+            |t| t == 2,
+            |t| {
+                streamed.push(t);
+                Ok(ControlFlow::Continue(()))
+            },
+        )
         .expect("generates");
     assert_eq!(generation.stop, StopReason::MaxTokens);
     assert_eq!(generation.ids.len(), 12);
@@ -99,7 +131,10 @@ fn session_generates_greedily_and_reuses_the_cache_across_turns() {
     let batched = logits_at_every_position(&model, &all);
     for (step, &t) in generation.ids.iter().enumerate() {
         let row = &batched[prompt.len() - 1 + step];
-        assert!(row[argmax(row) as usize] - row[t as usize] < 1e-3, "step {step}");
+        assert!(
+            row[argmax(row) as usize] - row[t as usize] < 1e-3,
+            "step {step}"
+        );
     }
     assert_eq!(streamed, generation.ids);
     assert_eq!(generation.prompt_tokens, prompt.len());

@@ -50,8 +50,10 @@ impl Batch<'_> {
 pub struct KvLayout {
     /// Layers, each with its own keys and values.
     pub n_layer: usize,
-    /// Width of one position's keys (all KV heads) in one layer; values have the same width.
-    pub kv_dim: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Width of each head (keys and values alike).
+    pub head_dim: usize,
     /// Most positions one sequence may hold.
     pub n_ctx: usize,
     /// Most sequences held at once.

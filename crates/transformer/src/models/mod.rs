@@ -107,7 +107,8 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
     pub fn kv_cache(&self, n_ctx: usize, n_seq: usize) -> Result<B::Kv> {
         self.backend.kv_cache(KvLayout {
             n_layer: self.config.n_layer,
-            kv_dim: self.config.kv_dim(),
+            n_head_kv: self.config.n_head_kv,
+            head_dim: self.config.head_dim,
             n_ctx,
             n_seq,
         })

@@ -51,7 +51,11 @@ use ferrolm_transformer::{Batch, CpuBackend, CpuOptions, Model, Precision};
 
 /// The model on the CPU at `precision`, two threads.
 pub fn cpu_model<'w>(gguf: &ferrolm_gguf::Gguf<'w>, precision: Precision) -> Model<'w, CpuBackend> {
-    let backend = CpuBackend::new(CpuOptions { threads: 2, precision }).expect("thread pool");
+    let backend = CpuBackend::new(CpuOptions {
+        threads: 2,
+        precision,
+    })
+    .expect("thread pool");
     Model::load(gguf, backend).expect("model loads")
 }
 
@@ -62,13 +66,25 @@ pub fn logits_at_every_position(model: &Model<'_, CpuBackend>, ids: &[u32]) -> V
     let mut state = model.state(n, n).expect("state");
     let positions: Vec<u32> = (0..n as u32).collect();
     let outputs: Vec<usize> = (0..n).collect();
-    let batch = Batch { tokens: ids, positions: &positions, seqs: &vec![0; n], outputs: &outputs };
+    let batch = Batch {
+        tokens: ids,
+        positions: &positions,
+        seqs: &vec![0; n],
+        outputs: &outputs,
+    };
     model.forward(&mut state, &mut kv, &batch).expect("forward");
-    state.logits().chunks_exact(model.config().vocab).map(<[f32]>::to_vec).collect()
+    state
+        .logits()
+        .chunks_exact(model.config().vocab)
+        .map(<[f32]>::to_vec)
+        .collect()
 }
 
 pub fn argmax(row: &[f32]) -> u32 {
-    row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
+    row.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i as u32)
 }
 
 /// KL(p ‖ q) in nats between the softmaxes of two logit rows.
@@ -100,7 +116,10 @@ pub struct Divergence {
 
 /// Runs each greedy case teacher-forced (prompt plus llama.cpp's continuation in one
 /// batch) and lists the steps where our argmax is not llama.cpp's next token.
-pub fn greedy_divergences(model: &Model<'_, CpuBackend>, case: &serde_json::Value) -> Vec<Divergence> {
+pub fn greedy_divergences(
+    model: &Model<'_, CpuBackend>,
+    case: &serde_json::Value,
+) -> Vec<Divergence> {
     let prompt = ids(&case["prompt_ids"]);
     let want = ids(&case["ids"]);
     let mut all = prompt.clone();
@@ -111,7 +130,12 @@ pub fn greedy_divergences(model: &Model<'_, CpuBackend>, case: &serde_json::Valu
         .filter_map(|(step, &golden)| {
             let row = &logits[prompt.len() - 1 + step];
             let ours = argmax(row);
-            (ours != golden).then(|| Divergence { step, ours, golden, gap: row[ours as usize] - row[golden as usize] })
+            (ours != golden).then(|| Divergence {
+                step,
+                ours,
+                golden,
+                gap: row[ours as usize] - row[golden as usize],
+            })
         })
         .collect()
 }

@@ -1,35 +1,47 @@
-//! Host KV storage of the CPU backend.
+//! Host KV storage of the CPU backend: `ferrolm-kvcache`'s paged cache, one sequence per
+//! [`SeqId`] slot.
+
+use ferrolm_kvcache::{HeadBlocks, KvCacheConfig, PagedKvCache};
 
 use crate::backend::{Batch, KvLayout, SeqId};
 use crate::error::{Result, TransformerError};
 
-/// Keys and values of every layer and sequence, f32, position-major.
-///
-/// Storage for the whole layout is requested from the allocator up front as zeroed memory,
-/// which the operating system maps lazily: resident memory grows with the positions actually
-/// written, and the per-token loop never allocates.
+/// Tokens per cache block.
+const BLOCK_TOKENS: usize = 32;
+
+/// Keys and values of every layer and sequence, in f32, paged.
 #[derive(Debug)]
 pub struct CpuKv {
     layout: KvLayout,
-    k: Vec<f32>,     // (layer, seq, pos, kv_dim)
-    v: Vec<f32>,     // (layer, seq, pos, kv_dim)
-    len: Vec<usize>, // positions held, per sequence
+    cache: PagedKvCache<f32>,
+    seqs: Vec<ferrolm_kvcache::SeqId>,
 }
 
 impl CpuKv {
     pub(crate) fn new(layout: KvLayout) -> Result<Self> {
-        let n = [layout.n_layer, layout.n_seq, layout.n_ctx, layout.kv_dim]
-            .into_iter()
-            .try_fold(1usize, usize::checked_mul)
-            .ok_or_else(|| TransformerError::InvalidConfig {
+        let tokens = layout.n_ctx.checked_mul(layout.n_seq).ok_or_else(|| {
+            TransformerError::InvalidConfig {
                 key: "context size".into(),
-                reason: format!("{layout:?} does not fit in memory"),
-            })?;
+                reason: format!(
+                    "{} sequences of {} positions overflow",
+                    layout.n_seq, layout.n_ctx
+                ),
+            }
+        })?;
+        let config = KvCacheConfig::for_tokens(
+            layout.n_layer,
+            layout.n_head_kv,
+            layout.head_dim,
+            BLOCK_TOKENS,
+            tokens,
+        )?
+        .with_max_sequence_tokens(layout.n_ctx);
+        let mut cache = PagedKvCache::new(config)?;
+        let seqs = (0..layout.n_seq).map(|_| cache.create_sequence()).collect();
         Ok(Self {
             layout,
-            k: vec![0.0; n],
-            v: vec![0.0; n],
-            len: vec![0; layout.n_seq],
+            cache,
+            seqs,
         })
     }
 
@@ -38,93 +50,120 @@ impl CpuKv {
         self.layout
     }
 
-    /// Positions held by `seq`.
+    /// The paged cache (statistics, block tables).
+    pub fn paged(&self) -> &PagedKvCache<f32> {
+        &self.cache
+    }
+
+    /// Positions held by `seq` (0 for an unknown one).
     pub fn len(&self, seq: SeqId) -> usize {
-        self.len.get(seq as usize).copied().unwrap_or(0)
+        self.id(seq)
+            .ok()
+            .and_then(|id| self.cache.len(id).ok())
+            .unwrap_or(0)
     }
 
     /// Whether no sequence holds any position.
     pub fn is_empty(&self) -> bool {
-        self.len.iter().all(|&l| l == 0)
+        self.seqs
+            .iter()
+            .all(|&id| self.cache.len(id).unwrap_or(0) == 0)
     }
 
-    /// Bytes of keys and values currently written.
-    pub fn bytes_used(&self) -> usize {
-        self.len.iter().sum::<usize>()
-            * self.layout.n_layer
-            * self.layout.kv_dim
-            * 2
-            * size_of::<f32>()
+    fn id(&self, seq: SeqId) -> Result<ferrolm_kvcache::SeqId> {
+        self.seqs
+            .get(seq as usize)
+            .copied()
+            .ok_or_else(|| TransformerError::InvalidBatch {
+                reason: format!("sequence {seq} is not in a cache of {}", self.layout.n_seq),
+            })
     }
 
-    fn offset(&self, layer: usize, seq: SeqId, pos: usize) -> usize {
-        ((layer * self.layout.n_seq + seq as usize) * self.layout.n_ctx + pos) * self.layout.kv_dim
-    }
-
+    /// Appends the batch's positions, checking that each sequence continues where it ends.
     pub(crate) fn reserve(&mut self, batch: &Batch<'_>) -> Result<()> {
-        for (i, (&seq, &pos)) in batch.seqs.iter().zip(batch.positions).enumerate() {
-            if let Err(e) = self.push(i, seq, pos) {
-                // Undo the tokens already counted, so a refused batch leaves the cache as it was.
-                for &s in &batch.seqs[..i] {
-                    self.len[s as usize] -= 1;
-                }
+        let mut done = 0;
+        while done < batch.len() {
+            let seq = batch.seqs[done];
+            let run = batch.seqs[done..].iter().take_while(|&&s| s == seq).count();
+            if let Err(e) = self.append_run(seq, &batch.positions[done..done + run]) {
+                self.undo(&batch.seqs[..done]);
                 return Err(e);
             }
+            done += run;
         }
         Ok(())
     }
 
-    fn push(&mut self, i: usize, seq: SeqId, pos: u32) -> Result<()> {
-        let n_seq = self.layout.n_seq;
-        let n_ctx = self.layout.n_ctx;
-        let n = self
-            .len
-            .get_mut(seq as usize)
-            .ok_or_else(|| TransformerError::InvalidBatch {
-                reason: format!("token {i} names sequence {seq}, the cache holds {n_seq}"),
-            })?;
-        if pos as usize != *n {
+    fn append_run(&mut self, seq: SeqId, positions: &[u32]) -> Result<()> {
+        let id = self.id(seq)?;
+        let len = self.cache.len(id)?;
+        if let Some((i, &p)) = positions
+            .iter()
+            .enumerate()
+            .find(|&(i, &p)| p as usize != len + i)
+        {
             return Err(TransformerError::InvalidBatch {
-                reason: format!("token {i} of sequence {seq} is at position {pos}, expected {n}"),
+                reason: format!(
+                    "a token of sequence {seq} is at position {p}, expected {}",
+                    len + i
+                ),
             });
         }
-        if *n >= n_ctx {
-            return Err(TransformerError::ContextFull {
-                needed: *n + 1,
-                n_ctx,
-            });
+        let needed = len + positions.len();
+        match self.cache.append(id, positions.len()) {
+            Ok(_) => Ok(()),
+            Err(ferrolm_kvcache::KvCacheError::ContextFull { .. }) => {
+                Err(TransformerError::ContextFull {
+                    needed,
+                    n_ctx: self.layout.n_ctx,
+                })
+            }
+            Err(e) => Err(e.into()),
         }
-        *n += 1;
-        Ok(())
+    }
+
+    fn undo(&mut self, seqs: &[SeqId]) {
+        for &seq in seqs {
+            if let Ok(id) = self.id(seq) {
+                let len = self.cache.len(id).unwrap_or(0);
+                let _ = self.cache.truncate(id, len.saturating_sub(1));
+            }
+        }
     }
 
     pub(crate) fn truncate(&mut self, seq: SeqId, len: usize) -> Result<()> {
-        let n = self
-            .len
-            .get_mut(seq as usize)
-            .ok_or_else(|| TransformerError::InvalidBatch {
-                reason: format!("sequence {seq} is not in a cache of {}", self.layout.n_seq),
-            })?;
-        *n = (*n).min(len);
-        Ok(())
+        let id = self.id(seq)?;
+        let len = len.min(self.cache.len(id)?);
+        Ok(self.cache.truncate(id, len)?)
     }
 
     pub(crate) fn clear(&mut self) {
-        self.len.iter_mut().for_each(|l| *l = 0);
+        for &id in &self.seqs {
+            let _ = self.cache.truncate(id, 0);
+        }
     }
 
-    /// Writes one position's keys and values.
-    pub(crate) fn store(&mut self, layer: usize, seq: SeqId, pos: usize, k: &[f32], v: &[f32]) {
-        let o = self.offset(layer, seq, pos);
-        let d = self.layout.kv_dim;
-        self.k[o..o + d].copy_from_slice(k);
-        self.v[o..o + d].copy_from_slice(v);
+    /// Writes the keys and values of consecutive positions `first..` of `seq` in `layer`
+    /// (`k`, `v`: rows of `n_head_kv * head_dim`).
+    pub(crate) fn store(
+        &mut self,
+        layer: usize,
+        seq: SeqId,
+        first: usize,
+        k: &[f32],
+        v: &[f32],
+    ) -> Result<()> {
+        let id = self.id(seq)?;
+        Ok(self.cache.write(id, layer, first, k, v)?)
     }
 
-    /// Keys and values of positions `0..len` of `seq` in `layer`, `len × kv_dim` each.
-    pub(crate) fn rows(&self, layer: usize, seq: SeqId, len: usize) -> (&[f32], &[f32]) {
-        let o = self.offset(layer, seq, 0);
-        let n = len * self.layout.kv_dim;
-        (&self.k[o..o + n], &self.v[o..o + n])
+    /// Keys and values of one KV head of `seq` in `layer`, block by block.
+    pub(crate) fn head(
+        &self,
+        layer: usize,
+        seq: SeqId,
+        head: usize,
+    ) -> Result<HeadBlocks<'_, f32>> {
+        Ok(self.cache.head_blocks(self.id(seq)?, layer, head)?)
     }
 }

@@ -124,6 +124,14 @@ fn shape_error(op: &str, what: &str, expected: usize, got: usize) -> Transformer
     }
 }
 
+/// The slots `lo..hi` of a block of `n` positions from `block_first` that a query at `pos`
+/// sees when it attends to positions `first..=pos`.
+fn visible(block_first: usize, n: usize, first: usize, pos: usize) -> (usize, usize) {
+    let lo = first.saturating_sub(block_first).min(n);
+    let hi = (pos + 1).saturating_sub(block_first).min(n);
+    (lo, hi.max(lo))
+}
+
 fn check(op: &str, what: &str, expected: usize, got: usize) -> Result<()> {
     if expected == got {
         Ok(())
@@ -350,47 +358,58 @@ impl<'w> Backend<'w> for CpuBackend {
         ] {
             check("attention", what, n, rows)?;
         }
-        for i in 0..n {
+        // Consecutive tokens of one sequence are stored in one call.
+        let mut i = 0;
+        while i < n {
+            let seq = batch.seqs[i];
+            let run = batch.seqs[i..].iter().take_while(|&&s| s == seq).count();
+            let rows = i * k.cols..(i + run) * k.cols;
             kv.store(
                 layer,
-                batch.seqs[i],
+                seq,
                 batch.positions[i] as usize,
-                k.row(i),
-                v.row(i),
-            );
+                &k.data[rows.clone()],
+                &v.data[rows],
+            )?;
+            i += run;
         }
         let group = p.n_head / p.n_head_kv;
-        let kv_dim = p.n_head_kv * hd;
         let kv = &*kv;
         out.data
             .par_chunks_mut(hd)
             .enumerate()
-            .for_each(|(task, o)| {
+            .try_for_each(|(task, o)| -> Result<()> {
                 let (i, h) = (task / p.n_head, task % p.n_head);
                 let pos = batch.positions[i] as usize;
                 let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-                let (keys, values) = kv.rows(layer, batch.seqs[i], pos + 1);
                 let qh = &q.row(i)[h * hd..(h + 1) * hd];
-                let off = (h / group) * hd;
-                SCORES.with_borrow_mut(|scores| {
+                let kvh = h / group;
+                SCORES.with_borrow_mut(|scores| -> Result<()> {
                     scores.clear();
-                    scores.extend((first..=pos).map(|j| {
-                        simd::dot(qh, &keys[j * kv_dim + off..j * kv_dim + off + hd]) * p.scale
-                    }));
+                    for block in kv.head(layer, batch.seqs[i], kvh)? {
+                        let (lo, hi) = visible(block.first_pos, block.n_tokens, first, pos);
+                        for t in lo..hi {
+                            scores.push(simd::dot(qh, &block.keys[t * hd..(t + 1) * hd]) * p.scale);
+                        }
+                    }
                     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0f32;
                     for s in scores.iter_mut() {
                         *s = (*s - max).exp();
                         sum += *s;
                     }
-                    o.fill(0.0);
                     let inv = 1.0 / sum;
-                    for (s, j) in scores.iter().zip(first..=pos) {
-                        simd::axpy(s * inv, &values[j * kv_dim + off..j * kv_dim + off + hd], o);
+                    o.fill(0.0);
+                    let mut weights = scores.iter();
+                    for block in kv.head(layer, batch.seqs[i], kvh)? {
+                        let (lo, hi) = visible(block.first_pos, block.n_tokens, first, pos);
+                        for (t, w) in (lo..hi).zip(weights.by_ref()) {
+                            simd::axpy(w * inv, &block.values[t * hd..(t + 1) * hd], o);
+                        }
                     }
-                });
-            });
-        Ok(())
+                    Ok(())
+                })
+            })
     }
 
     fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer) -> Result<()> {

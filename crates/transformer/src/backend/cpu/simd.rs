@@ -4,8 +4,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
     __m256, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehdup_ps, _mm_movehl_ps, _mm256_add_ps,
-    _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps,
-    _mm256_setzero_ps, _mm256_storeu_ps,
+    _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+    _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
 };
 
 use super::ops;
@@ -64,7 +64,12 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     // SAFETY (all loads): `i + 32 <= n` or `i + 8 <= n` bounds each load inside both slices.
     while i + 32 <= n {
         for (j, acc) in acc.iter_mut().enumerate() {
-            let (x, y) = unsafe { (_mm256_loadu_ps(pa.add(i + 8 * j)), _mm256_loadu_ps(pb.add(i + 8 * j))) };
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(pa.add(i + 8 * j)),
+                    _mm256_loadu_ps(pb.add(i + 8 * j)),
+                )
+            };
             *acc = _mm256_fmadd_ps(x, y, *acc);
         }
         i += 32;
@@ -107,7 +112,9 @@ mod tests {
     use super::*;
 
     fn values(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 + seed) * 0.618).sin() * 3.0).collect()
+        (0..n)
+            .map(|i| ((i as f32 + seed) * 0.618).sin() * 3.0)
+            .collect()
     }
 
     #[test]
@@ -115,7 +122,10 @@ mod tests {
         for n in [0, 1, 7, 8, 9, 31, 32, 33, 64, 100, 256, 257] {
             let (a, b) = (values(n, 0.5), values(n, 2.5));
             let (fast, slow) = (dot(&a, &b), ops::dot(&a, &b));
-            assert!((fast - slow).abs() <= 1e-4 * (1.0 + slow.abs()), "n={n}: {fast} vs {slow}");
+            assert!(
+                (fast - slow).abs() <= 1e-4 * (1.0 + slow.abs()),
+                "n={n}: {fast} vs {slow}"
+            );
         }
     }
 
