@@ -61,7 +61,8 @@ fn prefill_512<T: KvElement>(c: &mut Criterion, name: &str) {
     });
 }
 
-/// Reads every key of one layer (all heads) as attention scores would.
+/// Reads every key of one layer (all heads) as attention scores would,
+/// widening a block at a time into a scratch buffer.
 fn read_layer<T: KvElement>(c: &mut Criterion, name: &str) {
     let mut cache = cache::<T>();
     let seq = cache.create_sequence();
@@ -72,13 +73,16 @@ fn read_layer<T: KvElement>(c: &mut Criterion, name: &str) {
         let block = rows(len);
         cache.write(seq, 0, pos, &block, &block).expect("reserved");
         let q = vec![0.25_f32; DIM];
+        let mut scratch = vec![0.0_f32; BLOCK * DIM];
         group.bench_with_input(BenchmarkId::from_parameter(len), &len, |b, _| {
             b.iter(|| {
                 let mut total = 0.0_f32;
                 for head in 0..HEADS {
                     for blk in cache.head_blocks(seq, 0, head).expect("valid") {
-                        for key in blk.keys.chunks_exact(DIM) {
-                            total += key.iter().zip(&q).map(|(k, q)| k.to_f32() * q).sum::<f32>();
+                        let keys = &mut scratch[..blk.keys.len()];
+                        T::load(keys, blk.keys);
+                        for key in keys.chunks_exact(DIM) {
+                            total += key.iter().zip(&q).map(|(k, q)| k * q).sum::<f32>();
                         }
                     }
                 }

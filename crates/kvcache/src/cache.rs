@@ -107,22 +107,14 @@ impl<T: KvElement> PagedKvCache<T> {
             });
         }
         let n = k.len() / row;
-        let len = self.ledger.len(seq)?;
-        let end = first_pos.checked_add(n).filter(|&e| e <= len).ok_or(
-            KvCacheError::PositionOutOfRange {
-                seq,
-                start: first_pos,
-                end: first_pos.saturating_add(n),
-                len,
-            },
-        )?;
+        let end = first_pos.saturating_add(n);
         self.copies.clear();
-        self.ledger
+        let table = self
+            .ledger
             .make_private(seq, first_pos..end, &mut self.copies)?;
         for &copy in &self.copies {
             self.storage.copy_block(copy)?;
         }
-        let table = self.ledger.block_table(seq)?;
         let data = self.storage.data_mut();
         let (bt, hd) = (c.block_tokens(), c.head_dim());
         for (t, (k_row, v_row)) in k.chunks_exact(row).zip(v.chunks_exact(row)).enumerate() {
@@ -316,3 +308,128 @@ impl<'a, T> Iterator for HeadBlocks<'a, T> {
 }
 
 impl<T> ExactSizeIterator for HeadBlocks<'_, T> {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn small() -> PagedKvCache<f32> {
+        PagedKvCache::new(KvCacheConfig::new(2, 2, 3, 4, 4).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn write_places_rows_at_the_documented_offsets() {
+        let mut cache = small();
+        let s = cache.create_sequence();
+        cache.append(s, 5).unwrap();
+        // Token t, head h, dim d has value 100 t + 10 h + d.
+        let k: Vec<f32> = (0..5 * 6)
+            .map(|i| (100 * (i / 6) + 10 * ((i % 6) / 3) + i % 3) as f32)
+            .collect();
+        let v: Vec<f32> = k.iter().map(|x| -x).collect();
+        cache.write(s, 1, 0, &k, &v).unwrap();
+        let table = cache.ledger().block_table(s).unwrap().to_vec();
+        let c = *cache.config();
+        let data = cache.storage().as_slice();
+        for t in 0..5 {
+            for h in 0..2 {
+                for d in 0..3 {
+                    let want = (100 * t + 10 * h + d) as f32;
+                    let at = c.element_offset(1, KvKind::K, table[t / 4], h, t % 4, d);
+                    assert_eq!(data[at], want);
+                    let at = c.element_offset(1, KvKind::V, table[t / 4], h, t % 4, d);
+                    assert_eq!(data[at], -want);
+                }
+            }
+        }
+        let (k4, v4) = cache.token(s, 1, 1, 4).unwrap();
+        assert_eq!(
+            (k4, v4),
+            (&[410.0, 411.0, 412.0][..], &[-410.0, -411.0, -412.0][..])
+        );
+        let blocks: Vec<(usize, usize)> = cache
+            .head_blocks(s, 1, 1)
+            .unwrap()
+            .map(|b| (b.first_pos, b.n_tokens))
+            .collect();
+        assert_eq!(blocks, [(0, 4), (4, 1)]);
+    }
+
+    #[test]
+    fn bad_writes_and_reads_are_typed_errors() {
+        let mut cache = small();
+        let s = cache.create_sequence();
+        cache.append(s, 2).unwrap();
+        let row = [0.0_f32; 6];
+        assert_eq!(
+            cache.write(s, 2, 0, &row, &row),
+            Err(KvCacheError::LayerOutOfRange {
+                layer: 2,
+                n_layers: 2
+            })
+        );
+        assert_eq!(
+            cache.write(s, 0, 0, &row[..5], &row[..5]),
+            Err(KvCacheError::ShapeMismatch {
+                what: "k",
+                len: 5,
+                row: 6
+            })
+        );
+        assert_eq!(
+            cache.write(s, 0, 0, &row, &[0.0; 12]),
+            Err(KvCacheError::ShapeMismatch {
+                what: "v",
+                len: 12,
+                row: 6
+            })
+        );
+        assert_eq!(
+            cache.write(s, 0, 1, &[0.0; 12], &[0.0; 12]),
+            Err(KvCacheError::PositionOutOfRange {
+                seq: s,
+                start: 1,
+                end: 3,
+                len: 2
+            })
+        );
+        assert!(matches!(
+            cache.head_blocks(s, 0, 2),
+            Err(KvCacheError::HeadOutOfRange { head: 2, .. })
+        ));
+        assert!(matches!(
+            cache.token(s, 0, 0, 2),
+            Err(KvCacheError::PositionOutOfRange { .. })
+        ));
+        cache.free(s).unwrap();
+        assert_eq!(
+            cache.write(s, 0, 0, &row, &row),
+            Err(KvCacheError::UnknownSequence { seq: s })
+        );
+        assert!(!cache.contains(s));
+    }
+
+    #[test]
+    fn stats_count_shared_blocks_once() {
+        let mut cache = small();
+        let a = cache.create_sequence();
+        cache.append(a, 6).unwrap();
+        let b = cache.fork(a).unwrap();
+        cache.append(b, 1).unwrap();
+        let st = cache.stats();
+        assert_eq!(st.sequences, [(a, 6), (b, 7)]);
+        assert_eq!(st.tokens, 13);
+        // Block 0 shared (4 tokens), a's block 1 (2 tokens), b's copy of it (3 tokens).
+        assert_eq!(st.unique_tokens, 9);
+        assert_eq!(
+            (st.blocks_used, st.blocks_free, st.blocks_shared),
+            (3, 1, 1)
+        );
+        assert_eq!(st.bytes_per_block, 2 * 2 * 2 * 4 * 3 * 4);
+        assert_eq!(st.bytes_used, 3 * st.bytes_per_block);
+        assert_eq!(st.bytes_allocated, 4 * st.bytes_per_block);
+        assert!((st.utilization() - 9.0 / 12.0).abs() < 1e-12);
+        assert!((st.occupancy() - 0.75).abs() < 1e-12);
+    }
+}

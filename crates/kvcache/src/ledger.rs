@@ -176,15 +176,16 @@ impl BlockLedger {
 
     /// Makes the blocks holding `positions` of `seq` private to it, pushing a
     /// [`BlockCopy`] for each shared one onto `copies` (the storage performs
-    /// them before writing). Needed only to overwrite positions that were
-    /// filled before a [`BlockLedger::fork`]; positions handed out by
-    /// [`BlockLedger::append`] are already private. Nothing changes on error.
+    /// them before writing), and returns the sequence's block table. Copies
+    /// are needed only to overwrite positions filled before a
+    /// [`BlockLedger::fork`]; positions handed out by [`BlockLedger::append`]
+    /// are already private. Nothing changes on error.
     pub fn make_private(
         &mut self,
         seq: SeqId,
         positions: Range<usize>,
         copies: &mut Vec<BlockCopy>,
-    ) -> Result<(), KvCacheError> {
+    ) -> Result<&[u32], KvCacheError> {
         let bt = self.block_tokens;
         let Self {
             refs,
@@ -204,7 +205,7 @@ impl BlockLedger {
             });
         }
         if positions.is_empty() {
-            return Ok(());
+            return Ok(&s.blocks);
         }
         let range = positions.start / bt..positions.end.div_ceil(bt);
         let shared = s.blocks[range.clone()]
@@ -229,7 +230,7 @@ impl BlockLedger {
                 copies.push(BlockCopy { src, dst, n_tokens });
             }
         }
-        Ok(())
+        Ok(&s.blocks)
     }
 
     /// Shortens `seq` to `n_tokens` (rollback); blocks no longer needed are
@@ -489,7 +490,7 @@ mod tests {
         l.append(a, 10).unwrap();
         let b = l.fork(a).unwrap();
         let mut copies = Vec::new();
-        l.make_private(b, 5..10, &mut copies).unwrap();
+        assert_eq!(l.make_private(b, 5..10, &mut copies).unwrap(), [0, 3, 4]);
         assert_eq!(
             copies,
             [
