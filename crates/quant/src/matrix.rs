@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::QuantError;
 use crate::dot::{F32Dot, QuantizedActivations};
-use crate::simd::{self, Dequantizer, DotQ8Fn, TILE_W, TILE_X};
+use crate::simd::{self, Dequantizer, DotQ8Fn};
 
 /// How activations enter the dot products.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -352,7 +352,7 @@ impl<'a> QMatrix<'a> {
     /// The exact prefill path: tiles of weight rows are decoded to f32 once
     /// per task and multiplied with register-blocked f32 dot products.
     fn forward_f32_tiles(&self, x: &[f32], n: usize, dequant: Dequantizer, y: &mut [f32]) {
-        let chunk = Self::task_rows(n, self.rows * self.cols).max(TILE_X);
+        let chunk = Self::task_rows(n, self.rows * self.cols).max(4);
         let (rows, cols) = (self.rows, self.cols);
         y.par_chunks_mut(chunk * rows)
             .enumerate()
@@ -371,44 +371,18 @@ impl<'a> QMatrix<'a> {
                         {
                             dequant.run(row, out);
                         }
-                        multiply_tile(xs, &tile[..tr * cols], cols, &mut *ys, rows, r0);
+                        simd::multiply_tile(
+                            simd::isa(),
+                            xs,
+                            &tile[..tr * cols],
+                            cols,
+                            &mut *ys,
+                            rows,
+                            r0,
+                        );
                     }
                 });
             });
-    }
-}
-
-/// `ys[c][r0 + r] = xs[c] · w[r]` for every activation row `c` of `xs` and
-/// decoded weight row `r` of `w` (both `cols` wide; `ys` rows are `rows` wide).
-fn multiply_tile(xs: &[f32], w: &[f32], cols: usize, ys: &mut [f32], rows: usize, r0: usize) {
-    let nx = xs.len() / cols;
-    let nw = w.len() / cols;
-    let xrow = |c: usize| &xs[c * cols..(c + 1) * cols];
-    let wrow = |r: usize| &w[r * cols..(r + 1) * cols];
-    let mut c = 0;
-    while c + TILE_X <= nx {
-        let mut r = 0;
-        while r + TILE_W <= nw {
-            let out = simd::dots_f32_tile(
-                std::array::from_fn(|i| xrow(c + i)),
-                std::array::from_fn(|j| wrow(r + j)),
-            );
-            for (i, o) in out.iter().enumerate() {
-                ys[(c + i) * rows + r0 + r..][..TILE_W].copy_from_slice(o);
-            }
-            r += TILE_W;
-        }
-        for r in r..nw {
-            for i in 0..TILE_X {
-                ys[(c + i) * rows + r0 + r] = simd::dot_f32(xrow(c + i), wrow(r));
-            }
-        }
-        c += TILE_X;
-    }
-    for c in c..nx {
-        for r in 0..nw {
-            ys[c * rows + r0 + r] = simd::dot_f32(xrow(c), wrow(r));
-        }
     }
 }
 

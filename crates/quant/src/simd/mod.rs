@@ -8,6 +8,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 use ferrolm_gguf::GgmlType;
 
@@ -28,6 +30,8 @@ pub(crate) enum Isa {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
+    /// [`Isa::Avx2`] plus AVX-512F, used where the wider registers pay (f32 tiles).
+    Avx512,
 }
 
 impl Isa {
@@ -39,10 +43,30 @@ impl Isa {
                 && std::is_x86_feature_detected!("fma")
                 && std::is_x86_feature_detected!("f16c")
             {
+                if std::is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
                 return Isa::Avx2;
             }
         }
         Isa::Scalar
+    }
+}
+
+impl Isa {
+    /// Whether the AVX2 kernels may run.
+    pub(crate) fn has_avx2(self) -> bool {
+        self != Isa::Scalar
+    }
+
+    /// Every level this CPU runs, for tests that compare them.
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&isa| isa == Isa::Scalar || (isa.has_avx2() && Isa::detect().has_avx2()))
+            .filter(|&isa| isa != Isa::Avx512 || Isa::detect() == Isa::Avx512)
+            .collect()
     }
 }
 
@@ -56,7 +80,7 @@ pub(crate) fn isa() -> Isa {
 /// or `None` when `ty` has none.
 pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.has_avx2() {
         let f: DotQ8Fn = match ty {
             GgmlType::Q4_0 => avx2::dot_q4_0,
             GgmlType::Q4_1 => avx2::dot_q4_1,
@@ -97,7 +121,7 @@ pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
 /// quantized types (those go through [`dequant_kernel`]).
 pub(crate) fn dot_f32_kernel(ty: GgmlType, isa: Isa) -> Option<DotF32Fn> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.has_avx2() {
         let f: DotF32Fn = match ty {
             GgmlType::F32 => avx2::dot_f32_bytes,
             GgmlType::F16 => avx2::dot_f16,
@@ -154,7 +178,7 @@ pub(crate) fn dequantize_fallback(ty: GgmlType, row: &[u8], out: &mut [f32]) {
 
 fn simd_dequant(ty: GgmlType, isa: Isa) -> Option<DequantFn> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.has_avx2() {
         return match ty {
             GgmlType::F16 => Some(avx2::dequant_f16),
             GgmlType::Bf16 => Some(avx2::dequant_bf16),
@@ -198,7 +222,7 @@ pub(crate) fn quantize_activations_with(
     sums16: &mut [i16],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if isa.has_avx2() {
         avx2::quantize_activations(x, qs, d, dsum, sums16);
         return;
     }
@@ -209,23 +233,125 @@ pub(crate) fn quantize_activations_with(
 /// Dot product of two f32 slices at the detected level.
 pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 {
+    if isa().has_avx2() {
         return avx2::dot_f32(a, b);
     }
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
-/// Rows of activations per f32 micro-tile.
-pub(crate) const TILE_X: usize = 3;
-/// Weight rows per f32 micro-tile.
-pub(crate) const TILE_W: usize = 4;
-
-/// The `TILE_X × TILE_W` dot products of three activation rows with four
-/// weight rows (all of one length), at the detected level.
-pub(crate) fn dots_f32_tile(x: [&[f32]; TILE_X], w: [&[f32]; TILE_W]) -> [[f32; TILE_W]; TILE_X] {
+/// `ys[c][r0 + r] = xs[c] · w[r]` for every activation row `c` of `xs` and
+/// decoded weight row `r` of `w` (both `cols` wide; rows of `ys` are `rows`
+/// wide), register-blocked at level `isa`.
+pub(crate) fn multiply_tile(
+    isa: Isa,
+    xs: &[f32],
+    w: &[f32],
+    cols: usize,
+    ys: &mut [f32],
+    rows: usize,
+    r0: usize,
+) {
+    let out = TileOut { ys, rows, r0 };
     #[cfg(target_arch = "x86_64")]
-    if isa() == Isa::Avx2 {
-        return avx2::dots_f32_tile(x, w);
+    match isa {
+        Isa::Avx512 => return tiles(xs, w, cols, out, avx512::dots_f32_tile, avx2::dot_f32),
+        Isa::Avx2 => return tiles(xs, w, cols, out, avx2::dots_f32_tile, avx2::dot_f32),
+        Isa::Scalar => {}
     }
-    x.map(|x| w.map(|w| x.iter().zip(w).map(|(a, b)| a * b).sum()))
+    let _ = isa;
+    tiles::<1, 1>(
+        xs,
+        w,
+        cols,
+        out,
+        |x, w| [[dot_f32_scalar(x[0], w[0])]],
+        dot_f32_scalar,
+    );
+}
+
+fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
+}
+
+struct TileOut<'a> {
+    ys: &'a mut [f32],
+    rows: usize,
+    r0: usize,
+}
+
+/// Covers the `xs × w` products with `X × W` micro-tiles and single dot
+/// products at the edges.
+fn tiles<const X: usize, const W: usize>(
+    xs: &[f32],
+    w: &[f32],
+    cols: usize,
+    out: TileOut<'_>,
+    tile: impl Fn([&[f32]; X], [&[f32]; W]) -> [[f32; W]; X],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+) {
+    let TileOut { ys, rows, r0 } = out;
+    let (nx, nw) = (xs.len() / cols, w.len() / cols);
+    let xrow = |c: usize| &xs[c * cols..(c + 1) * cols];
+    let wrow = |r: usize| &w[r * cols..(r + 1) * cols];
+    let full_x = nx / X * X;
+    let full_w = nw / W * W;
+    for c in (0..full_x).step_by(X) {
+        for r in (0..full_w).step_by(W) {
+            let o = tile(
+                std::array::from_fn(|i| xrow(c + i)),
+                std::array::from_fn(|j| wrow(r + j)),
+            );
+            for (i, o) in o.iter().enumerate() {
+                ys[(c + i) * rows + r0 + r..][..W].copy_from_slice(o);
+            }
+        }
+    }
+    for c in 0..nx {
+        let rs = if c < full_x { full_w..nw } else { 0..nw };
+        for r in rs {
+            ys[c * rows + r0 + r] = dot(xrow(c), wrow(r));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::{Isa, multiply_tile};
+
+    #[test]
+    fn f32_tiles_match_plain_sums_at_every_level() {
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        for isa in Isa::available() {
+            for (nx, nw, cols) in [(9, 13, 64), (4, 6, 37), (1, 2, 300), (13, 25, 16)] {
+                let xs: Vec<f32> = (0..nx * cols)
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect();
+                let w: Vec<f32> = (0..nw * cols)
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect();
+                let (rows, r0) = (nw + 3, 2);
+                let mut ys = vec![f32::NAN; nx * rows];
+                multiply_tile(isa, &xs, &w, cols, &mut ys, rows, r0);
+                for c in 0..nx {
+                    for r in 0..nw {
+                        let exact: f64 = (0..cols)
+                            .map(|k| f64::from(xs[c * cols + k]) * f64::from(w[r * cols + k]))
+                            .sum();
+                        let got = f64::from(ys[c * rows + r0 + r]);
+                        assert!(
+                            (got - exact).abs() < 1e-5 * cols as f64,
+                            "{isa:?} {nx}x{nw}x{cols} [{c},{r}]: {got} vs {exact}"
+                        );
+                    }
+                    assert!(
+                        ys[c * rows].is_nan() && ys[c * rows + r0 + nw].is_nan(),
+                        "{isa:?}: wrote outside the tile"
+                    );
+                }
+            }
+        }
+    }
 }

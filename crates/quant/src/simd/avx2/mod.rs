@@ -473,7 +473,7 @@ fn dots_f32_tile_impl(x: [&[f32]; 3], w: [&[f32]; 4]) -> [[f32; 4]; 3] {
 }
 
 /// Three activation rows against four weight rows, all in f32.
-pub(super) fn dots_f32_tile(x: [&[f32]; 3], w: [&[f32]; 4]) -> [[f32; 4]; 3] {
+pub(in crate::simd) fn dots_f32_tile(x: [&[f32]; 3], w: [&[f32]; 4]) -> [[f32; 4]; 3] {
     // SAFETY: only called after AVX2 and FMA were detected (see `super::Isa`).
     unsafe { dots_f32_tile_impl(x, w) }
 }
