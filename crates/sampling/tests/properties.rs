@@ -87,7 +87,10 @@ fn config() -> impl Strategy<Value = SamplingConfig> {
 
 /// 128 cases unless PROPTEST_CASES says otherwise.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128)
 }
 
 fn ids(c: &Candidates) -> Vec<u32> {
