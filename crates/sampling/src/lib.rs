@@ -16,9 +16,11 @@
 //! change a few logits edit the row in place and the first truncating sampler
 //! (or greedy selection) reads the row directly ([`Sampler::fill_from_row`]),
 //! so the whole vocabulary is never copied into candidates: the standard chain
-//! costs about 70 µs on a 262,144-entry row. Numerics are in log space: softmaxes
-//! are shifted by the maximum and summed in `f64`; NaN logits count as −∞, and
-//! a row with nothing selectable is an error rather than a random token.
+//! costs about 70 µs on a 262,144-entry row on a server core.
+//!
+//! Numerics are in log space: softmaxes are shifted by the maximum and summed
+//! in `f64`; NaN logits count as −∞, and a row with nothing selectable is an
+//! error rather than a random token.
 //!
 //! ```
 //! use ferrolm_sampling::{Preset, SamplingConfig};
