@@ -8,6 +8,8 @@
 
 use std::collections::BinaryHeap;
 
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use crate::TokenId;
 use crate::unicode::utf8_len;
 use crate::vocab::Vocab;
@@ -15,7 +17,14 @@ use crate::vocab::Vocab;
 pub(crate) struct SpmModel {
     /// The `<0xNN>` token of each byte (or the one-byte token, or UNK).
     byte_token: Box<[Option<TokenId>; 256]>,
+    /// Characters that some token has directly before a `▁`.
+    joins_space: FxHashSet<char>,
 }
+
+/// How SentencePiece writes a space.
+const SPACE: &str = "\u{2581}";
+const MAX_CACHED_PIECE: usize = 64;
+const MAX_CACHE_ENTRIES: usize = 1 << 16;
 
 #[derive(Clone, Copy)]
 struct Symbol {
@@ -25,10 +34,12 @@ struct Symbol {
     next: u32,
 }
 
-/// Per-call working memory.
+/// Working memory reused across calls.
 #[derive(Default)]
 pub(crate) struct SpmScratch {
     text: Vec<u8>,
+    /// Token ids of pieces already seen (for one vocabulary).
+    cache: FxHashMap<Box<[u8]>, Box<[TokenId]>>,
     symbols: Vec<Symbol>,
     /// (score key << 32 | !left, right, size)
     heap: BinaryHeap<(u64, u32, u32)>,
@@ -55,7 +66,22 @@ impl SpmModel {
                 .or_else(|| vocab.id_of(&[b as u8]))
                 .or(vocab.ids.unk);
         }
-        SpmModel { byte_token }
+        let mut joins_space = FxHashSet::default();
+        for text in &vocab.texts {
+            let mut prev = None;
+            for c in text.chars() {
+                if c == '\u{2581}'
+                    && let Some(p) = prev
+                {
+                    joins_space.insert(p);
+                }
+                prev = Some(c);
+            }
+        }
+        SpmModel {
+            byte_token,
+            joins_space,
+        }
     }
 
     /// Tokenizes one fragment of raw text (`space_prefix`: prepend a space first).
@@ -67,22 +93,57 @@ impl SpmModel {
         s: &mut SpmScratch,
         out: &mut Vec<TokenId>,
     ) {
-        s.text.clear();
+        let mut text = std::mem::take(&mut s.text);
+        text.clear();
         if space_prefix {
-            s.text.extend_from_slice("▁".as_bytes());
+            text.extend_from_slice(SPACE.as_bytes());
         }
         for &b in raw {
             if b == b' ' {
-                s.text.extend_from_slice("▁".as_bytes());
+                text.extend_from_slice(SPACE.as_bytes());
             } else {
-                s.text.push(b);
+                text.push(b);
             }
         }
-        let text = &s.text;
-        let n = text.len();
-        if n == 0 {
+        // Cut before each `▁` that no token joins to the character before it:
+        // no merge can cross such a point, so the pieces are independent.
+        let mut piece_start = 0;
+        let mut prev_joins = true;
+        let mut offs = 0;
+        while offs < text.len() {
+            let len = utf8_len(text[offs]).min(text.len() - offs);
+            let sym = &text[offs..offs + len];
+            if sym == SPACE.as_bytes() && !prev_joins {
+                self.encode_piece(vocab, &text[piece_start..offs], s, out);
+                piece_start = offs;
+            }
+            prev_joins = match std::str::from_utf8(sym).ok().and_then(|c| c.chars().next()) {
+                Some(c) => self.joins_space.contains(&c),
+                None => true,
+            };
+            offs += len;
+        }
+        self.encode_piece(vocab, &text[piece_start..], s, out);
+        s.text = text;
+    }
+
+    fn encode_piece(&self, vocab: &Vocab, text: &[u8], s: &mut SpmScratch, out: &mut Vec<TokenId>) {
+        if text.is_empty() {
             return;
         }
+        if let Some(ids) = s.cache.get(text) {
+            out.extend_from_slice(ids);
+            return;
+        }
+        let start = out.len();
+        self.merge(vocab, text, s, out);
+        if text.len() <= MAX_CACHED_PIECE && s.cache.len() < MAX_CACHE_ENTRIES {
+            s.cache.insert(text.into(), out[start..].into());
+        }
+    }
+
+    fn merge(&self, vocab: &Vocab, text: &[u8], s: &mut SpmScratch, out: &mut Vec<TokenId>) {
+        let n = text.len();
         s.symbols.clear();
         let mut offs = 0;
         while offs < n {
@@ -130,6 +191,32 @@ impl SpmModel {
             i = sym.next;
         }
     }
+
+    /// The reference algorithm on the whole fragment, without cutting it into
+    /// pieces or caching (for tests).
+    #[cfg(test)]
+    pub fn encode_uncut(
+        &self,
+        vocab: &Vocab,
+        raw: &[u8],
+        space_prefix: bool,
+        out: &mut Vec<TokenId>,
+    ) {
+        let mut text = Vec::new();
+        if space_prefix {
+            text.extend_from_slice(SPACE.as_bytes());
+        }
+        for &b in raw {
+            if b == b' ' {
+                text.extend_from_slice(SPACE.as_bytes());
+            } else {
+                text.push(b);
+            }
+        }
+        if !text.is_empty() {
+            self.merge(vocab, &text, &mut SpmScratch::default(), out);
+        }
+    }
 }
 
 /// Queues the merge of two adjacent symbols if their text is a token.
@@ -146,5 +233,68 @@ fn try_pair(
     if let Some(id) = vocab.id_of(joined) {
         let key = (score_key(vocab.scores[id as usize]) << 32) | u64::from(!left);
         heap.push((key, right, joined.len() as u32));
+    }
+}
+
+impl SpmScratch {
+    /// Forgets cached pieces (they belong to another vocabulary).
+    pub fn clear_cache(&mut self) {
+        self.cache = FxHashMap::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{TokenizerConfig, select_kind};
+
+    fn gemma_vocab() -> Vocab {
+        let dir = match std::env::var_os("FERROLM_HOME") {
+            Some(home) => std::path::PathBuf::from(home).join("models"),
+            None => dirs::cache_dir()
+                .expect("no cache directory")
+                .join("ferrolm")
+                .join("models"),
+        };
+        let path = dir.join("gemma-3-270m-q4_k_m.gguf");
+        assert!(
+            path.is_file(),
+            "{} is missing: run `cargo xtask fetch-models` first",
+            path.display()
+        );
+        let file = ferrolm_gguf::GgufFile::open(path).expect("open");
+        let cfg = TokenizerConfig::from_gguf(&file.gguf().expect("parse")).expect("metadata");
+        let (kind, preset) = select_kind(&cfg.model, cfg.pre.as_deref()).expect("kind");
+        Vocab::build(&cfg, kind, preset).expect("vocabulary")
+    }
+
+    #[test]
+    fn cutting_at_spaces_and_caching_give_the_uncut_ids_on_gemma() {
+        let vocab = gemma_vocab();
+        let spm = SpmModel::new(&vocab);
+        let gpl = include_str!("../../../fixtures/golden/texts/gpl-3.txt");
+        let mut texts: Vec<String> = gpl.split('\n').map(str::to_owned).collect();
+        texts.push(gpl.to_owned());
+        texts.extend(
+            [
+                "  a  b   c ",
+                ">  </ x",
+                "x>  </y",
+                "日本語 の テキスト",
+                "😀 👨\u{200D}👩 family",
+                "\u{FF} \u{80}",
+            ]
+            .map(String::from),
+        );
+        let mut scratch = SpmScratch::default();
+        for prefix in [false, true] {
+            for text in &texts {
+                let (mut cut, mut whole) = (Vec::new(), Vec::new());
+                spm.encode(&vocab, text.as_bytes(), prefix, &mut scratch, &mut cut);
+                spm.encode_uncut(&vocab, text.as_bytes(), prefix, &mut whole);
+                assert_eq!(cut, whole, "{text:?}");
+            }
+        }
+        assert!(spm.joins_space.contains(&'>'), "{:?}", spm.joins_space);
     }
 }

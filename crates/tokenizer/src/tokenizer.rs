@@ -155,6 +155,11 @@ impl Tokenizer {
         out: &mut Vec<TokenId>,
     ) {
         let v = &self.vocab;
+        if s.owner != self.uid {
+            s.bpe.clear_cache();
+            s.spm.clear_cache();
+            s.owner = self.uid;
+        }
         s.fragments.clear();
         self.special
             .partition(v, text, opts.parse_special, &mut s.fragments);
@@ -186,10 +191,6 @@ impl Tokenizer {
                 }
             }
             Model::Bpe(bpe) => {
-                if s.owner != self.uid {
-                    s.bpe.clear_cache();
-                    s.owner = self.uid;
-                }
                 for f in &s.fragments {
                     match *f {
                         Fragment::Text(a, b) => bpe.encode(&text[a..b], &mut s.bpe, out),
