@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::{
-    bits_to_bytes, bytes_to_f32, dot_i8i8, dot_u8i8, f16_head_to_f32, f16_to_f32, f16x2_to_f32,
+    bits_to_bytes, bytes_to_f32, dot_i8i8, dot_u8i8, f16_head_to_f32, f16_head_to_f32x4,
     hsum_f32x8, iq4_values, load_i8x32, nibbles_32,
 };
 use crate::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
@@ -76,7 +76,7 @@ fn dot_q4_0_impl(blocks: &[BlockQ4_0], act: ActRow<'_>) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q4_1_impl(blocks: &[BlockQ4_1], act: ActRow<'_>) -> f32 {
     legacy_dot(blocks, act, |b, a| {
-        let dm = f16x2_to_f32(b.d.to_bits(), b.m.to_bits());
+        let dm = f16_head_to_f32x4(bytemuck::bytes_of(b));
         let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
         (dot_u8i8(nibbles_32(&b.qs), a), d, m)
     })
@@ -93,7 +93,7 @@ fn dot_q5_0_impl(blocks: &[BlockQ5_0], act: ActRow<'_>) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q5_1_impl(blocks: &[BlockQ5_1], act: ActRow<'_>) -> f32 {
     legacy_dot(blocks, act, |b, a| {
-        let dm = f16x2_to_f32(b.d.to_bits(), b.m.to_bits());
+        let dm = f16_head_to_f32x4(bytemuck::bytes_of(b));
         let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
         (dot_u8i8(fifth_bit_quants(&b.qs, b.qh), a), d, m)
     })
@@ -168,7 +168,9 @@ fn dequant_q4_0_impl(blocks: &[BlockQ4_0], out: &mut [f32]) {
 fn dequant_q4_1_impl(blocks: &[BlockQ4_1], out: &mut [f32]) {
     legacy_dequant(blocks, out, |b, o| {
         let d = _mm256_set1_ps(f16_head_to_f32(bytemuck::bytes_of(b)));
-        let m = _mm256_set1_ps(f16_to_f32(b.m.to_bits()));
+        let m = _mm256_set1_ps(_mm_cvtss_f32(_mm_movehdup_ps(f16_head_to_f32x4(
+            bytemuck::bytes_of(b),
+        ))));
         bytes_to_f32(nibbles_32(&b.qs), false, o, |_, v| {
             _mm256_add_ps(_mm256_mul_ps(v, d), m)
         });
@@ -188,7 +190,9 @@ fn dequant_q5_0_impl(blocks: &[BlockQ5_0], out: &mut [f32]) {
 fn dequant_q5_1_impl(blocks: &[BlockQ5_1], out: &mut [f32]) {
     legacy_dequant(blocks, out, |b, o| {
         let d = _mm256_set1_ps(f16_head_to_f32(bytemuck::bytes_of(b)));
-        let m = _mm256_set1_ps(f16_to_f32(b.m.to_bits()));
+        let m = _mm256_set1_ps(_mm_cvtss_f32(_mm_movehdup_ps(f16_head_to_f32x4(
+            bytemuck::bytes_of(b),
+        ))));
         let q = fifth_bit_quants(&b.qs, b.qh);
         bytes_to_f32(q, false, o, |_, v| _mm256_add_ps(_mm256_mul_ps(v, d), m));
     });

@@ -98,21 +98,34 @@ fn load_u8x8(b: [u8; 8]) -> __m128i {
     _mm_cvtsi64_si128(i64::from_le_bytes(b))
 }
 
+/// Converts the four f16 values in `bytes` to floats.
+///
+/// Written as assembly: through intrinsics LLVM narrows the load to the one
+/// lane a caller uses and emits `vpinsrw` into whatever register is free,
+/// which can be a loop accumulator, turning the loop into one long chain.
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
-fn f16_to_f32(bits: u16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
+fn f16x4_to_f32(bytes: &[u8; 8]) -> __m128 {
+    let out: __m128;
+    // SAFETY: reads the 8 bytes `bytes` refers to and writes one register;
+    // `vcvtph2ps` exists where F16C was detected.
+    unsafe {
+        std::arch::asm!(
+            "vcvtph2ps {out}, qword ptr [{src}]",
+            src = in(reg) bytes.as_ptr(),
+            out = out(xmm_reg) out,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    out
 }
 
 /// The first four f16 values of a block (its leading scales), as floats.
-/// Read with an 8-byte load: LLVM turns a 2-byte one into an insert into
-/// whatever register is free, which can be a loop accumulator and then
-/// serializes the loop.
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
 fn f16_head_to_f32x4(block: &[u8]) -> __m128 {
     match block.first_chunk::<8>() {
-        Some(head) => _mm_cvtph_ps(_mm_cvtsi64_si128(i64::from_le_bytes(*head))),
+        Some(head) => f16x4_to_f32(head),
         None => _mm_setzero_ps(),
     }
 }
@@ -125,12 +138,11 @@ fn f16_head_to_f32(block: &[u8]) -> f32 {
 }
 
 /// The last four f16 values of a block (its trailing scales), as floats.
-/// An 8-byte load for the reason given at [`f16_head_to_f32x4`].
 #[target_feature(enable = "avx2,f16c")]
 #[inline]
 fn f16_tail_to_f32(block: &[u8]) -> __m128 {
     match block.last_chunk::<8>() {
-        Some(tail) => _mm_cvtph_ps(_mm_cvtsi64_si128(i64::from_le_bytes(*tail))),
+        Some(tail) => f16x4_to_f32(tail),
         None => _mm_setzero_ps(),
     }
 }
@@ -140,15 +152,6 @@ fn f16_tail_to_f32(block: &[u8]) -> __m128 {
 #[inline]
 fn lane<const L: i32>(v: __m128) -> f32 {
     _mm_cvtss_f32(_mm_permute_ps::<L>(v))
-}
-
-/// Two f16 values (low first) as the first two lanes.
-#[target_feature(enable = "avx2,f16c")]
-#[inline]
-fn f16x2_to_f32(lo: u16, hi: u16) -> __m128 {
-    _mm_cvtph_ps(_mm_cvtsi32_si128(
-        (u32::from(lo) | (u32::from(hi) << 16)) as i32,
-    ))
 }
 
 #[target_feature(enable = "avx2")]
