@@ -28,7 +28,7 @@ pub mod reference;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use activations::{ACT_BLOCK, ActRow, QuantizedActivations};
+pub use activations::{ACT_BLOCK, ActRow, Planes, QuantizedActivations};
 
 use ferrolm_gguf::GgmlType;
 

@@ -2,7 +2,8 @@
 //! ([`ActRow`]) or against f32 values. Plain loops over the block layouts,
 //! kept as the ground truth the SIMD kernels are tested against.
 //!
-//! Integer partial sums are exact; each 32-value activation block contributes
+//! Integer partial sums are exact (in terms of the activations' integer
+//! values `Q`, which have one or two 8-bit planes); each 32-value activation block contributes
 //! `d_w * d_a * Σ q_w q_a` plus the weight offset or minimum times the
 //! activation block's sum.
 
@@ -21,8 +22,9 @@ fn blocks<B: Pod>(row: &[u8]) -> impl Iterator<Item = B> + '_ {
         .map(bytemuck::pod_read_unaligned::<B>)
 }
 
-fn idot(w: impl IntoIterator<Item = i32>, a: &[i8]) -> i32 {
-    w.into_iter().zip(a).map(|(w, &a)| w * i32::from(a)).sum()
+/// `Σ w_k Q_{start+k}` over the activation values from `start`.
+fn idot(w: impl IntoIterator<Item = i32>, act: ActRow<'_>, start: usize) -> i32 {
+    w.into_iter().zip(start..).map(|(w, i)| w * act.q(i)).sum()
 }
 
 /// The 32 nibbles of a Q4-style block in element order.
@@ -49,7 +51,7 @@ pub fn q4_0(row: &[u8], act: ActRow<'_>) -> f32 {
     let mut sum = 0.0f32;
     for (b, blk) in blocks::<BlockQ4_0>(row).enumerate() {
         let q = nibbles(&blk.qs).map(|q| q - 8);
-        let isum = idot(q, &act.qs[32 * b..32 * b + 32]);
+        let isum = idot(q, act, 32 * b);
         sum += blk.d.to_f32() * act.d[b] * isum as f32;
     }
     sum
@@ -59,7 +61,7 @@ pub fn q4_0(row: &[u8], act: ActRow<'_>) -> f32 {
 pub fn q4_1(row: &[u8], act: ActRow<'_>) -> f32 {
     let mut sum = 0.0f32;
     for (b, blk) in blocks::<BlockQ4_1>(row).enumerate() {
-        let isum = idot(nibbles(&blk.qs), &act.qs[32 * b..32 * b + 32]);
+        let isum = idot(nibbles(&blk.qs), act, 32 * b);
         sum += blk.d.to_f32() * act.d[b] * isum as f32 + blk.m.to_f32() * act.dsum[b];
     }
     sum
@@ -70,7 +72,7 @@ pub fn q5_0(row: &[u8], act: ActRow<'_>) -> f32 {
     let mut sum = 0.0f32;
     for (b, blk) in blocks::<BlockQ5_0>(row).enumerate() {
         let q = fifth_bits(&blk.qs, blk.qh).map(|q| q - 16);
-        let isum = idot(q, &act.qs[32 * b..32 * b + 32]);
+        let isum = idot(q, act, 32 * b);
         sum += blk.d.to_f32() * act.d[b] * isum as f32;
     }
     sum
@@ -80,7 +82,7 @@ pub fn q5_0(row: &[u8], act: ActRow<'_>) -> f32 {
 pub fn q5_1(row: &[u8], act: ActRow<'_>) -> f32 {
     let mut sum = 0.0f32;
     for (b, blk) in blocks::<BlockQ5_1>(row).enumerate() {
-        let isum = idot(fifth_bits(&blk.qs, blk.qh), &act.qs[32 * b..32 * b + 32]);
+        let isum = idot(fifth_bits(&blk.qs, blk.qh), act, 32 * b);
         sum += blk.d.to_f32() * act.d[b] * isum as f32 + blk.m.to_f32() * act.dsum[b];
     }
     sum
@@ -90,7 +92,7 @@ pub fn q5_1(row: &[u8], act: ActRow<'_>) -> f32 {
 pub fn q8_0(row: &[u8], act: ActRow<'_>) -> f32 {
     let mut sum = 0.0f32;
     for (b, blk) in blocks::<BlockQ8_0>(row).enumerate() {
-        let isum = idot(blk.qs.map(i32::from), &act.qs[32 * b..32 * b + 32]);
+        let isum = idot(blk.qs.map(i32::from), act, 32 * b);
         sum += blk.d.to_f32() * act.d[b] * isum as f32;
     }
     sum
@@ -101,7 +103,7 @@ pub fn iq4_nl(row: &[u8], act: ActRow<'_>) -> f32 {
     let mut sum = 0.0f32;
     for (b, blk) in blocks::<BlockIq4Nl>(row).enumerate() {
         let q = nibbles(&blk.qs).map(|q| i32::from(IQ4_LEVELS[q as usize]));
-        let isum = idot(q, &act.qs[32 * b..32 * b + 32]);
+        let isum = idot(q, act, 32 * b);
         sum += blk.d.to_f32() * act.d[b] * isum as f32;
     }
     sum
@@ -116,11 +118,11 @@ pub fn q2_k(row: &[u8], act: ActRow<'_>) -> f32 {
             let (n, j, half) = (i / 8, (i / 2) % 4, i % 2);
             let q = (0..16).map(|l| i32::from((blk.qs[32 * n + 16 * half + l] >> (2 * j)) & 3));
             let e = 256 * s + 16 * i;
-            let isum = idot(q, &act.qs[e..e + 16]);
+            let isum = idot(q, act, e);
             let da = act.d[e / 32];
             let (sc, m) = (blk.scales[i] & 0x0F, blk.scales[i] >> 4);
             sum += d * f32::from(sc) * da * isum as f32;
-            sum -= dmin * f32::from(m) * da * f32::from(act.sums16[e / 16]);
+            sum -= dmin * f32::from(m) * da * act.sum16(e / 16) as f32;
         }
     }
     sum
@@ -140,7 +142,7 @@ pub fn q3_k(row: &[u8], act: ActRow<'_>) -> f32 {
                 if high { low } else { low - 4 }
             });
             let e = 256 * s + 16 * i;
-            let isum = idot(q, &act.qs[e..e + 16]);
+            let isum = idot(q, act, e);
             let sc = i32::from(scale_q3k(i, &blk.scales)) - 32;
             sum += d * sc as f32 * act.d[e / 32] * isum as f32;
         }
@@ -159,7 +161,7 @@ pub fn q4_k(row: &[u8], act: ActRow<'_>) -> f32 {
                 .iter()
                 .map(|&b| i32::from((b >> shift) & 0x0F));
             let b = 8 * s + j;
-            let isum = idot(q, &act.qs[32 * b..32 * b + 32]);
+            let isum = idot(q, act, 32 * b);
             let (sc, m) = scale_min_k4(j, &blk.scales);
             sum += d * f32::from(sc) * act.d[b] * isum as f32 - dmin * f32::from(m) * act.dsum[b];
         }
@@ -180,7 +182,7 @@ pub fn q5_k(row: &[u8], act: ActRow<'_>) -> f32 {
                 i32::from(low | (high << 4))
             });
             let b = 8 * s + j;
-            let isum = idot(q, &act.qs[32 * b..32 * b + 32]);
+            let isum = idot(q, act, 32 * b);
             let (sc, m) = scale_min_k4(j, &blk.scales);
             sum += d * f32::from(sc) * act.d[b] * isum as f32 - dmin * f32::from(m) * act.dsum[b];
         }
@@ -204,7 +206,7 @@ pub fn q6_k(row: &[u8], act: ActRow<'_>) -> f32 {
                 i32::from(low | (high << 4)) - 32
             });
             let e = 256 * s + 16 * i;
-            let isum = idot(q, &act.qs[e..e + 16]);
+            let isum = idot(q, act, e);
             sum += d * f32::from(blk.scales[i]) * act.d[e / 32] * isum as f32;
         }
     }
@@ -220,7 +222,7 @@ pub fn iq4_xs(row: &[u8], act: ActRow<'_>) -> f32 {
             let q =
                 nibbles(&blk.qs.as_chunks::<16>().0[j]).map(|q| i32::from(IQ4_LEVELS[q as usize]));
             let b = 8 * s + j;
-            let isum = idot(q, &act.qs[32 * b..32 * b + 32]);
+            let isum = idot(q, act, 32 * b);
             let ls = i32::from(blk.sub_scale(j)) - 32;
             sum += d * ls as f32 * act.d[b] * isum as f32;
         }

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::F32Dot;
-use super::activations::{QuantizedActivations, quantize_reference};
+use super::activations::{ActOut, Planes, QuantizedActivations, quantize_reference};
 use crate::simd::{self, Dequantizer, Isa};
 
 /// Every weight type with an integer kernel.
@@ -103,23 +103,58 @@ fn elements(ty: GgmlType, blocks: usize) -> usize {
     blocks * ty.block_size()
 }
 
+/// Owned buffers for one quantizer run.
+struct ActBufs {
+    qs: Vec<i8>,
+    qs2: Vec<i8>,
+    d: Vec<f32>,
+    dsum: Vec<f32>,
+    sums16: Vec<i16>,
+    sums16b: Vec<i16>,
+}
+
+impl ActBufs {
+    fn new(n: usize, planes: Planes) -> Self {
+        let second = if planes == Planes::Two { n } else { 0 };
+        Self {
+            qs: vec![0; n],
+            qs2: vec![0; second],
+            d: vec![0.0; n / 32],
+            dsum: vec![0.0; n / 32],
+            sums16: vec![0; n / 16],
+            sums16b: vec![0; second / 16],
+        }
+    }
+
+    fn out(&mut self) -> ActOut<'_> {
+        ActOut {
+            qs: &mut self.qs,
+            qs2: &mut self.qs2,
+            d: &mut self.d,
+            dsum: &mut self.dsum,
+            sums16: &mut self.sums16,
+            sums16b: &mut self.sums16b,
+        }
+    }
+}
+
 #[test]
 fn simd_activation_quantizer_is_bit_identical_to_scalar() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for _ in 0..cases() {
         let n = 32 * rng.random_range(1..40);
         let x = random_activations(n, &mut rng);
-        let b = n / 32;
-        let (mut q1, mut d1, mut s1, mut h1) =
-            (vec![0i8; n], vec![0.0; b], vec![0.0; b], vec![0i16; 2 * b]);
-        let (mut q2, mut d2, mut s2, mut h2) =
-            (vec![0i8; n], vec![0.0; b], vec![0.0; b], vec![0i16; 2 * b]);
-        quantize_reference(&x, &mut q1, &mut d1, &mut s1, &mut h1);
-        simd::quantize_activations_with(Isa::detect(), &x, &mut q2, &mut d2, &mut s2, &mut h2);
-        assert_eq!(q1, q2);
-        assert_eq!(d1, d2);
-        assert_eq!(s1, s2);
-        assert_eq!(h1, h2);
+        for planes in [Planes::One, Planes::Two] {
+            let (mut a, mut b) = (ActBufs::new(n, planes), ActBufs::new(n, planes));
+            quantize_reference(&x, a.out());
+            simd::quantize_activations_with(Isa::detect(), &x, b.out());
+            assert_eq!(a.qs, b.qs);
+            assert_eq!(a.qs2, b.qs2);
+            assert_eq!(a.d, b.d);
+            assert_eq!(a.dsum, b.dsum);
+            assert_eq!(a.sums16, b.sums16);
+            assert_eq!(a.sums16b, b.sums16b);
+        }
     }
 }
 
@@ -187,8 +222,16 @@ fn reference_dots_match_decoded_arithmetic() {
             let row = random_row(ty, blocks, &mut rng);
             let w = decode(ty, &row, n);
             let mut acts = QuantizedActivations::new();
-            acts.quantize(&random_activations(n, &mut rng), n)
-                .expect("shape");
+            acts.quantize_planes(
+                &random_activations(n, &mut rng),
+                n,
+                if rng.random() {
+                    Planes::Two
+                } else {
+                    Planes::One
+                },
+            )
+            .expect("shape");
             let act = acts.row(0).expect("row");
             let exact: f64 = (0..n)
                 .map(|i| f64::from(w[i]) * f64::from(act.value(i)))
@@ -218,8 +261,16 @@ fn simd_dots_match_scalar_references() {
             let row = random_row(ty, blocks, &mut rng);
             let w = decode(ty, &row, n);
             let mut acts = QuantizedActivations::new();
-            acts.quantize(&random_activations(n, &mut rng), n)
-                .expect("shape");
+            acts.quantize_planes(
+                &random_activations(n, &mut rng),
+                n,
+                if rng.random() {
+                    Planes::Two
+                } else {
+                    Planes::One
+                },
+            )
+            .expect("shape");
             let act = acts.row(0).expect("row");
             let scale: f32 = (0..n).map(|i| (w[i] * act.value(i)).abs()).sum();
             let (a, b) = (fast(&row, act), slow(&row, act));
@@ -281,8 +332,16 @@ fn unaligned_rows_give_the_same_dots() {
         shifted[1..].copy_from_slice(&row);
         let n = elements(ty, blocks);
         let mut acts = QuantizedActivations::new();
-        acts.quantize(&random_activations(n, &mut rng), n)
-            .expect("shape");
+        acts.quantize_planes(
+            &random_activations(n, &mut rng),
+            n,
+            if rng.random() {
+                Planes::Two
+            } else {
+                Planes::One
+            },
+        )
+        .expect("shape");
         let act = acts.row(0).expect("row");
         let a = super::dot_quantized(ty, &row, act).expect("dot");
         let b = super::dot_quantized(ty, &shifted[1..], act).expect("dot");

@@ -13,7 +13,7 @@ mod avx512;
 
 use ferrolm_gguf::GgmlType;
 
-use crate::dot::activations::{self, ActRow};
+use crate::dot::activations::{self, ActOut, ActRow};
 use crate::dot::reference;
 
 /// A weight row against one quantized activation row.
@@ -202,32 +202,19 @@ fn simd_dequant(ty: GgmlType, isa: Isa) -> Option<DequantFn> {
 }
 
 /// Quantizes activation rows (see [`crate::dot::activations`]) at the detected level.
-pub(crate) fn quantize_activations(
-    x: &[f32],
-    qs: &mut [i8],
-    d: &mut [f32],
-    dsum: &mut [f32],
-    sums16: &mut [i16],
-) {
-    quantize_activations_with(isa(), x, qs, d, dsum, sums16);
+pub(crate) fn quantize_activations(x: &[f32], out: ActOut<'_>) {
+    quantize_activations_with(isa(), x, out);
 }
 
 /// Quantizes activation rows at level `isa`; bit-identical across levels for finite input.
-pub(crate) fn quantize_activations_with(
-    isa: Isa,
-    x: &[f32],
-    qs: &mut [i8],
-    d: &mut [f32],
-    dsum: &mut [f32],
-    sums16: &mut [i16],
-) {
+pub(crate) fn quantize_activations_with(isa: Isa, x: &[f32], out: ActOut<'_>) {
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
-        avx2::quantize_activations(x, qs, d, dsum, sums16);
+        avx2::quantize_activations(x, out);
         return;
     }
     let _ = isa;
-    activations::quantize_reference(x, qs, d, dsum, sums16);
+    activations::quantize_reference(x, out);
 }
 
 /// Dot product of two f32 slices at the detected level.

@@ -8,9 +8,9 @@
 use std::arch::x86_64::*;
 
 use super::{
-    bytes_to_f32, dot_i8i8, dot_u8i8, dot_u8i8_scaled, f16_head_to_f32, f16_head_to_f32x4,
-    f16_tail_to_f32, hsum_f32x8, iq4_values, lane, load_f32x8, load_i8x32, load_i16x16, load_u8x8,
-    load_u8x16, load_u8x32, store_f32x8,
+    bytes_to_f32, dot_i8i8, dot_u8i8_scaled, f16_head_to_f32, f16_head_to_f32x4, f16_tail_to_f32,
+    hsum_f32x8, iq4_values, lane, load_f32x8, load_i8x32, load_i16x16, load_u8x8, load_u8x16,
+    load_u8x32, store_f32x8,
 };
 use crate::blocks::{
     BlockIq4Xs, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, scale_min_k4, scale_q3k,
@@ -18,12 +18,19 @@ use crate::blocks::{
 use crate::dot::activations::ActRow;
 use ferrolm_gguf::GgmlType;
 
-/// The activation rows of super-block `s`: quants per 32-block, their scales and 16-sums.
+/// The activations of one super-block: quants per 32-block (and of the
+/// residual plane, if any), their scales and 16-sums.
 struct SuperAct<'a> {
     qs: &'a [[i8; 32]; 8],
+    qs2: Option<&'a [[i8; 32]; 8]>,
     d: &'a [f32; 8],
     dsum: &'a [f32; 8],
     sums16: &'a [i16; 16],
+    sums16b: Option<&'a [i16; 16]>,
+}
+
+fn groups(qs: &[i8; 256]) -> &[[i8; 32]; 8] {
+    qs.as_chunks::<32>().0.try_into().unwrap_or(&[[0; 32]; 8])
 }
 
 fn super_acts(act: ActRow<'_>) -> impl Iterator<Item = SuperAct<'_>> {
@@ -31,16 +38,63 @@ fn super_acts(act: ActRow<'_>) -> impl Iterator<Item = SuperAct<'_>> {
     let (d, _) = act.d.as_chunks::<8>();
     let (dsum, _) = act.dsum.as_chunks::<8>();
     let (sums16, _) = act.sums16.as_chunks::<16>();
+    let mut qs2 = act.qs2.as_chunks::<256>().0.iter();
+    let mut sums16b = act.sums16b.as_chunks::<16>().0.iter();
     qs.iter()
         .zip(d)
         .zip(dsum)
         .zip(sums16)
-        .map(|(((qs, d), dsum), sums16)| SuperAct {
-            qs: qs.as_chunks::<32>().0.try_into().unwrap_or(&[[0; 32]; 8]),
+        .map(move |(((qs, d), dsum), sums16)| SuperAct {
+            qs: groups(qs),
+            qs2: qs2.next().map(groups),
             d,
             dsum,
             sums16,
+            sums16b: sums16b.next(),
         })
+}
+
+/// The integer dot product of 32 unsigned weights with activation group `g`,
+/// each i16 pair sum multiplied by the matching lane of `scales`; with
+/// `TWO`, over both planes (`256·p1 + p2`).
+#[target_feature(enable = "avx2")]
+#[inline]
+fn group_dot<const TWO: bool>(u: __m256i, a: &SuperAct<'_>, g: usize, scales: __m256i) -> __m256i {
+    let p = dot_u8i8_scaled(u, load_i8x32(&a.qs[g]), scales);
+    match a.qs2 {
+        Some(q2) if TWO => _mm256_add_epi32(
+            _mm256_slli_epi32::<8>(p),
+            dot_u8i8_scaled(u, load_i8x32(&q2[g]), scales),
+        ),
+        _ => p,
+    }
+}
+
+/// As [`group_dot`] for signed weights, unscaled.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn group_dot_signed<const TWO: bool>(w: __m256i, a: &SuperAct<'_>, g: usize) -> __m256i {
+    let p = dot_i8i8(w, load_i8x32(&a.qs[g]));
+    match a.qs2 {
+        Some(q2) if TWO => {
+            _mm256_add_epi32(_mm256_slli_epi32::<8>(p), dot_i8i8(w, load_i8x32(&q2[g])))
+        }
+        _ => p,
+    }
+}
+
+/// `Σ mult_k · sum16_k` in pairs (lane `g` covers groups `2g`, `2g+1`), over both planes with `TWO`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn sums_dot<const TWO: bool>(mult: __m256i, a: &SuperAct<'_>) -> __m256i {
+    let p = _mm256_madd_epi16(mult, load_i16x16(a.sums16));
+    match a.sums16b {
+        Some(s2) if TWO => _mm256_add_epi32(
+            _mm256_slli_epi32::<8>(p),
+            _mm256_madd_epi16(mult, load_i16x16(s2)),
+        ),
+        _ => p,
+    }
 }
 
 /// `[s[2g] x8, s[2g+1] x8]` as i16: the scales of the two 16-value halves of group `g`.
@@ -93,7 +147,7 @@ fn scaled(v: __m256, d: f32) -> [f32; 8] {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q2_k_impl(blocks: &[BlockQ2K], act: ActRow<'_>) -> f32 {
+fn dot_q2_k_impl<const TWO: bool>(blocks: &[BlockQ2K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_min = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
@@ -104,7 +158,7 @@ fn dot_q2_k_impl(blocks: &[BlockQ2K], act: ActRow<'_>) -> f32 {
         let sc = _mm_and_si128(raw, _mm_set1_epi8(0x0F));
         let mins =
             _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(raw), _mm_set1_epi8(0x0F)));
-        let msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, load_i16x16(a.sums16)));
+        let msum = _mm256_cvtepi32_ps(sums_dot::<TWO>(mins, &a));
         acc_min = _mm256_fmadd_ps(_mm256_mul_ps(msum, da), _mm256_set1_ps(dmin), acc_min);
         let s = scaled(da, d);
         let (qs, _) = blk.qs.as_chunks::<32>();
@@ -112,7 +166,7 @@ fn dot_q2_k_impl(blocks: &[BlockQ2K], act: ActRow<'_>) -> f32 {
             let q = load_u8x32(q);
             for j in 0..4 {
                 let g = 4 * n + j;
-                let p = dot_u8i8_scaled(crumbs(q, j), load_i8x32(&a.qs[g]), pair_scales(sc, g));
+                let p = group_dot::<TWO>(crumbs(q, j), &a, g, pair_scales(sc, g));
                 acc[j % 2] =
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[g]), acc[j % 2]);
             }
@@ -127,14 +181,14 @@ fn q3k_scales(scales: &[u8; 12]) -> [u8; 16] {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q3_k_impl(blocks: &[BlockQ3K], act: ActRow<'_>) -> f32 {
+fn dot_q3_k_impl<const TWO: bool>(blocks: &[BlockQ3K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_off = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
         let d = lane::<3>(f16_tail_to_f32(bytemuck::bytes_of(blk)));
         let da = load_f32x8(a.d);
         let sc = load_u8x16(&q3k_scales(&blk.scales));
-        let ssum = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), load_i16x16(a.sums16));
+        let ssum = sums_dot::<TWO>(_mm256_cvtepi8_epi16(sc), &a);
         acc_off = _mm256_fmadd_ps(
             _mm256_mul_ps(_mm256_cvtepi32_ps(ssum), da),
             _mm256_set1_ps(d),
@@ -149,7 +203,7 @@ fn dot_q3_k_impl(blocks: &[BlockQ3K], act: ActRow<'_>) -> f32 {
                 let g = 4 * n + j;
                 let high = select_bit(hm, 1 << g, 4);
                 let quant = _mm256_or_si256(crumbs(q, j), high);
-                let p = dot_u8i8_scaled(quant, load_i8x32(&a.qs[g]), pair_scales(sc, g));
+                let p = group_dot::<TWO>(quant, &a, g, pair_scales(sc, g));
                 acc[j % 2] =
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[g]), acc[j % 2]);
             }
@@ -181,7 +235,8 @@ fn k4_factors(block: &[u8], scales: &[u8; 12], a: &SuperAct<'_>, acc_min: &mut _
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_k_impl(blocks: &[BlockQ4K], act: ActRow<'_>) -> f32 {
+fn dot_q4_k_impl<const TWO: bool>(blocks: &[BlockQ4K], act: ActRow<'_>) -> f32 {
+    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_min = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
@@ -189,8 +244,8 @@ fn dot_q4_k_impl(blocks: &[BlockQ4K], act: ActRow<'_>) -> f32 {
         let (qs, _) = blk.qs.as_chunks::<32>();
         for (n, q) in qs.iter().enumerate() {
             let q = load_u8x32(q);
-            let p0 = dot_u8i8(low_nibbles(q), load_i8x32(&a.qs[2 * n]));
-            let p1 = dot_u8i8(high_nibbles(q), load_i8x32(&a.qs[2 * n + 1]));
+            let p0 = group_dot::<TWO>(low_nibbles(q), &a, 2 * n, ones);
+            let p1 = group_dot::<TWO>(high_nibbles(q), &a, 2 * n + 1, ones);
             acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s[2 * n]), acc[0]);
             acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s[2 * n + 1]), acc[1]);
         }
@@ -199,7 +254,8 @@ fn dot_q4_k_impl(blocks: &[BlockQ4K], act: ActRow<'_>) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q5_k_impl(blocks: &[BlockQ5K], act: ActRow<'_>) -> f32 {
+fn dot_q5_k_impl<const TWO: bool>(blocks: &[BlockQ5K], act: ActRow<'_>) -> f32 {
+    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_min = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
@@ -210,8 +266,8 @@ fn dot_q5_k_impl(blocks: &[BlockQ5K], act: ActRow<'_>) -> f32 {
             let q = load_u8x32(q);
             let lo = _mm256_or_si256(low_nibbles(q), select_bit(qh, 1 << (2 * n), 16));
             let hi = _mm256_or_si256(high_nibbles(q), select_bit(qh, 2 << (2 * n), 16));
-            let p0 = dot_u8i8(lo, load_i8x32(&a.qs[2 * n]));
-            let p1 = dot_u8i8(hi, load_i8x32(&a.qs[2 * n + 1]));
+            let p0 = group_dot::<TWO>(lo, &a, 2 * n, ones);
+            let p1 = group_dot::<TWO>(hi, &a, 2 * n + 1, ones);
             acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(s[2 * n]), acc[0]);
             acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(s[2 * n + 1]), acc[1]);
         }
@@ -233,14 +289,14 @@ fn q6_quants(ql: &[__m256i; 2], qh: __m256i, j: usize) -> __m256i {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q6_k_impl(blocks: &[BlockQ6K], act: ActRow<'_>) -> f32 {
+fn dot_q6_k_impl<const TWO: bool>(blocks: &[BlockQ6K], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut acc_off = _mm256_setzero_ps();
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
         let d = lane::<3>(f16_tail_to_f32(bytemuck::bytes_of(blk)));
         let da = load_f32x8(a.d);
         let sc = load_u8x16(&blk.scales.map(|v| v as u8));
-        let ssum = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc), load_i16x16(a.sums16));
+        let ssum = sums_dot::<TWO>(_mm256_cvtepi8_epi16(sc), &a);
         acc_off = _mm256_fmadd_ps(
             _mm256_mul_ps(_mm256_cvtepi32_ps(ssum), da),
             _mm256_set1_ps(d),
@@ -255,7 +311,7 @@ fn dot_q6_k_impl(blocks: &[BlockQ6K], act: ActRow<'_>) -> f32 {
             for j in 0..4 {
                 let g = 4 * n + j;
                 let quant = q6_quants(&low, high, j);
-                let p = dot_u8i8_scaled(quant, load_i8x32(&a.qs[g]), pair_scales(sc, g));
+                let p = group_dot::<TWO>(quant, &a, g, pair_scales(sc, g));
                 acc[j % 2] =
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[g]), acc[j % 2]);
             }
@@ -270,7 +326,7 @@ fn iq4xs_scales(blk: &BlockIq4Xs) -> [f32; 8] {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_iq4_xs_impl(blocks: &[BlockIq4Xs], act: ActRow<'_>) -> f32 {
+fn dot_iq4_xs_impl<const TWO: bool>(blocks: &[BlockIq4Xs], act: ActRow<'_>) -> f32 {
     let mut acc = [_mm256_setzero_ps(); 2];
     for (blk, a) in blocks.iter().zip(super_acts(act)) {
         let ls = load_f32x8(&iq4xs_scales(blk));
@@ -280,7 +336,7 @@ fn dot_iq4_xs_impl(blocks: &[BlockIq4Xs], act: ActRow<'_>) -> f32 {
         );
         let (qs, _) = blk.qs.as_chunks::<16>();
         for (j, q) in qs.iter().enumerate() {
-            let p = dot_i8i8(iq4_values(q), load_i8x32(&a.qs[j]));
+            let p = group_dot_signed::<TWO>(iq4_values(q), &a, j);
             acc[j % 2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(s[j]), acc[j % 2]);
         }
     }

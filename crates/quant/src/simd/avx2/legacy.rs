@@ -11,23 +11,37 @@ use crate::blocks::{BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, Bloc
 use crate::dot::activations::ActRow;
 use ferrolm_gguf::GgmlType;
 
-/// Sums, over blocks, `d_w * d_a * Σ(q_w q_a) + c * dsum_a` where `terms`
-/// gives a block's integer partial sums, `d_w` and offset coefficient `c`.
+/// Sums, over blocks, `d_w * d_a * Σ(q_w Q_a) + c * dsum_a` where `terms`
+/// gives a block's weight quants (unsigned, or signed with `SIGNED`), `d_w`
+/// and offset coefficient `c`; with `TWO` over both activation planes.
 /// Two accumulators keep the FMA latency chains apart.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-fn legacy_dot<B>(
+fn legacy_dot<B, const SIGNED: bool, const TWO: bool>(
     blocks: &[B],
     act: ActRow<'_>,
-    terms: impl Fn(&B, __m256i) -> (__m256i, f32, f32),
+    terms: impl Fn(&B) -> (__m256i, f32, f32),
 ) -> f32 {
     let n = blocks.len();
     let (aq, _) = act.qs.as_chunks::<32>();
+    let (aq2, _) = act.qs2.as_chunks::<32>();
     let (aq, ad, ads) = (&aq[..n], &act.d[..n], &act.dsum[..n]);
+    let aq2 = if TWO { &aq2[..n] } else { aq2 };
+    let int_dot = |w: __m256i, a: &[i8; 32]| {
+        if SIGNED {
+            dot_i8i8(w, load_i8x32(a))
+        } else {
+            dot_u8i8(w, load_i8x32(a))
+        }
+    };
     let mut acc = [_mm256_setzero_ps(); 2];
     let mut off = [0.0f32; 2];
     let step = |i: usize, acc: &mut __m256, off: &mut f32| {
-        let (p, dw, c) = terms(&blocks[i], load_i8x32(&aq[i]));
+        let (w, dw, c) = terms(&blocks[i]);
+        let mut p = int_dot(w, &aq[i]);
+        if TWO {
+            p = _mm256_add_epi32(_mm256_slli_epi32::<8>(p), int_dot(w, &aq2[i]));
+        }
         *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * ad[i]), *acc);
         *off += c * ads[i];
     };
@@ -66,52 +80,55 @@ fn fifth_bit_quants(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_0_impl(blocks: &[BlockQ4_0], act: ActRow<'_>) -> f32 {
-    legacy_dot(blocks, act, |b, a| {
+fn dot_q4_0_impl<const TWO: bool>(blocks: &[BlockQ4_0], act: ActRow<'_>) -> f32 {
+    legacy_dot::<_, false, TWO>(blocks, act, |b| {
         let d = f16_head_to_f32(bytemuck::bytes_of(b));
-        (dot_u8i8(nibbles_32(&b.qs), a), d, -8.0 * d)
+        (nibbles_32(&b.qs), d, -8.0 * d)
     })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q4_1_impl(blocks: &[BlockQ4_1], act: ActRow<'_>) -> f32 {
-    legacy_dot(blocks, act, |b, a| {
+fn dot_q4_1_impl<const TWO: bool>(blocks: &[BlockQ4_1], act: ActRow<'_>) -> f32 {
+    legacy_dot::<_, false, TWO>(blocks, act, |b| {
         let dm = f16_head_to_f32x4(bytemuck::bytes_of(b));
         let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-        (dot_u8i8(nibbles_32(&b.qs), a), d, m)
+        (nibbles_32(&b.qs), d, m)
     })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q5_0_impl(blocks: &[BlockQ5_0], act: ActRow<'_>) -> f32 {
-    legacy_dot(blocks, act, |b, a| {
+fn dot_q5_0_impl<const TWO: bool>(blocks: &[BlockQ5_0], act: ActRow<'_>) -> f32 {
+    legacy_dot::<_, false, TWO>(blocks, act, |b| {
         let d = f16_head_to_f32(bytemuck::bytes_of(b));
-        (dot_u8i8(fifth_bit_quants(&b.qs, b.qh), a), d, -16.0 * d)
+        (fifth_bit_quants(&b.qs, b.qh), d, -16.0 * d)
     })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q5_1_impl(blocks: &[BlockQ5_1], act: ActRow<'_>) -> f32 {
-    legacy_dot(blocks, act, |b, a| {
+fn dot_q5_1_impl<const TWO: bool>(blocks: &[BlockQ5_1], act: ActRow<'_>) -> f32 {
+    legacy_dot::<_, false, TWO>(blocks, act, |b| {
         let dm = f16_head_to_f32x4(bytemuck::bytes_of(b));
         let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-        (dot_u8i8(fifth_bit_quants(&b.qs, b.qh), a), d, m)
+        (fifth_bit_quants(&b.qs, b.qh), d, m)
     })
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_q8_0_impl(blocks: &[BlockQ8_0], act: ActRow<'_>) -> f32 {
-    legacy_dot(blocks, act, |b, a| {
-        let w = load_i8x32(&b.qs);
-        (dot_i8i8(w, a), f16_head_to_f32(bytemuck::bytes_of(b)), 0.0)
-    })
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dot_iq4_nl_impl(blocks: &[BlockIq4Nl], act: ActRow<'_>) -> f32 {
-    legacy_dot(blocks, act, |b, a| {
+fn dot_q8_0_impl<const TWO: bool>(blocks: &[BlockQ8_0], act: ActRow<'_>) -> f32 {
+    legacy_dot::<_, true, TWO>(blocks, act, |b| {
         (
-            dot_i8i8(iq4_values(&b.qs), a),
+            load_i8x32(&b.qs),
+            f16_head_to_f32(bytemuck::bytes_of(b)),
+            0.0,
+        )
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_iq4_nl_impl<const TWO: bool>(blocks: &[BlockIq4Nl], act: ActRow<'_>) -> f32 {
+    legacy_dot::<_, true, TWO>(blocks, act, |b| {
+        (
+            iq4_values(&b.qs),
             f16_head_to_f32(bytemuck::bytes_of(b)),
             0.0,
         )

@@ -17,7 +17,9 @@ macro_rules! safe_dot {
         pub(in crate::simd) fn $name(row: &[u8], act: ActRow<'_>) -> f32 {
             match super::cast::<$block>(row) {
                 // SAFETY: only called after AVX2, FMA and F16C were detected (see `crate::simd::Isa`).
-                Some(blocks) => unsafe { $imp(blocks, act) },
+                Some(blocks) if act.qs2.is_empty() => unsafe { $imp::<false>(blocks, act) },
+                // SAFETY: as above.
+                Some(blocks) => unsafe { $imp::<true>(blocks, act) },
                 None => $reference(row, act),
             }
         }
@@ -47,7 +49,7 @@ pub(super) use legacy::*;
 use std::arch::x86_64::*;
 
 use crate::blocks::IQ4_LEVELS;
-use crate::dot::activations::ACT_BLOCK;
+use crate::dot::activations::{ACT_BLOCK, ActOut, RESIDUAL_STEPS};
 
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -255,27 +257,47 @@ fn bytes_to_f32(
     }
 }
 
+/// Rounds to the nearest integer, ties to even, as `f32::round_ties_even`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn round_even(v: __m256) -> __m256 {
+    _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v)
+}
+
+/// Packs four vectors of 8 integral floats (within ±127) to 32 bytes in
+/// order, stores them, and returns the sums of each 16.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn store_quants(v: [__m256; 4], out: &mut [i8; 32]) -> [i16; 2] {
+    let r = v.map(|v| _mm256_cvtps_epi32(v));
+    let s0 = hsum_i32x8(_mm256_add_epi32(r[0], r[1]));
+    let s1 = hsum_i32x8(_mm256_add_epi32(r[2], r[3]));
+    let packed = _mm256_packs_epi16(
+        _mm256_packs_epi32(r[0], r[1]),
+        _mm256_packs_epi32(r[2], r[3]),
+    );
+    let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // SAFETY: `out` is 32 writable bytes; the store has no alignment requirement.
+    unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), ordered) };
+    [s0 as i16, s1 as i16]
+}
+
 /// Quantizes activations; see [`crate::dot::activations`] for the format.
+/// The same operations as the scalar reference, so the results are identical.
 #[target_feature(enable = "avx2,fma")]
-fn quantize_activations_impl(
-    x: &[f32],
-    qs: &mut [i8],
-    d: &mut [f32],
-    dsum: &mut [f32],
-    sums16: &mut [i16],
-) {
+fn quantize_activations_impl(x: &[f32], out: ActOut<'_>) {
+    let two = !out.qs2.is_empty();
     let (xb, _) = x.as_chunks::<ACT_BLOCK>();
-    let (qb, _) = qs.as_chunks_mut::<ACT_BLOCK>();
-    let (sb, _) = sums16.as_chunks_mut::<2>();
+    let (qb, _) = out.qs.as_chunks_mut::<ACT_BLOCK>();
+    let (qb2, _) = out.qs2.as_chunks_mut::<ACT_BLOCK>();
+    let (sb, _) = out.sums16.as_chunks_mut::<2>();
+    let (sb2, _) = out.sums16b.as_chunks_mut::<2>();
+    let (mut qb2, mut sb2) = (qb2.iter_mut(), sb2.iter_mut());
     let sign = _mm256_set1_ps(-0.0);
-    for ((((x, q), d), ds), s) in xb.iter().zip(qb).zip(d).zip(dsum).zip(sb) {
+    let limit = _mm256_set1_ps(127.0);
+    for ((((x, q), d), ds), s) in xb.iter().zip(qb).zip(out.d).zip(out.dsum).zip(sb) {
         let (xs, _) = x.as_chunks::<8>();
-        let v = [
-            load_f32x8(&xs[0]),
-            load_f32x8(&xs[1]),
-            load_f32x8(&xs[2]),
-            load_f32x8(&xs[3]),
-        ];
+        let v: [__m256; 4] = std::array::from_fn(|k| load_f32x8(&xs[k]));
         let m01 = _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]));
         let m23 = _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3]));
         let m = _mm256_max_ps(m01, m23);
@@ -284,36 +306,40 @@ fn quantize_activations_impl(
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
         let scale = amax / 127.0;
         let id = _mm256_set1_ps(if amax == 0.0 { 0.0 } else { 127.0 / amax });
-        let r = v.map(|v| {
-            _mm256_cvtps_epi32(_mm256_round_ps::<
-                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-            >(_mm256_mul_ps(v, id)))
-        });
-        let s0 = hsum_i32x8(_mm256_add_epi32(r[0], r[1]));
-        let s1 = hsum_i32x8(_mm256_add_epi32(r[2], r[3]));
-        let packed = _mm256_packs_epi16(
-            _mm256_packs_epi32(r[0], r[1]),
-            _mm256_packs_epi32(r[2], r[3]),
-        );
-        let ordered =
-            _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        // SAFETY: `q` is 32 writable bytes; the store has no alignment requirement.
-        unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), ordered) };
-        *d = scale;
-        *ds = scale * (s0 + s1) as f32;
-        *s = [s0 as i16, s1 as i16];
+        let scaled = v.map(|v| _mm256_mul_ps(v, id));
+        let rounded = scaled.map(|v| round_even(v));
+        let clamp = |v: __m256| {
+            _mm256_max_ps(
+                _mm256_min_ps(v, limit),
+                _mm256_sub_ps(_mm256_setzero_ps(), limit),
+            )
+        };
+        let sums = store_quants(rounded.map(clamp), q);
+        *s = sums;
+        let total1 = i32::from(sums[0]) + i32::from(sums[1]);
+        if let (true, Some(q2), Some(s2)) = (two, qb2.next(), sb2.next()) {
+            let steps = _mm256_set1_ps(RESIDUAL_STEPS);
+            let res: [__m256; 4] = std::array::from_fn(|k| {
+                clamp(round_even(_mm256_mul_ps(
+                    _mm256_sub_ps(scaled[k], rounded[k]),
+                    steps,
+                )))
+            });
+            let sums2 = store_quants(res, q2);
+            *s2 = sums2;
+            let d2 = scale / RESIDUAL_STEPS;
+            *d = d2;
+            *ds = d2 * (256 * total1 + i32::from(sums2[0]) + i32::from(sums2[1])) as f32;
+        } else {
+            *d = scale;
+            *ds = scale * total1 as f32;
+        }
     }
 }
 
-pub(super) fn quantize_activations(
-    x: &[f32],
-    qs: &mut [i8],
-    d: &mut [f32],
-    dsum: &mut [f32],
-    sums16: &mut [i16],
-) {
+pub(super) fn quantize_activations(x: &[f32], out: ActOut<'_>) {
     // SAFETY: only called after AVX2 and FMA were detected (see `super::Isa`).
-    unsafe { quantize_activations_impl(x, qs, d, dsum, sums16) }
+    unsafe { quantize_activations_impl(x, out) }
 }
 
 #[target_feature(enable = "avx2,fma")]
