@@ -10,6 +10,7 @@ mod download;
 mod file_type;
 mod models;
 mod output;
+mod serve;
 
 use clap::{ArgAction, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -34,6 +35,14 @@ enum Command {
     Pull(commands::pull::PullArgs),
     /// Show a model's metadata, hyperparameters, tokenizer, tensors, types and sizes.
     Inspect(commands::inspect::InspectArgs),
+    /// Generate a continuation of a prompt.
+    Run(commands::run::RunArgs),
+    /// Talk with a model through its chat template.
+    Chat(commands::chat::ChatArgs),
+    /// Measure prefill and decode speed (llama-bench's protocol).
+    Bench(commands::bench::BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(commands::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +51,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Pull(args) => commands::pull::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Chat(args) => commands::chat::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+        Command::Serve(args) => commands::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,8 @@
 //! One module per subcommand: each has an `Args` struct (clap) and a `run` function.
 
+pub mod bench;
+pub mod chat;
 pub mod inspect;
 pub mod pull;
+pub mod run;
+pub mod serve;

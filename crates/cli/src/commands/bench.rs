@@ -1,0 +1,294 @@
+//! `ferrolm bench -m MODEL [-p 512] [-n 128] [-r 3] [--depth D] [--no-kv-cache] [--json]`:
+//! llama-bench's protocol. `ppN` runs one batch of N random tokens from an empty cache;
+//! `tgN` runs N single-token decode steps; `--depth D` first fills the cache with D tokens
+//! (not timed); `--no-kv-cache` recomputes the whole prefix at every decode step instead of
+//! reusing the cache. Works on models without a vocabulary.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use ferrolm_gguf::{Gguf, keys::general};
+use ferrolm_transformer::{Backend, Batch, CpuBackend, Model};
+use serde_json::json;
+
+use super::run::{Loaded, ModelArgs};
+use crate::output::print_stdout;
+
+/// Arguments of `ferrolm bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens of the prefill test (0: skip it).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens of the decode test (0: skip it).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Repetitions of each test.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 3)]
+    pub repetitions: usize,
+    /// Tokens already in the cache when each test starts.
+    #[arg(short = 'd', long, default_value_t = 0)]
+    pub depth: usize,
+    /// Decode by recomputing the whole prefix at every step (no KV cache reuse).
+    #[arg(long)]
+    pub no_kv_cache: bool,
+    /// Largest batch of one forward pass.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch_size: usize,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct TestResult {
+    name: String,
+    n_prompt: usize,
+    n_gen: usize,
+    samples: Vec<f64>, // tokens per second, one per repetition
+}
+
+impl TestResult {
+    fn mean(&self) -> f64 {
+        self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
+    }
+
+    fn stddev(&self) -> f64 {
+        let n = self.samples.len();
+        if n < 2 {
+            return 0.0;
+        }
+        let m = self.mean();
+        (self.samples.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    }
+}
+
+/// A tiny deterministic generator of token ids (llama-bench also feeds random tokens).
+struct TokenStream(u64);
+
+impl TokenStream {
+    fn next(&mut self, vocab: usize) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % vocab as u64) as u32
+    }
+}
+
+/// Runs the tests and prints the table (or JSON).
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.repetitions == 0 {
+        bail!("-r must be at least 1");
+    }
+    if args.batch_size == 0 {
+        bail!("-b must be at least 1");
+    }
+    let loaded = Loaded::open(&args.model)?;
+    let gguf = loaded.file.gguf()?;
+    let model = Model::load(&gguf, args.model.backend()?)?;
+    let load_ms = loaded.started.elapsed().as_secs_f64() * 1e3;
+    let n_ctx = args.depth + args.n_prompt.max(args.n_gen) + 1;
+    if n_ctx > model.config().n_ctx_train {
+        eprintln!("note: depth + test length {n_ctx} exceeds the training context {}", model.config().n_ctx_train);
+    }
+    let mut bench = Bench::new(&model, n_ctx, args.batch_size)?;
+
+    // Warm-up (not reported): touches the weights and the buffers once.
+    bench.prefill_from_empty(args.depth.min(8) + 8)?;
+
+    let mut results = Vec::new();
+    let mut ttft_ms = None;
+    let suffix = if args.depth > 0 { format!(" @ d{}", args.depth) } else { String::new() };
+    if args.n_prompt > 0 {
+        let mut r = TestResult { name: format!("pp{}{suffix}", args.n_prompt), n_prompt: args.n_prompt, n_gen: 0, samples: vec![] };
+        for _ in 0..args.repetitions {
+            bench.prefill_from_empty(args.depth)?;
+            let t = Instant::now();
+            bench.run_tokens(args.n_prompt)?;
+            let secs = t.elapsed().as_secs_f64();
+            let first = bench.argmax();
+            ttft_ms.get_or_insert(t.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(first);
+            r.samples.push(args.n_prompt as f64 / secs);
+        }
+        results.push(r);
+    }
+    if args.n_gen > 0 {
+        let name = if args.no_kv_cache { "tg{}{} (no KV cache)" } else { "tg{}{}" };
+        let name = name.replacen("{}", &args.n_gen.to_string(), 1).replacen("{}", &suffix, 1);
+        let mut r = TestResult { name, n_prompt: 0, n_gen: args.n_gen, samples: vec![] };
+        for _ in 0..args.repetitions {
+            bench.prefill_from_empty(args.depth)?;
+            let t = Instant::now();
+            if args.no_kv_cache {
+                bench.decode_without_cache(args.depth, args.n_gen)?;
+            } else {
+                for _ in 0..args.n_gen {
+                    bench.run_tokens(1)?;
+                }
+            }
+            r.samples.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
+        }
+        results.push(r);
+    }
+    let rss = peak_rss_mib();
+    let info = ModelInfo::new(&gguf);
+    let threads = model.backend().threads();
+    if args.json {
+        let entries: Vec<_> = results
+            .iter()
+            .map(|r| {
+                json!({
+                    "test": r.name,
+                    "n_prompt": r.n_prompt,
+                    "n_gen": r.n_gen,
+                    "n_depth": args.depth,
+                    "kv_cache": !args.no_kv_cache,
+                    "avg_ts": round(r.mean()),
+                    "stddev_ts": round(r.stddev()),
+                    "samples_ts": r.samples.iter().map(|&x| round(x)).collect::<Vec<_>>(),
+                    "model": info.name,
+                    "model_size": info.bytes,
+                    "model_n_params": info.params,
+                    "backend": model.backend().name(),
+                    "n_threads": threads,
+                    "load_ms": round(load_ms),
+                    "ttft_ms": ttft_ms.map(round),
+                    "peak_rss_mib": rss.map(round),
+                })
+            })
+            .collect();
+        return print_stdout(&format!("{}\n", serde_json::Value::Array(entries)));
+    }
+    let mut out = String::new();
+    out.push_str("| model | size | params | backend | threads | test | t/s |\n");
+    out.push_str("| --- | ---: | ---: | --- | ---: | --- | ---: |\n");
+    for r in &results {
+        out.push_str(&format!(
+            "| {} | {:.2} MiB | {:.2} M | {} | {threads} | {} | {:.2} ± {:.2} |\n",
+            info.name,
+            info.bytes as f64 / (1024.0 * 1024.0),
+            info.params as f64 / 1e6,
+            model.backend().name(),
+            r.name,
+            r.mean(),
+            r.stddev()
+        ));
+    }
+    out.push_str(&format!("\nload time: {load_ms:.0} ms"));
+    if let Some(t) = ttft_ms {
+        out.push_str(&format!(" | time to first token (pp{}): {t:.0} ms", args.n_prompt));
+    }
+    if let Some(m) = rss {
+        out.push_str(&format!(" | peak RSS: {m:.0} MiB"));
+    }
+    out.push('\n');
+    print_stdout(&out)
+}
+
+/// A model with one sequence's cache and activations, fed random tokens.
+struct Bench<'m, 'w> {
+    model: &'m Model<'w, CpuBackend>,
+    kv: <CpuBackend as Backend<'w>>::Kv,
+    state: ferrolm_transformer::State<'w, CpuBackend>,
+    tokens: TokenStream,
+    len: usize,
+    batch_size: usize,
+    ids: Vec<u32>,
+    positions: Vec<u32>,
+    seqs: Vec<u32>,
+}
+
+impl<'m, 'w> Bench<'m, 'w> {
+    fn new(model: &'m Model<'w, CpuBackend>, n_ctx: usize, batch_size: usize) -> Result<Self> {
+        let batch_size = batch_size.min(n_ctx);
+        Ok(Self {
+            model,
+            kv: model.kv_cache(n_ctx, 1)?,
+            state: model.state(batch_size, 1)?,
+            tokens: TokenStream(0x9E37_79B9_7F4A_7C15),
+            len: 0,
+            batch_size,
+            ids: Vec::with_capacity(batch_size),
+            positions: Vec::with_capacity(batch_size),
+            seqs: vec![0; batch_size],
+        })
+    }
+
+    fn prefill_from_empty(&mut self, n: usize) -> Result<()> {
+        self.model.backend().kv_clear(&mut self.kv);
+        self.len = 0;
+        self.run_tokens(n)
+    }
+
+    /// Runs `n` random tokens after the cached ones, in batches of at most `batch_size`.
+    fn run_tokens(&mut self, n: usize) -> Result<()> {
+        let vocab = self.model.config().vocab;
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(self.batch_size);
+            self.ids.clear();
+            self.positions.clear();
+            for i in 0..chunk {
+                self.ids.push(self.tokens.next(vocab));
+                self.positions.push((self.len + i) as u32);
+            }
+            let outputs = [chunk - 1];
+            let batch = Batch { tokens: &self.ids, positions: &self.positions, seqs: &self.seqs[..chunk], outputs: &outputs };
+            self.model.forward(&mut self.state, &mut self.kv, &batch)?;
+            self.len += chunk;
+            left -= chunk;
+        }
+        Ok(())
+    }
+
+    /// Generation without reusing the cache: step `i` runs the whole prefix of
+    /// `depth + i + 1` tokens from an empty cache.
+    fn decode_without_cache(&mut self, depth: usize, n_gen: usize) -> Result<()> {
+        for i in 0..n_gen {
+            self.prefill_from_empty(depth + i + 1)?;
+        }
+        Ok(())
+    }
+
+    fn argmax(&self) -> u32 {
+        let l = self.state.logits();
+        l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
+    }
+}
+
+struct ModelInfo {
+    name: String,
+    bytes: u64,
+    params: u64,
+}
+
+impl ModelInfo {
+    fn new(gguf: &Gguf<'_>) -> Self {
+        let name = gguf
+            .get(general::NAME)
+            .and_then(|v| v.as_str())
+            .or_else(|| gguf.architecture().ok())
+            .unwrap_or("model")
+            .to_owned();
+        let views: Vec<_> = gguf.tensor_views().collect();
+        Self {
+            name,
+            bytes: views.iter().map(|v| v.data.len() as u64).sum(),
+            params: views.iter().map(ferrolm_gguf::TensorView::n_elements).sum(),
+        }
+    }
+}
+
+/// Peak resident memory of this process (Linux), MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

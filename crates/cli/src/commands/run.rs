@@ -1,0 +1,222 @@
+//! `ferrolm run [-m MODEL] -p PROMPT ...`: generate a continuation of a prompt, streaming it
+//! to stdout, or print one JSON object with `--json`.
+
+use std::io::Write as _;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use ferrolm_gguf::GgufFile;
+use ferrolm_sampling::{SamplerChain, SamplingConfig};
+use ferrolm_tokenizer::{EncodeOptions, Tokenizer};
+use ferrolm_transformer::backend::cuda::CudaBackend;
+use ferrolm_transformer::{CpuBackend, CpuOptions, GenerateOptions, Precision, Session, StopReason};
+use serde_json::json;
+
+use crate::models;
+use crate::output::print_stdout;
+
+/// Where the model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The CPU, on `--threads` threads.
+    Cpu,
+    /// The first NVIDIA GPU (builds with the `cuda` feature).
+    Cuda,
+}
+
+/// Model and device options shared by `run`, `chat` and `bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
+    /// Path to a .gguf file or a known model name (smollm2-135m, gemma3-270m); without it
+    /// the default model, fetched on first use.
+    #[arg(short = 'm', long = "model", value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Device to run on.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// CPU threads (default: one per core).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The model file named (or the default model).
+    pub fn path(&self) -> Result<PathBuf> {
+        models::resolve(self.model.as_deref().unwrap_or(models::DEFAULT_MODEL))
+    }
+
+    /// The CPU backend, or the error saying why the chosen device cannot be used.
+    pub fn backend(&self) -> Result<CpuBackend> {
+        if self.device == Device::Cuda {
+            CudaBackend::new(0)?;
+            bail!("the CUDA backend cannot run models in this build");
+        }
+        let threads = self.threads.unwrap_or(0);
+        Ok(CpuBackend::new(CpuOptions { threads, precision: Precision::Q8 })?)
+    }
+}
+
+/// Arguments of `ferrolm run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The prompt.
+    #[arg(short = 'p', long)]
+    pub prompt: String,
+    /// Most tokens to generate (-1: until the end of generation or a full context).
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    pub n_predict: i64,
+    /// Context size in tokens (at most the model's training context).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx_size: usize,
+    /// Temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep the K most likely tokens (0: off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling mass (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Keep tokens at least this fraction as likely as the best (0: off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalty on tokens among the last 64 (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Seed of the sampler (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Do not add the BOS token even if the model asks for it.
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Turn special-token text such as `<|im_start|>` into its token.
+    #[arg(long)]
+    pub parse_special: bool,
+    /// Print one JSON object on one line instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A model file opened, with its tokenizer, ready for a backend.
+pub struct Loaded {
+    pub file: GgufFile,
+    pub started: Instant,
+}
+
+impl Loaded {
+    /// Opens (and maps) the model file.
+    pub fn open(args: &ModelArgs) -> Result<Self> {
+        let started = Instant::now();
+        let path = args.path()?;
+        let file = GgufFile::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(Self { file, started })
+    }
+}
+
+/// The sampler chain the flags describe.
+pub fn sampler(temp: f32, top_k: usize, top_p: f32, min_p: f32, repeat_penalty: f32, seed: Option<u64>) -> Result<SamplerChain> {
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    });
+    let config = SamplingConfig {
+        temperature: temp,
+        top_k,
+        top_p,
+        min_p,
+        repeat_penalty,
+        seed,
+        ..SamplingConfig::default()
+    };
+    Ok(config.build()?)
+}
+
+/// The context size to use: what was asked for, at most the training context.
+pub fn context_size(asked: usize, n_ctx_train: usize) -> usize {
+    asked.clamp(1, n_ctx_train.max(1))
+}
+
+/// Generates and prints the continuation.
+pub fn run(args: &RunArgs) -> Result<()> {
+    let loaded = Loaded::open(&args.model)?;
+    let gguf = loaded.file.gguf()?;
+    let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    let model = ferrolm_transformer::Model::load(&gguf, args.model.backend()?)?;
+    let load_ms = loaded.started.elapsed().as_secs_f64() * 1e3;
+
+    let options = EncodeOptions { add_special: !args.no_bos, parse_special: args.parse_special };
+    let prompt = tokenizer.encode(&args.prompt, options);
+    if prompt.is_empty() {
+        bail!("the prompt gives no tokens; give some text with -p");
+    }
+    let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train);
+    if prompt.len() >= n_ctx {
+        bail!("the prompt has {} tokens, which fill the context of {n_ctx}; raise -c or shorten the prompt", prompt.len());
+    }
+    let max_tokens = usize::try_from(args.n_predict).unwrap_or(usize::MAX);
+    let mut sampler = sampler(args.temp, args.top_k, args.top_p, args.min_p, args.repeat_penalty, args.seed)?;
+    let mut session = Session::new(&model, n_ctx, 512)?;
+
+    let mut text = String::new();
+    let mut stdout = std::io::stdout().lock();
+    let generation = session.generate_text(&tokenizer, &prompt, &mut sampler, GenerateOptions { max_tokens }, |piece| {
+        text.push_str(piece);
+        if !args.json {
+            // A closed pipe ends the generation quietly.
+            if stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    drop(stdout);
+    let timings = json!({
+        "load_ms": round2(load_ms),
+        "prompt_tokens": generation.prompt_tokens,
+        "prompt_ms": round2(generation.prompt_time.as_secs_f64() * 1e3),
+        "prompt_tokens_per_second": round2(generation.prompt_tokens_per_second()),
+        "decode_tokens": generation.ids.len().saturating_sub(1),
+        "decode_ms": round2(generation.decode_time.as_secs_f64() * 1e3),
+        "decode_tokens_per_second": round2(generation.decode_tokens_per_second()),
+    });
+    if generation.stop == StopReason::ContextFull {
+        eprintln!("\nstopped: the context of {n_ctx} tokens is full (raise -c for longer output)");
+    }
+    if args.json {
+        let line = json!({
+            "prompt_ids": prompt,
+            "ids": generation.ids,
+            "text": text,
+            "stop": stop_name(generation.stop),
+            "timings": timings,
+        });
+        print_stdout(&format!("{line}\n"))
+    } else {
+        print_stdout("\n")?;
+        eprintln!(
+            "load {load_ms:.0} ms | prompt {} tokens, {:.1} tokens/s | decode {} tokens, {:.1} tokens/s",
+            generation.prompt_tokens,
+            generation.prompt_tokens_per_second(),
+            generation.ids.len().saturating_sub(1),
+            generation.decode_tokens_per_second()
+        );
+        Ok(())
+    }
+}
+
+/// The name `--json` gives a stop reason.
+pub fn stop_name(stop: StopReason) -> &'static str {
+    match stop {
+        StopReason::EndOfGeneration(_) => "end_of_generation",
+        StopReason::MaxTokens => "max_tokens",
+        StopReason::ContextFull => "context_full",
+        StopReason::Stopped => "stopped",
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
