@@ -79,9 +79,9 @@ impl BpeScratch {
 }
 
 impl BpeModel {
-    pub fn new(
+    pub fn new<M: AsRef<str>>(
         vocab: &Vocab,
-        merges: &[String],
+        merges: &[M],
         pre: PreTokenizer,
         ignore_merges: bool,
     ) -> BpeModel {
@@ -100,7 +100,7 @@ impl BpeModel {
         for (rank, line) in merges.iter().enumerate() {
             // The separator is the first space after the first character, so a
             // merge may start with a space; a line without one names ("", "").
-            let bytes = line.as_bytes();
+            let bytes = line.as_ref().as_bytes();
             let (left, right): (&[u8], &[u8]) = match bytes.iter().skip(1).position(|&b| b == b' ')
             {
                 Some(p) => (&bytes[..=p], &bytes[p + 2..]),

@@ -38,7 +38,7 @@ impl Tokenizer {
         if !render_special && a & (attr::UNKNOWN | attr::CONTROL) != 0 {
             return Ok(());
         }
-        let text = &self.vocab.texts[id as usize];
+        let text = self.vocab.text(id);
         if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
             out.extend_from_slice(text.as_bytes());
             return Ok(());

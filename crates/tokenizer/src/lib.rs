@@ -45,6 +45,7 @@ mod metadata;
 mod pretokenizer;
 mod special;
 mod spm;
+mod table;
 mod tokenizer;
 mod train;
 mod unicode;

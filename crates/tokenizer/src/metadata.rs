@@ -54,18 +54,37 @@ fn opt_array<'g, 'a>(
     }
 }
 
-fn strings(a: &MetadataArray<'_>, key: &'static str) -> Result<Vec<String>, TokenizerError> {
-    let s = a.as_strings().ok_or(TokenizerError::WrongType {
+fn strings<'g>(
+    a: &'g MetadataArray<'_>,
+    key: &'static str,
+) -> Result<&'g [&'g str], TokenizerError> {
+    a.as_strings().ok_or(TokenizerError::WrongType {
         key,
         expected: "an array of strings",
-    })?;
-    Ok(s.iter().map(|&x| x.to_owned()).collect())
+    })
+}
+
+/// The metadata of a file, with the two big string arrays still borrowed.
+pub(crate) struct BorrowedConfig<'g> {
+    /// Everything but `tokens` and `merges`.
+    pub cfg: TokenizerConfig,
+    pub tokens: &'g [&'g str],
+    pub merges: Option<&'g [&'g str]>,
 }
 
 impl TokenizerConfig {
     /// Reads the `tokenizer.*` metadata (and `general.name`/`general.architecture`)
     /// of a GGUF file. Works on vocabulary-only files: no tensor is touched.
     pub fn from_gguf(g: &Gguf<'_>) -> Result<TokenizerConfig, TokenizerError> {
+        let b = TokenizerConfig::borrow_gguf(g)?;
+        Ok(TokenizerConfig {
+            tokens: b.tokens.iter().map(|&t| t.to_owned()).collect(),
+            merges: b.merges.map(|m| m.iter().map(|&t| t.to_owned()).collect()),
+            ..b.cfg
+        })
+    }
+
+    pub(crate) fn borrow_gguf<'g>(g: &'g Gguf<'_>) -> Result<BorrowedConfig<'g>, TokenizerError> {
         use keys::tokenizer as k;
         let model = opt_str(g, k::MODEL)?.ok_or(TokenizerError::MissingKey { key: k::MODEL })?;
         let mut cfg = TokenizerConfig {
@@ -97,7 +116,7 @@ impl TokenizerConfig {
         }
         let tokens =
             opt_array(g, k::TOKENS)?.ok_or(TokenizerError::MissingKey { key: k::TOKENS })?;
-        cfg.tokens = strings(tokens, k::TOKENS)?;
+        let tokens = strings(tokens, k::TOKENS)?;
         if let Some(a) = opt_array(g, k::SCORES)? {
             cfg.scores = Some(match a {
                 MetadataArray::F32(v) => v.clone(),
@@ -117,9 +136,14 @@ impl TokenizerConfig {
             })?;
             cfg.token_types = Some(t.to_vec());
         }
-        if let Some(a) = opt_array(g, k::MERGES)? {
-            cfg.merges = Some(strings(a, k::MERGES)?);
-        }
-        Ok(cfg)
+        let merges = match opt_array(g, k::MERGES)? {
+            Some(a) => Some(strings(a, k::MERGES)?),
+            None => None,
+        };
+        Ok(BorrowedConfig {
+            cfg,
+            tokens,
+            merges,
+        })
     }
 }

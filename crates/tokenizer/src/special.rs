@@ -50,7 +50,7 @@ impl SpecialMatcher {
             rank: FxHashMap::default(),
         };
         for (rank, &id) in vocab.special_order.iter().enumerate() {
-            let text = vocab.texts[id as usize].as_bytes();
+            let text = vocab.text(id).as_bytes();
             m.rank.insert(id, rank as u32);
             m.first[text[0] as usize] = true;
             let mut node = 0u32;

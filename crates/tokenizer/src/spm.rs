@@ -67,15 +67,11 @@ impl SpmModel {
                 .or(vocab.ids.unk);
         }
         let mut joins_space = FxHashSet::default();
-        for text in &vocab.texts {
-            let mut prev = None;
-            for c in text.chars() {
-                if c == '\u{2581}'
-                    && let Some(p) = prev
-                {
-                    joins_space.insert(p);
+        for text in vocab.texts.iter() {
+            for (at, _) in text.match_indices(SPACE).filter(|&(at, _)| at > 0) {
+                if let Some(c) = text[..at].chars().next_back() {
+                    joins_space.insert(c);
                 }
-                prev = Some(c);
             }
         }
         SpmModel {
@@ -265,7 +261,7 @@ mod tests {
         let file = ferrolm_gguf::GgufFile::open(path).expect("open");
         let cfg = TokenizerConfig::from_gguf(&file.gguf().expect("parse")).expect("metadata");
         let (kind, preset) = select_kind(&cfg.model, cfg.pre.as_deref()).expect("kind");
-        Vocab::build(&cfg, kind, preset).expect("vocabulary")
+        Vocab::build(&cfg, &cfg.tokens, kind, preset).expect("vocabulary")
     }
 
     #[test]

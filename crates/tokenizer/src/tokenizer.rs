@@ -86,7 +86,8 @@ impl Tokenizer {
     /// with no tensors is fine). A `no_vocab` model is
     /// [`TokenizerError::NoVocabulary`]; see [`Tokenizer::from_gguf_if_present`].
     pub fn from_gguf(gguf: &Gguf<'_>) -> Result<Tokenizer, TokenizerError> {
-        Tokenizer::from_config(TokenizerConfig::from_gguf(gguf)?)
+        let b = TokenizerConfig::borrow_gguf(gguf)?;
+        Tokenizer::build(b.cfg, b.tokens, b.merges)
     }
 
     /// Like [`Tokenizer::from_gguf`], but `Ok(None)` for a model without a
@@ -100,12 +101,22 @@ impl Tokenizer {
     }
 
     /// Builds a tokenizer from metadata values.
-    pub fn from_config(cfg: TokenizerConfig) -> Result<Tokenizer, TokenizerError> {
+    pub fn from_config(mut cfg: TokenizerConfig) -> Result<Tokenizer, TokenizerError> {
+        let tokens = std::mem::take(&mut cfg.tokens);
+        let merges = cfg.merges.take();
+        Tokenizer::build(cfg, &tokens, merges.as_deref())
+    }
+
+    fn build<S: AsRef<str>, M: AsRef<str>>(
+        cfg: TokenizerConfig,
+        tokens: &[S],
+        merges: Option<&[M]>,
+    ) -> Result<Tokenizer, TokenizerError> {
         let (kind, preset) = select_kind(&cfg.model, cfg.pre.as_deref())?;
-        let vocab = Vocab::build(&cfg, kind, preset)?;
+        let vocab = Vocab::build(&cfg, tokens, kind, preset)?;
         let model = match (kind, preset) {
             (VocabKind::Bpe, Some(p)) => {
-                let merges = cfg.merges.as_deref().ok_or(TokenizerError::MissingKey {
+                let merges = merges.ok_or(TokenizerError::MissingKey {
                     key: ferrolm_gguf::keys::tokenizer::MERGES,
                 })?;
                 Model::Bpe(Box::new(BpeModel::new(
@@ -295,7 +306,7 @@ impl Tokenizer {
     /// The stored text of a token (`Ġ`-encoded for byte-level BPE, `▁` for spaces in SentencePiece).
     pub fn token_text(&self, id: TokenId) -> Result<&str, TokenizerError> {
         self.check(id)?;
-        Ok(&self.vocab.texts[id as usize])
+        Ok(self.vocab.text(id))
     }
 
     /// The score of a token.
@@ -351,7 +362,8 @@ impl Tokenizer {
     }
 
     pub(crate) fn spm_byte_of(&self, id: TokenId) -> Option<u8> {
-        let text = self.vocab.texts.get(id as usize)?;
+        self.check(id).ok()?;
+        let text = self.vocab.text(id);
         let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
         u8::from_str_radix(hex, 16).ok()
     }

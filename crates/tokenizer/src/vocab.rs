@@ -1,10 +1,9 @@
 //! The vocabulary: token texts, scores, types, special ids and the rules that
 //! llama.cpp derives from them at load time.
 
-use rustc_hash::FxHashMap;
-
 use crate::TokenizerError;
 use crate::pretokenizer::{BpePreset, PreTokenizer};
+use crate::table::TextTable;
 
 /// A token id: an index into the vocabulary.
 pub type TokenId = u32;
@@ -166,11 +165,10 @@ pub(crate) struct Specials {
 /// A loaded vocabulary.
 pub(crate) struct Vocab {
     pub kind: VocabKind,
-    pub texts: Vec<Box<str>>,
+    pub texts: TextTable,
     pub scores: Vec<f32>,
     pub types: Vec<TokenType>,
     pub attrs: Vec<u16>,
-    pub to_id: FxHashMap<Box<[u8]>, TokenId>,
     pub ids: Specials,
     /// Sorted ids that end generation.
     pub eog: Vec<TokenId>,
@@ -262,12 +260,13 @@ const ALWAYS_RENDERED: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<
 impl Vocab {
     /// Builds the vocabulary the way llama.cpp's loader does, given the
     /// tokenizer kind and the BPE preset already chosen from the metadata.
-    pub fn build(
+    pub fn build<S: AsRef<str>>(
         cfg: &TokenizerConfig,
+        tokens: &[S],
         kind: VocabKind,
         preset: Option<BpePreset>,
     ) -> Result<Vocab, TokenizerError> {
-        let n = cfg.tokens.len();
+        let n = tokens.len();
         if n == 0 {
             return Err(TokenizerError::EmptyVocabulary);
         }
@@ -289,25 +288,13 @@ impl Vocab {
                 got: t.len(),
             });
         }
-
-        let mut texts = Vec::with_capacity(n);
-        let mut to_id = FxHashMap::with_capacity_and_hasher(n, rustc_hash::FxBuildHasher);
-        for (i, t) in cfg.tokens.iter().enumerate() {
-            let text: Box<str> = if t.is_empty() {
-                format!("[EMPTY_{i}]").into()
-            } else {
-                t.as_str().into()
-            };
-            if let Some(&first) = to_id.get(text.as_bytes()) {
-                return Err(TokenizerError::DuplicateToken {
-                    text: text.into(),
-                    first,
-                    second: i as TokenId,
-                });
+        let texts = TextTable::new(tokens, true).map_err(|(first, second)| {
+            TokenizerError::DuplicateToken {
+                text: tokens[second as usize].as_ref().to_owned(),
+                first,
+                second,
             }
-            to_id.insert(Box::<[u8]>::from(text.as_bytes()), i as TokenId);
-            texts.push(text);
-        }
+        })?;
         let scores = cfg
             .scores
             .as_ref()
@@ -361,7 +348,6 @@ impl Vocab {
             scores,
             types,
             attrs,
-            to_id,
             ids,
             eog: Vec::new(),
             special_order: Vec::new(),
@@ -387,9 +373,9 @@ impl Vocab {
                 vocab.attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
             })
             .collect();
-        vocab
-            .special_order
-            .sort_by_key(|&id| std::cmp::Reverse(vocab.texts[id as usize].len()));
+        let mut order = std::mem::take(&mut vocab.special_order);
+        order.sort_by_key(|&id| std::cmp::Reverse(vocab.text(id).len()));
+        vocab.special_order = order;
         vocab.apply_model_attrs(cfg);
         Ok(vocab)
     }
@@ -398,8 +384,13 @@ impl Vocab {
         self.texts.len()
     }
 
+    #[inline]
     pub fn id_of(&self, text: &[u8]) -> Option<TokenId> {
-        self.to_id.get(text).copied()
+        self.texts.id(text)
+    }
+
+    pub fn text(&self, id: TokenId) -> &str {
+        self.texts.text(id)
     }
 
     fn force_control(&mut self, id: TokenId) {
@@ -438,7 +429,9 @@ impl Vocab {
             self.force_control(id);
         }
         for id in 0..n {
-            if self.attrs[id] & attr::CONTROL != 0 && self.texts[id].contains("unused") {
+            if self.attrs[id] & attr::CONTROL != 0
+                && self.texts.text(id as TokenId).contains("unused")
+            {
                 self.attrs[id] |= attr::UNUSED;
             }
         }
