@@ -33,12 +33,12 @@ const STRIPPED: u8 = 2;
 pub(crate) struct SpecialMatcher {
     /// Child of (node, byte), keyed `node << 8 | byte`.
     edges: FxHashMap<u64, u32>,
-    /// The token whose text ends at each node.
+    /// The priority rank of the token whose text ends at each node.
     terminal: Vec<u32>,
     /// Which bytes start some special text.
     first: [bool; 256],
-    /// Position of each special token in the priority order (by token id).
-    rank: FxHashMap<TokenId, u32>,
+    /// Special tokens in priority order: longest text first.
+    order: Vec<TokenId>,
 }
 
 impl SpecialMatcher {
@@ -47,11 +47,10 @@ impl SpecialMatcher {
             edges: FxHashMap::default(),
             terminal: vec![NO_TOKEN],
             first: [false; 256],
-            rank: FxHashMap::default(),
+            order: vocab.special_order.clone(),
         };
         for (rank, &id) in vocab.special_order.iter().enumerate() {
             let text = vocab.text(id).as_bytes();
-            m.rank.insert(id, rank as u32);
             m.first[text[0] as usize] = true;
             let mut node = 0u32;
             for &b in text {
@@ -62,7 +61,7 @@ impl SpecialMatcher {
                     m.terminal.push(NO_TOKEN);
                 }
             }
-            m.terminal[node as usize] = id;
+            m.terminal[node as usize] = rank as u32;
         }
         m
     }
@@ -78,21 +77,21 @@ impl SpecialMatcher {
         let allowed = |id: TokenId| {
             parse_special || vocab.attrs[id as usize] & (attr::CONTROL | attr::UNKNOWN) == 0
         };
-        // (rank, start, end, id) of every occurrence.
-        let mut found: Vec<(u32, usize, usize, TokenId)> = Vec::new();
+        // Every occurrence as rank << 32 | start, so sorting gives llama.cpp's order.
+        let mut found: Vec<u64> = Vec::new();
         for start in 0..text.len() {
             if !self.first[text[start] as usize] {
                 continue;
             }
             let mut node = 0u32;
-            for (i, &b) in text[start..].iter().enumerate() {
+            for &b in &text[start..] {
                 match self.edges.get(&((u64::from(node) << 8) | u64::from(b))) {
                     Some(&next) => node = next,
                     None => break,
                 }
-                let id = self.terminal[node as usize];
-                if id != NO_TOKEN && allowed(id) {
-                    found.push((self.rank[&id], start, start + i + 1, id));
+                let rank = self.terminal[node as usize];
+                if rank != NO_TOKEN && allowed(self.order[rank as usize]) {
+                    found.push((u64::from(rank) << 32) | start as u64);
                 }
             }
         }
@@ -106,7 +105,10 @@ impl SpecialMatcher {
 
         let mut state = vec![FREE; text.len()];
         let mut accepted: Vec<(usize, usize, TokenId)> = Vec::new();
-        for &(_, start, end, id) in &found {
+        for &key in &found {
+            let id = self.order[(key >> 32) as usize];
+            let start = (key & 0xFFFF_FFFF) as usize;
+            let end = start + vocab.text(id).len();
             if state[start..end].iter().any(|&s| s != FREE) {
                 continue;
             }
