@@ -1,0 +1,551 @@
+//! The engine: one thread that owns the model, the KV cache and the run state, and advances
+//! every active sequence together.
+//!
+//! Requests arrive over a bounded channel ([`EngineHandle::submit`]) and are admitted into a
+//! free sequence slot between steps. Each step builds one [`Batch`]: the last sampled token
+//! of every decoding sequence, then prompt chunks of newly admitted ones up to the batch
+//! budget. A sequence whose tokens are all in the cache after the step has an output row;
+//! its next token is sampled from it and sent to the request's own channel. A sequence
+//! that ends (end of generation, stop sequence, token limit) or whose client went away
+//! (its receiver is dropped) gives its KV positions back at once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use ferrolm_gguf::GgufFile;
+use ferrolm_sampling::SamplerChain;
+use ferrolm_tokenizer::{StreamingDecoder, Tokenizer};
+use ferrolm_transformer::{Backend, Batch, CpuBackend, CpuOptions, Model, SeqId, State};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::stop::StopMatcher;
+use super::token::{TokenOut, token_out};
+
+/// How the engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The GGUF model file.
+    pub model_path: PathBuf,
+    /// The name clients use for the model.
+    pub model_id: String,
+    /// Positions per sequence (prompt and generated tokens together).
+    pub n_ctx: usize,
+    /// Sequences generated at once.
+    pub slots: usize,
+    /// Requests that may wait for a slot.
+    pub queue: usize,
+    /// Most tokens run in one step (decode tokens and prompt chunks together).
+    pub max_batch: usize,
+    /// CPU worker threads (0: one per core).
+    pub threads: usize,
+}
+
+/// What the handlers need to know about the served model.
+#[derive(Debug)]
+pub struct ModelInfo {
+    /// The name clients use for it.
+    pub id: String,
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// Positions per sequence.
+    pub n_ctx: usize,
+    /// Rows of logits (may exceed the tokenizer's vocabulary).
+    pub n_vocab: usize,
+    /// Unix time the server loaded it.
+    pub created: u64,
+    /// Its tokenizer, shared with the engine.
+    pub tokenizer: Arc<Tokenizer>,
+}
+
+/// Counters the engine keeps for `/health`.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Sequences in a slot now.
+    pub active: AtomicUsize,
+    /// Requests finished (any reason).
+    pub finished: AtomicU64,
+    /// Tokens generated since start.
+    pub generated: AtomicU64,
+}
+
+/// One request for the engine: a tokenized prompt and how to continue it.
+#[derive(Debug)]
+pub struct Job {
+    /// Prompt tokens, fewer than the context size.
+    pub prompt: Vec<u32>,
+    /// Most tokens to generate (already limited to what the context leaves).
+    pub max_tokens: usize,
+    /// The sampler chain, built from the request's settings.
+    pub sampler: SamplerChain,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Alternatives to report with each token's log-probability, if log-probabilities are wanted.
+    pub logprobs: Option<usize>,
+    /// Report entropy and surprisal per token.
+    pub metrics: bool,
+    /// Where the request's events go; dropping the receiver cancels the request.
+    pub events: mpsc::UnboundedSender<Event>,
+}
+
+/// What the engine tells a request.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Text that is ready (possibly empty), and the token that produced it (none for text
+    /// released at the end).
+    Token {
+        /// Released text.
+        text: String,
+        /// The sampled token and what was asked about it.
+        token: Option<TokenOut>,
+    },
+    /// The request is complete.
+    Done(Done),
+    /// The model failed; nothing more follows.
+    Failed(String),
+}
+
+/// Why and after how many tokens a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    /// `stop` or `length`.
+    pub finish: Finish,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens (an end-of-generation token is not counted).
+    pub completion_tokens: usize,
+}
+
+/// OpenAI's `finish_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// End of generation or a stop sequence.
+    Stop,
+    /// The token limit or the context size.
+    Length,
+}
+
+impl Finish {
+    /// The `finish_reason` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+        }
+    }
+}
+
+/// The handlers' side of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    /// Bounded queue of requests.
+    pub submit: mpsc::Sender<Job>,
+    /// The served model.
+    pub info: Arc<ModelInfo>,
+    /// Live counters.
+    pub stats: Arc<EngineStats>,
+    /// Sequence slots.
+    pub slots: usize,
+}
+
+impl EngineHandle {
+    /// Requests waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.submit.max_capacity() - self.submit.capacity()
+    }
+}
+
+/// Loads the model on a new thread and starts the engine there; returns once the model is
+/// ready (or failed to load). The thread ends when every [`EngineHandle`] is dropped and the
+/// last active sequence is done.
+pub fn start(config: EngineConfig) -> Result<(EngineHandle, JoinHandle<()>)> {
+    let (submit, jobs) = mpsc::channel(config.queue.max(1));
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let stats = Arc::new(EngineStats::default());
+    let engine_stats = Arc::clone(&stats);
+    let slots = config.slots;
+    let thread = std::thread::Builder::new()
+        .name("ferrolm-engine".into())
+        .spawn(move || run(&config, jobs, &engine_stats, &ready_tx))
+        .context("cannot start the engine thread")?;
+    match ready_rx.recv() {
+        Ok(Ok(info)) => Ok((
+            EngineHandle {
+                submit,
+                info,
+                stats,
+                slots,
+            },
+            thread,
+        )),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            anyhow::bail!("the engine thread stopped while loading the model")
+        }
+    }
+}
+
+type Ready = std::sync::mpsc::SyncSender<Result<Arc<ModelInfo>>>;
+
+fn run(config: &EngineConfig, jobs: mpsc::Receiver<Job>, stats: &EngineStats, ready: &Ready) {
+    let loaded = (|| -> Result<_> {
+        let file = GgufFile::open(&config.model_path)
+            .with_context(|| format!("cannot open {}", config.model_path.display()))?;
+        Ok(file)
+    })();
+    let file = match loaded {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if let Err(e) = serve_file(config, &file, jobs, stats, ready) {
+        // Once ready has been sent this is a failure of the running engine.
+        if ready.send(Err(anyhow::anyhow!("{e:#}"))).is_err() {
+            warn!("the engine stopped: {e:#}");
+        }
+    }
+}
+
+fn serve_file(
+    config: &EngineConfig,
+    file: &GgufFile,
+    jobs: mpsc::Receiver<Job>,
+    stats: &EngineStats,
+    ready: &Ready,
+) -> Result<()> {
+    let path = config.model_path.display();
+    let gguf = file.gguf().with_context(|| format!("cannot read {path}"))?;
+    let tokenizer = Arc::new(
+        Tokenizer::from_gguf(&gguf).with_context(|| format!("cannot read the tokenizer of {path}"))?,
+    );
+    let backend = CpuBackend::new(CpuOptions {
+        threads: config.threads,
+        ..CpuOptions::default()
+    })?;
+    let model = Model::load(&gguf, backend).with_context(|| format!("cannot load {path}"))?;
+    let n_vocab = model.config().vocab;
+    let max_batch = config.max_batch.max(config.slots);
+    let mut engine = Engine {
+        model: &model,
+        tokenizer: &tokenizer,
+        kv: model.kv_cache(config.n_ctx, config.slots)?,
+        state: model.state(max_batch, config.slots)?,
+        n_ctx: config.n_ctx,
+        max_batch,
+        free: (0..config.slots as SeqId).rev().collect(),
+        active: Vec::with_capacity(config.slots),
+        stats,
+        batch: BatchBuf::default(),
+    };
+    let info = Arc::new(ModelInfo {
+        id: config.model_id.clone(),
+        path: config.model_path.clone(),
+        n_ctx: config.n_ctx,
+        n_vocab,
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        tokenizer: Arc::clone(&tokenizer),
+    });
+    info!(
+        "{} loaded: {} slots of {} positions, batches of up to {max_batch} tokens, {} threads",
+        config.model_id,
+        config.slots,
+        config.n_ctx,
+        model.backend().threads()
+    );
+    if ready.send(Ok(info)).is_err() {
+        return Ok(());
+    }
+    engine.run(jobs);
+    Ok(())
+}
+
+/// One request in a slot.
+struct Sequence<'t> {
+    seq: SeqId,
+    job: Job,
+    /// The prompt, then every generated token; the last one may not be in the cache yet.
+    tokens: Vec<u32>,
+    n_prompt: usize,
+    /// Tokens already in the cache.
+    fed: usize,
+    decoder: StreamingDecoder<'t>,
+    stop: StopMatcher,
+}
+
+impl Sequence<'_> {
+    fn generated(&self) -> usize {
+        self.tokens.len() - self.n_prompt
+    }
+
+    fn send(&self, event: Event) -> bool {
+        self.job.events.send(event).is_ok()
+    }
+}
+
+/// The batch being built, reused from step to step.
+#[derive(Default)]
+struct BatchBuf {
+    tokens: Vec<u32>,
+    positions: Vec<u32>,
+    seqs: Vec<SeqId>,
+    outputs: Vec<usize>,
+    /// For each output row, the index of its sequence in `active`.
+    output_of: Vec<usize>,
+    /// For each sequence in the batch, its index in `active` and how many tokens it runs.
+    takes: Vec<(usize, usize)>,
+}
+
+struct Engine<'m, 'w, 't, B: Backend<'w>> {
+    model: &'m Model<'w, B>,
+    tokenizer: &'t Tokenizer,
+    kv: B::Kv,
+    state: State<'w, B>,
+    n_ctx: usize,
+    max_batch: usize,
+    free: Vec<SeqId>,
+    active: Vec<Sequence<'t>>,
+    stats: &'m EngineStats,
+    batch: BatchBuf,
+}
+
+/// What sampling one token did to a sequence.
+enum Outcome {
+    Continue,
+    Finished(Finish),
+    Cancelled,
+    Failed(String),
+}
+
+impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
+    fn run(&mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut open = true;
+        loop {
+            open = open && self.admit(&mut jobs);
+            self.drop_cancelled();
+            if self.active.is_empty() {
+                if !open {
+                    break;
+                }
+                continue;
+            }
+            self.step();
+        }
+        debug!("the engine is done");
+    }
+
+    /// Moves queued requests into free slots; waits for one when nothing is active.
+    /// Returns false once the queue is closed.
+    fn admit(&mut self, jobs: &mut mpsc::Receiver<Job>) -> bool {
+        while !self.free.is_empty() {
+            let job = if self.active.is_empty() {
+                match jobs.blocking_recv() {
+                    Some(job) => job,
+                    None => return false,
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(mpsc::error::TryRecvError::Empty) => return true,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                }
+            };
+            if job.events.is_closed() {
+                continue;
+            }
+            let Some(seq) = self.free.pop() else {
+                break;
+            };
+            let n_prompt = job.prompt.len();
+            let mut tokens = Vec::with_capacity(n_prompt + job.max_tokens);
+            tokens.extend_from_slice(&job.prompt);
+            let stop = StopMatcher::new(job.stop.iter().cloned());
+            self.active.push(Sequence {
+                seq,
+                job,
+                tokens,
+                n_prompt,
+                fed: 0,
+                decoder: StreamingDecoder::new(self.tokenizer, false),
+                stop,
+            });
+            self.stats.active.store(self.active.len(), Ordering::Relaxed);
+        }
+        true
+    }
+
+    fn drop_cancelled(&mut self) {
+        let mut i = 0;
+        while i < self.active.len() {
+            if self.active[i].job.events.is_closed() {
+                debug!("sequence {} cancelled by its client", self.active[i].seq);
+                self.release(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Runs one batch and samples every sequence that has an output row.
+    fn step(&mut self) {
+        self.build_batch();
+        let b = &self.batch;
+        let batch = Batch {
+            tokens: &b.tokens,
+            positions: &b.positions,
+            seqs: &b.seqs,
+            outputs: &b.outputs,
+        };
+        let result = self.model.forward(&mut self.state, &mut self.kv, &batch);
+        if let Err(e) = result {
+            warn!("a batch of {} tokens failed: {e}", batch.len());
+            let message = format!("the model failed: {e}");
+            let mut failed: Vec<usize> = self.batch.takes.iter().map(|&(i, _)| i).collect();
+            failed.sort_unstable();
+            for &i in failed.iter().rev() {
+                self.active[i].send(Event::Failed(message.clone()));
+                self.release(i);
+            }
+            return;
+        }
+        for &(i, n) in &self.batch.takes {
+            self.active[i].fed += n;
+        }
+        let vocab = self.model.config().vocab;
+        let mut ended = Vec::new();
+        for (row, &i) in self.batch.output_of.iter().enumerate() {
+            let logits = &self.state.logits()[row * vocab..(row + 1) * vocab];
+            match sample(self.tokenizer, &mut self.active[i], logits, self.n_ctx) {
+                Outcome::Continue => {
+                    self.stats.generated.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Finished(finish) => {
+                    finish_sequence(&mut self.active[i], finish);
+                    ended.push(i);
+                }
+                Outcome::Cancelled => ended.push(i),
+                Outcome::Failed(message) => {
+                    self.active[i].send(Event::Failed(message));
+                    ended.push(i);
+                }
+            }
+        }
+        ended.sort_unstable();
+        for &i in ended.iter().rev() {
+            self.release(i);
+        }
+    }
+
+    /// Decoding sequences first (one token each), then prompt chunks in arrival order.
+    fn build_batch(&mut self) {
+        let b = &mut self.batch;
+        b.tokens.clear();
+        b.positions.clear();
+        b.seqs.clear();
+        b.outputs.clear();
+        b.output_of.clear();
+        b.takes.clear();
+        let mut budget = self.max_batch;
+        for decoding in [true, false] {
+            for (i, s) in self.active.iter().enumerate() {
+                let pending = s.tokens.len() - s.fed;
+                if budget == 0 || pending == 0 || (s.fed >= s.n_prompt) != decoding {
+                    continue;
+                }
+                let take = pending.min(budget);
+                budget -= take;
+                b.takes.push((i, take));
+                b.tokens.extend_from_slice(&s.tokens[s.fed..s.fed + take]);
+                b.positions.extend(s.fed as u32..(s.fed + take) as u32);
+                b.seqs.extend(std::iter::repeat_n(s.seq, take));
+                if take == pending {
+                    b.outputs.push(b.tokens.len() - 1);
+                    b.output_of.push(i);
+                }
+            }
+        }
+    }
+
+    /// Frees the slot of `active[i]` and its KV positions.
+    fn release(&mut self, i: usize) {
+        let s = self.active.swap_remove(i);
+        if let Err(e) = self.model.backend().kv_truncate(&mut self.kv, s.seq, 0) {
+            warn!("cannot free the KV positions of sequence {}: {e}", s.seq);
+        }
+        self.free.push(s.seq);
+        self.stats.active.store(self.active.len(), Ordering::Relaxed);
+        self.stats.finished.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Samples the next token of `s` from its logits row and sends what it releases.
+fn sample(tokenizer: &Tokenizer, s: &mut Sequence<'_>, logits: &[f32], n_ctx: usize) -> Outcome {
+    let token = match s.job.sampler.sample(logits) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Failed(format!("sampling failed: {e}")),
+    };
+    if tokenizer.is_eog(token) {
+        return Outcome::Finished(Finish::Stop);
+    }
+    s.job.sampler.accept(token);
+    s.tokens.push(token);
+    let piece = match s.decoder.push(token) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failed(format!("cannot decode token {token}: {e}")),
+    };
+    let released = s.stop.push(&piece);
+    let wants_info = s.job.logprobs.is_some() || s.job.metrics;
+    let info = if wants_info {
+        token_out(tokenizer, logits, token, s.job.logprobs, s.job.metrics)
+    } else {
+        TokenOut::plain(token)
+    };
+    if !s.send(Event::Token {
+        text: released.text,
+        token: Some(info),
+    }) {
+        return Outcome::Cancelled;
+    }
+    if released.stopped {
+        // The stop sequence's text (and any held-back text) is dropped.
+        s.decoder.finish();
+        s.stop = StopMatcher::default();
+        return Outcome::Finished(Finish::Stop);
+    }
+    if s.generated() >= s.job.max_tokens || s.tokens.len() >= n_ctx {
+        return Outcome::Finished(Finish::Length);
+    }
+    Outcome::Continue
+}
+
+/// Sends the text still held back and the final counts.
+fn finish_sequence(s: &mut Sequence<'_>, finish: Finish) {
+    let mut rest = s.decoder.finish();
+    if !rest.is_empty() {
+        let released = s.stop.push(&rest);
+        rest = released.text;
+    }
+    rest.push_str(&s.stop.finish());
+    if !rest.is_empty() {
+        s.send(Event::Token {
+            text: rest,
+            token: None,
+        });
+    }
+    s.send(Event::Done(Done {
+        finish,
+        prompt_tokens: s.n_prompt,
+        completion_tokens: s.generated(),
+    }));
+}

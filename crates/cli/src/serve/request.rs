@@ -1,0 +1,568 @@
+//! Reading OpenAI request bodies field by field, so that every mistake is answered with the
+//! field's name and what was wrong with it.
+
+use ferrolm_sampling::SamplingConfig;
+use ferrolm_tokenizer::ChatMessage;
+use serde_json::{Map, Value};
+
+use super::error::{ApiError, json_kind};
+
+/// Which endpoint a body was sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completion,
+}
+
+/// What to continue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// A conversation, rendered with the model's chat template.
+    Chat(Vec<ChatMessage>),
+    /// Text, tokenized as `ferrolm run -p` tokenizes it.
+    Text(String),
+    /// Token ids as given.
+    Tokens(Vec<u32>),
+}
+
+/// A parsed request, checked for everything that does not need the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// The `model` field.
+    pub model: String,
+    /// What to continue.
+    pub prompt: Prompt,
+    /// `max_completion_tokens` or `max_tokens`, if given.
+    pub max_tokens: Option<usize>,
+    /// Sampling settings (the seed is random unless `seed` was given).
+    pub sampling: SamplingConfig,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+    /// Alternatives per token when log-probabilities are wanted.
+    pub logprobs: Option<usize>,
+    /// `x_metrics`: entropy and surprisal per token.
+    pub metrics: bool,
+    /// `stream`.
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+/// Most stop sequences (as OpenAI allows).
+const MAX_STOPS: usize = 4;
+/// Most alternatives per token: 20 for chat, 5 for completions (as OpenAI allows).
+const MAX_TOP_LOGPROBS_CHAT: i64 = 20;
+const MAX_TOP_LOGPROBS_COMPLETION: i64 = 5;
+
+/// Parses a body sent to `endpoint`; `n_ctx` bounds `max_tokens`.
+pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError {
+            code: Some("invalid_json"),
+            ..ApiError::invalid(format!("the body is not valid JSON: {e}"))
+        }
+    })?;
+    let Value::Object(map) = &value else {
+        return Err(ApiError::invalid(format!(
+            "the body must be a JSON object, got {}",
+            json_kind(&value)
+        )));
+    };
+    let f = Fields(map);
+    let model = f
+        .string("model")?
+        .ok_or_else(|| ApiError::missing("model"))?
+        .to_owned();
+    let prompt = match endpoint {
+        Endpoint::Chat => Prompt::Chat(messages(&f)?),
+        Endpoint::Completion => prompt(&f)?,
+    };
+    let max_tokens = max_tokens(&f, n_ctx)?;
+    if let Some(n) = f.integer("n")?
+        && n != 1
+    {
+        return Err(ApiError::field("n", format!("only n = 1 is supported, got {n}")));
+    }
+    if endpoint == Endpoint::Completion {
+        if let Some(b) = f.integer("best_of")?
+            && b != 1
+        {
+            return Err(ApiError::field("best_of", format!("only best_of = 1 is supported, got {b}")));
+        }
+        if f.boolean("echo")? == Some(true) {
+            return Err(ApiError::field("echo", "echo is not supported"));
+        }
+        if f.string("suffix")?.is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::field("suffix", "suffix is not supported"));
+        }
+    }
+    if f.get("tools").is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty())) {
+        return Err(ApiError::field("tools", "tools are not supported"));
+    }
+    let stream = f.boolean("stream")?.unwrap_or(false);
+    let include_usage = match f.get("stream_options") {
+        None => false,
+        Some(Value::Object(o)) => Fields(o).boolean("include_usage")?.unwrap_or(false),
+        Some(v) => return Err(ApiError::mistyped("stream_options", "an object", v)),
+    };
+    Ok(Request {
+        model,
+        prompt,
+        max_tokens,
+        sampling: sampling(&f)?,
+        stop: stop(&f)?,
+        logprobs: logprobs(&f, endpoint)?,
+        metrics: f.boolean("x_metrics")?.unwrap_or(false),
+        stream,
+        include_usage,
+    })
+}
+
+/// Typed access to the fields of a JSON object; `null` counts as absent.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    fn string(&self, name: &str) -> Result<Option<&str>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(ApiError::mistyped(name, "a string", v)),
+        }
+    }
+
+    fn boolean(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(ApiError::mistyped(name, "a boolean", v)),
+        }
+    }
+
+    fn integer(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Ok(Some(i)),
+                (None, Some(_)) => Ok(Some(i64::MAX)),
+                _ => Err(ApiError::mistyped(name, "an integer", &Value::Number(n.clone()))),
+            },
+            Some(v) => Err(ApiError::mistyped(name, "an integer", v)),
+        }
+    }
+
+    /// A number in `lo..=hi`.
+    fn number(&self, name: &str, lo: f64, hi: f64) -> Result<Option<f32>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => {
+                let x = n.as_f64().unwrap_or(f64::NAN);
+                if (lo..=hi).contains(&x) {
+                    Ok(Some(x as f32))
+                } else {
+                    Err(ApiError::field(
+                        name,
+                        format!("`{name}` must be between {lo} and {hi}, got {n}"),
+                    ))
+                }
+            }
+            Some(v) => Err(ApiError::mistyped(name, "a number", v)),
+        }
+    }
+}
+
+fn messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, ApiError> {
+    let list = match f.get("messages") {
+        None => return Err(ApiError::missing("messages")),
+        Some(Value::Array(a)) => a,
+        Some(v) => return Err(ApiError::mistyped("messages", "an array", v)),
+    };
+    if list.is_empty() {
+        return Err(ApiError::field("messages", "`messages` must hold at least one message"));
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| message(i, m))
+        .collect()
+}
+
+fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
+    let at = |field: &str| format!("messages[{i}].{field}");
+    let Value::Object(map) = value else {
+        return Err(ApiError::mistyped(&format!("messages[{i}]"), "an object", value));
+    };
+    let role = match map.get("role") {
+        None | Some(Value::Null) => return Err(ApiError::missing(&at("role"))),
+        Some(Value::String(r)) => r.as_str(),
+        Some(v) => return Err(ApiError::mistyped(&at("role"), "a string", v)),
+    };
+    let role = match role {
+        "system" | "developer" => "system",
+        "user" => "user",
+        "assistant" => "assistant",
+        "tool" | "function" => {
+            return Err(ApiError::field(
+                &at("role"),
+                format!("the role `{role}` is not supported (tools are not supported)"),
+            ));
+        }
+        other => {
+            return Err(ApiError::field(
+                &at("role"),
+                format!("unknown role `{other}`: expected system, developer, user or assistant"),
+            ));
+        }
+    };
+    let content = match map.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) if role == "assistant" => String::new(),
+        None | Some(Value::Null) => return Err(ApiError::missing(&at("content"))),
+        Some(Value::Array(parts)) => content_parts(&at("content"), parts)?,
+        Some(v) => {
+            return Err(ApiError::mistyped(&at("content"), "a string or an array of text parts", v));
+        }
+    };
+    Ok(ChatMessage::new(role, content))
+}
+
+/// Joins `[{"type": "text", "text": ...}, ...]`; other part types are refused.
+fn content_parts(param: &str, parts: &[Value]) -> Result<String, ApiError> {
+    let mut text = String::new();
+    for (j, part) in parts.iter().enumerate() {
+        let part_param = format!("{param}[{j}]");
+        let Value::Object(p) = part else {
+            return Err(ApiError::mistyped(&part_param, "an object", part));
+        };
+        let fields = Fields(p);
+        match fields.string("type")? {
+            Some("text") => {}
+            Some(other) => {
+                return Err(ApiError::field(
+                    &part_param,
+                    format!("content parts of type `{other}` are not supported; only `text`"),
+                ));
+            }
+            None => return Err(ApiError::missing(&format!("{part_param}.type"))),
+        }
+        let t = fields
+            .string("text")?
+            .ok_or_else(|| ApiError::missing(&format!("{part_param}.text")))?;
+        text.push_str(t);
+    }
+    Ok(text)
+}
+
+fn prompt(f: &Fields<'_>) -> Result<Prompt, ApiError> {
+    let one = "`prompt` must be a string, an array of one string, or an array of token ids";
+    match f.get("prompt") {
+        None => Err(ApiError::missing("prompt")),
+        Some(Value::String(s)) => Ok(Prompt::Text(s.clone())),
+        Some(Value::Array(items)) => match items.as_slice() {
+            [Value::String(s)] => Ok(Prompt::Text(s.clone())),
+            [Value::Array(ids)] => token_ids(ids).map(Prompt::Tokens),
+            [] => Err(ApiError::field("prompt", "`prompt` is empty")),
+            ids if ids.iter().all(Value::is_number) => token_ids(ids).map(Prompt::Tokens),
+            _ if items.len() > 1 && items.iter().all(|v| v.is_string() || v.is_array()) => Err(
+                ApiError::field("prompt", "only one prompt per request is supported"),
+            ),
+            _ => Err(ApiError::field("prompt", one)),
+        },
+        Some(v) => Err(ApiError::mistyped("prompt", "a string or an array", v)),
+    }
+}
+
+fn token_ids(ids: &[Value]) -> Result<Vec<u32>, ApiError> {
+    ids.iter()
+        .map(|v| {
+            v.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| {
+                    ApiError::field("prompt", format!("token ids must be non-negative integers, got {v}"))
+                })
+        })
+        .collect()
+}
+
+fn max_tokens(f: &Fields<'_>, n_ctx: usize) -> Result<Option<usize>, ApiError> {
+    let name = if f.get("max_completion_tokens").is_some() {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    };
+    let Some(n) = f.integer(name)? else {
+        return Ok(None);
+    };
+    if n < 1 {
+        return Err(ApiError::field(name, format!("`{name}` must be at least 1, got {n}")));
+    }
+    if n as u64 > n_ctx as u64 {
+        return Err(ApiError::field(
+            name,
+            format!("`{name}` is {n}, more than the context size of {n_ctx} tokens"),
+        ));
+    }
+    Ok(Some(n as usize))
+}
+
+fn sampling(f: &Fields<'_>) -> Result<SamplingConfig, ApiError> {
+    let top_k = match f.integer("top_k")? {
+        None => 0,
+        Some(k) if k >= 0 => usize::try_from(k).unwrap_or(usize::MAX),
+        Some(k) => return Err(ApiError::field("top_k", format!("`top_k` must be 0 or more, got {k}"))),
+    };
+    let seed = match f.integer("seed")? {
+        Some(s) => s as u64,
+        None => random_seed(),
+    };
+    Ok(SamplingConfig {
+        // OpenAI's defaults: full temperature, no truncation.
+        temperature: f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0),
+        top_k,
+        top_p: match f.number("top_p", 0.0, 1.0)? {
+            Some(p) if p <= 0.0 => {
+                return Err(ApiError::field("top_p", "`top_p` must be above 0"));
+            }
+            p => p.unwrap_or(1.0),
+        },
+        min_p: f.number("min_p", 0.0, 1.0)?.unwrap_or(0.0),
+        typical_p: 1.0,
+        repeat_penalty: 1.0,
+        // The penalties look at every generated token.
+        repeat_last_n: usize::MAX,
+        frequency_penalty: f.number("frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0),
+        presence_penalty: f.number("presence_penalty", -2.0, 2.0)?.unwrap_or(0.0),
+        entropy_weight: 0.0,
+        entropy_order: 3,
+        entropy_window: 256,
+        logit_bias: logit_bias(f)?,
+        seed,
+    })
+}
+
+fn logit_bias(f: &Fields<'_>) -> Result<Vec<(u32, f32)>, ApiError> {
+    let map = match f.get("logit_bias") {
+        None => return Ok(Vec::new()),
+        Some(Value::Object(m)) => m,
+        Some(v) => return Err(ApiError::mistyped("logit_bias", "an object", v)),
+    };
+    map.iter()
+        .map(|(key, bias)| {
+            let id = key.parse::<u32>().map_err(|_| {
+                ApiError::field("logit_bias", format!("`logit_bias` keys must be token ids, got `{key}`"))
+            })?;
+            let b = bias
+                .as_f64()
+                .filter(|b| (-100.0..=100.0).contains(b))
+                .ok_or_else(|| {
+                    ApiError::field(
+                        "logit_bias",
+                        format!("the bias of token {id} must be a number between -100 and 100, got {bias}"),
+                    )
+                })?;
+            Ok((id, b as f32))
+        })
+        .collect()
+}
+
+fn stop(f: &Fields<'_>) -> Result<Vec<String>, ApiError> {
+    let stops = match f.get("stop") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(ApiError::mistyped("stop", "a string or an array of strings", other)),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(v) => return Err(ApiError::mistyped("stop", "a string or an array of strings", v)),
+    };
+    if stops.len() > MAX_STOPS {
+        return Err(ApiError::field(
+            "stop",
+            format!("at most {MAX_STOPS} stop sequences, got {}", stops.len()),
+        ));
+    }
+    Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+/// Chat: `logprobs: bool` and `top_logprobs: 0..=20`; completions: `logprobs: 0..=5`.
+fn logprobs(f: &Fields<'_>, endpoint: Endpoint) -> Result<Option<usize>, ApiError> {
+    match endpoint {
+        Endpoint::Chat => {
+            let on = f.boolean("logprobs")?.unwrap_or(false);
+            let top = f.integer("top_logprobs")?;
+            match top {
+                Some(n) if !(0..=MAX_TOP_LOGPROBS_CHAT).contains(&n) => Err(ApiError::field(
+                    "top_logprobs",
+                    format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS_CHAT}, got {n}"),
+                )),
+                Some(_) if !on => Err(ApiError::field(
+                    "top_logprobs",
+                    "`top_logprobs` needs `logprobs` set to true",
+                )),
+                _ => Ok(on.then(|| top.unwrap_or(0) as usize)),
+            }
+        }
+        Endpoint::Completion => match f.integer("logprobs")? {
+            None => Ok(None),
+            Some(n) if (0..=MAX_TOP_LOGPROBS_COMPLETION).contains(&n) => Ok(Some(n as usize)),
+            Some(n) => Err(ApiError::field(
+                "logprobs",
+                format!("`logprobs` must be between 0 and {MAX_TOP_LOGPROBS_COMPLETION}, got {n}"),
+            )),
+        },
+    }
+}
+
+/// A seed for requests that give none: different for every request.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: &str) -> Result<Request, ApiError> {
+        parse(body.as_bytes(), Endpoint::Chat, 2048)
+    }
+
+    fn completion(body: &str) -> Result<Request, ApiError> {
+        parse(body.as_bytes(), Endpoint::Completion, 2048)
+    }
+
+    fn param(r: Result<Request, ApiError>) -> Option<String> {
+        r.expect_err("the request must be refused").param
+    }
+
+    #[test]
+    fn a_full_chat_request_is_read() {
+        let r = chat(
+            r#"{"model":"m","messages":[{"role":"developer","content":"be brief"},
+               {"role":"user","content":[{"type":"text","text":"hi "},{"type":"text","text":"there"}]}],
+               "max_completion_tokens":7,"max_tokens":99,"temperature":0,"top_p":0.5,"top_k":3,"min_p":0.1,
+               "seed":-1,"stop":["a","b"],"presence_penalty":1.5,"frequency_penalty":-0.5,
+               "logprobs":true,"top_logprobs":2,"n":1,"stream":true,"stream_options":{"include_usage":true},
+               "x_metrics":true,"logit_bias":{"42":-100},"user":"ignored"}"#,
+        )
+        .expect("valid");
+        assert_eq!(r.model, "m");
+        assert_eq!(
+            r.prompt,
+            Prompt::Chat(vec![ChatMessage::system("be brief"), ChatMessage::user("hi there")])
+        );
+        assert_eq!(r.max_tokens, Some(7));
+        assert_eq!(r.sampling.temperature, 0.0);
+        assert_eq!((r.sampling.top_p, r.sampling.top_k, r.sampling.min_p), (0.5, 3, 0.1));
+        assert_eq!(r.sampling.seed, u64::MAX);
+        assert_eq!((r.sampling.presence_penalty, r.sampling.frequency_penalty), (1.5, -0.5));
+        assert_eq!(r.sampling.logit_bias, [(42, -100.0)]);
+        assert_eq!(r.stop, ["a", "b"]);
+        assert_eq!(r.logprobs, Some(2));
+        assert!(r.metrics && r.stream && r.include_usage);
+    }
+
+    #[test]
+    fn defaults_are_openai_s() {
+        let r = completion(r#"{"model":"m","prompt":"x"}"#).expect("valid");
+        assert_eq!(r.prompt, Prompt::Text("x".into()));
+        assert_eq!(r.max_tokens, None);
+        assert_eq!((r.sampling.temperature, r.sampling.top_p, r.sampling.top_k), (1.0, 1.0, 0));
+        assert!(r.stop.is_empty() && r.logprobs.is_none() && !r.stream && !r.metrics);
+        assert!(r.sampling.build().is_ok());
+    }
+
+    #[test]
+    fn prompts_may_be_token_ids_or_one_string() {
+        let ids = completion(r#"{"model":"m","prompt":[1,2,3]}"#).expect("valid");
+        assert_eq!(ids.prompt, Prompt::Tokens(vec![1, 2, 3]));
+        let nested = completion(r#"{"model":"m","prompt":[[4,5]]}"#).expect("valid");
+        assert_eq!(nested.prompt, Prompt::Tokens(vec![4, 5]));
+        let one = completion(r#"{"model":"m","prompt":["a"],"logprobs":3}"#).expect("valid");
+        assert_eq!((one.prompt, one.logprobs), (Prompt::Text("a".into()), Some(3)));
+        assert_eq!(param(completion(r#"{"model":"m","prompt":["a","b"]}"#)).as_deref(), Some("prompt"));
+        assert_eq!(param(completion(r#"{"model":"m","prompt":[-1]}"#)).as_deref(), Some("prompt"));
+        assert_eq!(param(completion(r#"{"model":"m","prompt":[]}"#)).as_deref(), Some("prompt"));
+    }
+
+    #[test]
+    fn malformed_and_non_object_bodies_are_refused() {
+        let e = chat("{\"model\":").expect_err("malformed");
+        assert_eq!(e.code, Some("invalid_json"));
+        assert!(chat("[1,2]").expect_err("array").message.contains("JSON object"));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (r#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (r#"{"model":5,"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (r#"{"model":"m"}"#, "messages"),
+            (r#"{"model":"m","messages":"hi"}"#, "messages"),
+            (r#"{"model":"m","messages":[]}"#, "messages"),
+            (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, "messages[0].role"),
+            (r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].role"),
+            (r#"{"model":"m","messages":[{"content":"x"}]}"#, "messages[0].role"),
+            (r#"{"model":"m","messages":[{"role":"user"}]}"#, "messages[0].content"),
+            (r#"{"model":"m","messages":[{"role":"user","content":7}]}"#, "messages[0].content"),
+            (r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#, "messages[0].content[0]"),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(param(chat(body)).as_deref(), Some(expected), "{body}");
+        }
+        let msg = r#""messages":[{"role":"user","content":"x"}]"#;
+        let fields = [
+            (r#""max_tokens":-5"#, "max_tokens"),
+            (r#""max_tokens":0"#, "max_tokens"),
+            (r#""max_tokens":1e9"#, "max_tokens"),
+            (r#""max_tokens":99999999999999999999"#, "max_tokens"),
+            (r#""max_tokens":2049"#, "max_tokens"),
+            (r#""max_tokens":"10""#, "max_tokens"),
+            (r#""max_completion_tokens":-1"#, "max_completion_tokens"),
+            (r#""temperature":-0.1"#, "temperature"),
+            (r#""temperature":"hot""#, "temperature"),
+            (r#""top_p":0"#, "top_p"),
+            (r#""top_p":1.5"#, "top_p"),
+            (r#""top_k":-1"#, "top_k"),
+            (r#""min_p":2"#, "min_p"),
+            (r#""presence_penalty":3"#, "presence_penalty"),
+            (r#""frequency_penalty":true"#, "frequency_penalty"),
+            (r#""seed":1.5"#, "seed"),
+            (r#""stop":["a","b","c","d","e"]"#, "stop"),
+            (r#""stop":[1]"#, "stop"),
+            (r#""n":2"#, "n"),
+            (r#""stream":"yes""#, "stream"),
+            (r#""stream_options":true"#, "stream_options"),
+            (r#""logprobs":1"#, "logprobs"),
+            (r#""top_logprobs":3"#, "top_logprobs"),
+            (r#""logprobs":true,"top_logprobs":21"#, "top_logprobs"),
+            (r#""logit_bias":{"x":1}"#, "logit_bias"),
+            (r#""logit_bias":{"5":101}"#, "logit_bias"),
+            (r#""x_metrics":1"#, "x_metrics"),
+            (r#""tools":[{"type":"function"}]"#, "tools"),
+        ];
+        for (field, expected) in fields {
+            let body = format!(r#"{{"model":"m",{msg},{field}}}"#);
+            assert_eq!(param(chat(&body)).as_deref(), Some(expected), "{body}");
+        }
+        assert_eq!(param(completion(r#"{"model":"m","prompt":"x","logprobs":6}"#)).as_deref(), Some("logprobs"));
+        assert_eq!(param(completion(r#"{"model":"m","prompt":"x","echo":true}"#)).as_deref(), Some("echo"));
+        assert_eq!(param(completion(r#"{"model":"m"}"#)).as_deref(), Some("prompt"));
+    }
+
+    #[test]
+    fn null_fields_count_as_absent() {
+        let r = chat(r#"{"model":"m","messages":[{"role":"assistant","content":null},{"role":"user","content":"q"}],
+                        "max_tokens":null,"temperature":null,"stop":null}"#)
+            .expect("valid");
+        assert_eq!(r.max_tokens, None);
+        assert_eq!(r.sampling.temperature, 1.0);
+    }
+}

@@ -1,0 +1,255 @@
+//! The HTTP endpoints: `/health`, `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::stream::{self, Stream};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::engine::{EngineHandle, Event, Job, ModelInfo};
+use super::error::ApiError;
+use super::prompt::prompt_ids;
+use super::request::{self, Endpoint};
+use super::response::{Meta, Reply};
+
+/// Largest request body accepted.
+const MAX_BODY_BYTES: usize = 4 << 20;
+
+/// State shared by the handlers.
+#[derive(Debug, Clone)]
+pub struct App {
+    engine: EngineHandle,
+    next_id: Arc<AtomicU64>,
+}
+
+impl App {
+    /// Handlers over `engine`.
+    pub fn new(engine: EngineHandle) -> Self {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Self {
+            engine,
+            next_id: Arc::new(AtomicU64::new(seed & 0xffff_ffff_ffff)),
+        }
+    }
+}
+
+/// The server's routes.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{id}", get(get_model))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+async fn health(State(app): State<App>) -> Response {
+    let e = &app.engine;
+    axum::Json(json!({
+        "status": "ok",
+        "model": e.info.id,
+        "slots": e.slots,
+        "active": e.stats.active.load(Ordering::Relaxed),
+        "queued": e.queued(),
+        "finished": e.stats.finished.load(Ordering::Relaxed),
+        "generated_tokens": e.stats.generated.load(Ordering::Relaxed),
+    }))
+    .into_response()
+}
+
+fn model_object(info: &ModelInfo) -> Value {
+    json!({
+        "id": info.id,
+        "object": "model",
+        "created": info.created,
+        "owned_by": "ferrolm",
+        "context_length": info.n_ctx,
+    })
+}
+
+async fn list_models(State(app): State<App>) -> Response {
+    axum::Json(json!({"object": "list", "data": [model_object(&app.engine.info)]})).into_response()
+}
+
+async fn get_model(State(app): State<App>, Path(id): Path<String>) -> Response {
+    let info = &app.engine.info;
+    if serves(info, &id) {
+        axum::Json(model_object(info)).into_response()
+    } else {
+        ApiError::unknown_model(&id, &info.id).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::http(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; this server has GET /health, GET /v1/models, POST /v1/chat/completions and POST /v1/completions",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::http(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method: completions are POST, /health and /v1/models are GET",
+    )
+}
+
+async fn chat(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+    complete(&app, body, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn completions(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
+    complete(&app, body, Endpoint::Completion).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Whether `name` names the served model: its id, or its file's name with or without `.gguf`.
+fn serves(info: &ModelInfo, name: &str) -> bool {
+    let file = info.path.file_name().and_then(|f| f.to_str());
+    let stem = info.path.file_stem().and_then(|f| f.to_str());
+    [Some(info.id.as_str()), file, stem]
+        .into_iter()
+        .flatten()
+        .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+async fn complete(
+    app: &App,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| ApiError::http(r.status(), "invalid_body", r.body_text()))?;
+    let info = &app.engine.info;
+    let req = request::parse(&body, endpoint, info.n_ctx)?;
+    if !serves(info, &req.model) {
+        return Err(ApiError::unknown_model(&req.model, &info.id));
+    }
+    let prompt = prompt_ids(&info.tokenizer, &req.prompt, info.n_vocab, info.n_ctx)?;
+    if let Some(&(id, _)) = req.sampling.logit_bias.iter().find(|(id, _)| *id as usize >= info.n_vocab) {
+        return Err(ApiError::field(
+            "logit_bias",
+            format!("token id {id} is outside the vocabulary of {} tokens", info.n_vocab),
+        ));
+    }
+    let sampler = req
+        .sampling
+        .build()
+        .map_err(|e| ApiError::invalid(format!("invalid sampling settings: {e}")))?;
+    let room = info.n_ctx - prompt.len();
+    let (events, rx) = mpsc::unbounded_channel();
+    let job = Job {
+        max_tokens: req.max_tokens.map_or(room, |n| n.min(room)),
+        prompt,
+        sampler,
+        stop: req.stop,
+        logprobs: req.logprobs,
+        metrics: req.metrics,
+        events,
+    };
+    app.engine.submit.try_send(job).map_err(|e| match e {
+        TrySendError::Full(_) => ApiError::unavailable(
+            "server_overloaded",
+            format!(
+                "the server is at capacity ({} sequences running, {} requests waiting); retry later",
+                app.engine.slots,
+                app.engine.queued()
+            ),
+        ),
+        TrySendError::Closed(_) => ApiError::unavailable("shutting_down", "the server is shutting down"),
+    })?;
+    let n = app.next_id.fetch_add(1, Ordering::Relaxed);
+    let meta = Meta {
+        id: match endpoint {
+            Endpoint::Chat => format!("chatcmpl-{n:x}"),
+            Endpoint::Completion => format!("cmpl-{n:x}"),
+        },
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        model: info.id.clone(),
+        endpoint,
+        logprobs: req.logprobs.is_some(),
+        metrics: req.metrics,
+        include_usage: req.include_usage,
+    };
+    let reply = Reply::new(meta);
+    if req.stream {
+        Ok(Sse::new(sse_stream(reply, rx)).keep_alive(KeepAlive::default()).into_response())
+    } else {
+        collect(reply, rx).await
+    }
+}
+
+/// Waits for the whole reply.
+async fn collect(mut reply: Reply, mut rx: mpsc::UnboundedReceiver<Event>) -> Result<Response, ApiError> {
+    while let Some(event) = rx.recv().await {
+        match event {
+            Event::Token { text, token } => reply.push(&text, token),
+            Event::Done(done) => return Ok(axum::Json(reply.full(done)).into_response()),
+            Event::Failed(message) => return Err(ApiError::internal(message)),
+        }
+    }
+    Err(ApiError::internal("the engine stopped before the reply was complete"))
+}
+
+/// The reply as server-sent events: one `data:` line per chunk, then `data: [DONE]`. Dropping
+/// the stream (the client went away) drops the receiver, which cancels the sequence.
+fn sse_stream(
+    reply: Reply,
+    rx: mpsc::UnboundedReceiver<Event>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let mut pending = VecDeque::new();
+    pending.extend(reply.opening_chunk().map(|c| c.to_string()));
+    stream::unfold(
+        (reply, rx, pending, false),
+        |(mut reply, mut rx, mut pending, mut ended)| async move {
+            loop {
+                if let Some(data) = pending.pop_front() {
+                    return Some((Ok(SseEvent::default().data(data)), (reply, rx, pending, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match rx.recv().await {
+                    Some(Event::Token { text, token }) => {
+                        pending.extend(reply.token_chunk(&text, token.as_ref()).map(|c| c.to_string()));
+                    }
+                    Some(Event::Done(done)) => {
+                        pending.extend(reply.closing_chunks(done).iter().map(Value::to_string));
+                        pending.push_back("[DONE]".into());
+                        ended = true;
+                    }
+                    Some(Event::Failed(message)) => {
+                        pending.push_back(ApiError::internal(message).body().to_string());
+                        ended = true;
+                    }
+                    None => {
+                        let e = ApiError::internal("the engine stopped before the reply was complete");
+                        pending.push_back(e.body().to_string());
+                        ended = true;
+                    }
+                }
+            }
+        },
+    )
+}
