@@ -45,10 +45,14 @@ pub(crate) struct BpeScratch {
     syms: Vec<Sym>,
     next: Vec<u32>,
     prev: Vec<u32>,
+    ranks: Vec<(u32, Sym)>,
     heap: BinaryHeap<Reverse<(u64, Sym, Sym)>>,
 }
 
 const END: u32 = u32::MAX;
+/// Words up to this many bytes merge on a plain vector rather than a heap.
+const SHORT_WORD: usize = 32;
+const NO_MERGE: (u32, Sym) = (u32::MAX, 0);
 
 struct Interner<'v> {
     vocab: &'v Vocab,
@@ -181,6 +185,16 @@ impl BpeModel {
             out.push(id);
             return;
         }
+        if word.len() <= SHORT_WORD {
+            self.merge_short(word, s, out);
+        } else {
+            self.merge_heap(word, s, out);
+        }
+    }
+
+    /// Merges with a priority queue of (rank, position) over a linked list of
+    /// symbols: O(n log n) for words of any length.
+    fn merge_heap(&self, word: &[u8], s: &mut BpeScratch, out: &mut Vec<TokenId>) {
         let n = word.len();
         s.syms.clear();
         s.syms
@@ -202,10 +216,10 @@ impl BpeModel {
             if right == END || s.syms[left as usize] != ls || s.syms[right as usize] != rs {
                 continue;
             }
-            let Some(&(_, merged)) = self.merges.get(&((u64::from(ls) << 32) | u64::from(rs)))
-            else {
+            let (rank, merged) = self.pair(ls, rs);
+            if rank == NO_MERGE.0 {
                 continue;
-            };
+            }
             s.syms[left as usize] = merged;
             s.syms[right as usize] = END;
             let after = s.next[right as usize];
@@ -221,21 +235,69 @@ impl BpeModel {
                 self.push_pair(s, left, after);
             }
         }
-        let mut i = 0u32;
+        let mut i = if n == 0 { END } else { 0 };
         while i != END {
-            let sym = s.syms[i as usize];
-            if sym < self.n_vocab {
-                out.push(sym);
-            } else {
-                // A merge result the vocabulary lacks: llama.cpp looks up each
-                // byte of its text as a one-byte token and drops the rest.
-                let text = &self.extra_texts[(sym - self.n_vocab) as usize];
-                out.extend(
-                    text.iter()
-                        .filter_map(|&b| self.single_byte_token[b as usize]),
-                );
-            }
+            self.emit(s.syms[i as usize], out);
             i = s.next[i as usize];
+        }
+    }
+
+    /// The same merges for a short word, on a plain vector: each step merges
+    /// the leftmost pair of lowest rank, which is the order the heap gives.
+    fn merge_short(&self, word: &[u8], s: &mut BpeScratch, out: &mut Vec<TokenId>) {
+        let syms = &mut s.syms;
+        syms.clear();
+        syms.extend(word.iter().map(|&b| self.byte_sym[b as usize]));
+        // ranks[i]: (rank, merged) of the pair (syms[i], syms[i + 1]).
+        let ranks = &mut s.ranks;
+        ranks.clear();
+        ranks.extend(syms.windows(2).map(|p| self.pair(p[0], p[1])));
+        loop {
+            let mut best = NO_MERGE;
+            let mut at = 0;
+            for (i, &(rank, _)) in ranks.iter().enumerate() {
+                if rank < best.0 {
+                    best = ranks[i];
+                    at = i;
+                }
+            }
+            if best.0 == NO_MERGE.0 {
+                break;
+            }
+            syms[at] = best.1;
+            syms.remove(at + 1);
+            ranks.remove(at);
+            if at > 0 {
+                ranks[at - 1] = self.pair(syms[at - 1], syms[at]);
+            }
+            if at + 1 < syms.len() {
+                ranks[at] = self.pair(syms[at], syms[at + 1]);
+            }
+        }
+        for &sym in syms.iter() {
+            self.emit(sym, out);
+        }
+    }
+
+    #[inline]
+    fn pair(&self, left: Sym, right: Sym) -> (u32, Sym) {
+        self.merges
+            .get(&((u64::from(left) << 32) | u64::from(right)))
+            .copied()
+            .unwrap_or(NO_MERGE)
+    }
+
+    fn emit(&self, sym: Sym, out: &mut Vec<TokenId>) {
+        if sym < self.n_vocab {
+            out.push(sym);
+        } else {
+            // A merge result the vocabulary lacks: llama.cpp looks up each
+            // byte of its text as a one-byte token and drops the rest.
+            let text = &self.extra_texts[(sym - self.n_vocab) as usize];
+            out.extend(
+                text.iter()
+                    .filter_map(|&b| self.single_byte_token[b as usize]),
+            );
         }
     }
 
@@ -244,6 +306,57 @@ impl BpeModel {
         if let Some(&(rank, _)) = self.merges.get(&((u64::from(ls) << 32) | u64::from(rs))) {
             s.heap
                 .push(Reverse(((u64::from(rank) << 32) | u64::from(left), ls, rs)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{TokenizerConfig, Vocab, select_kind};
+
+    #[test]
+    fn short_word_merging_matches_the_heap_on_smollm2() {
+        let dir = match std::env::var_os("FERROLM_HOME") {
+            Some(home) => std::path::PathBuf::from(home).join("models"),
+            None => dirs::cache_dir()
+                .expect("no cache directory")
+                .join("ferrolm")
+                .join("models"),
+        };
+        let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(
+            path.is_file(),
+            "{} is missing: run `cargo xtask fetch-models` first",
+            path.display()
+        );
+        let file = ferrolm_gguf::GgufFile::open(path).expect("open");
+        let cfg = TokenizerConfig::from_gguf(&file.gguf().expect("parse")).expect("metadata");
+        let (kind, preset) = select_kind(&cfg.model, cfg.pre.as_deref()).expect("kind");
+        let vocab = Vocab::build(&cfg, &cfg.tokens, kind, preset).expect("vocabulary");
+        let merges = cfg.merges.as_deref().expect("merges");
+        let bpe = BpeModel::new(&vocab, merges, PreTokenizer::DigitsThenGpt2, false);
+        let gpl = include_str!("../../../fixtures/golden/texts/gpl-3.txt");
+        let mut s = BpeScratch::default();
+        let mut words: Vec<&[u8]> = gpl
+            .split_inclusive([' ', '\n', ','])
+            .map(str::as_bytes)
+            .collect();
+        words.extend(
+            [
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                " unbelievably",
+                "日本語のテキスト",
+                "😀👨\u{200D}👩",
+                "",
+            ]
+            .map(str::as_bytes),
+        );
+        for word in words.into_iter().filter(|w| w.len() <= SHORT_WORD) {
+            let (mut short, mut heap) = (Vec::new(), Vec::new());
+            bpe.merge_short(word, &mut s, &mut short);
+            bpe.merge_heap(word, &mut s, &mut heap);
+            assert_eq!(short, heap, "{:?}", String::from_utf8_lossy(word));
         }
     }
 }
