@@ -82,7 +82,8 @@ __device__ __forceinline__ void load_x_group(const i8* __restrict__ xq, int g, i
     out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
 }
 
-// Quantized matrix-vector product, y[r] = sum_k W[r, k] * x[k] (+ residual[r]).
+// Quantized matrix-vector product, y[r] = sum_k W[r, k] * x[k] (+ residual[r]), for gridDim.y
+// input vectors at once (x, y and residual each hold gridDim.y vectors back to back).
 //
 // W is row-major in its GGUF block format. One warp owns one row. The row is streamed through a
 // per-warp shared-memory window with 16-byte, fully coalesced global loads (one pass over every
@@ -130,6 +131,13 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* 
     const int lane = threadIdx.x % WARP_SIZE;
     const int row = blockIdx.x * MV_WARPS + warp;
     if (row >= nrows) return;  // whole warps leave; only warp-level barriers follow
+
+    // blockIdx.y picks one of several input vectors (a small batch), each with its own output.
+    const size_t vec = blockIdx.y;
+    xq += vec * ncols;
+    xds += vec * (ncols / 32);
+    y += vec * nrows;
+    if (residual) residual += vec * nrows;
 
     const int nblocks = ncols / T::QK;
     const size_t row_start = (size_t)row * nblocks * T::BS;

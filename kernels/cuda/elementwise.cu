@@ -1,4 +1,5 @@
-// Element-wise operations on f32 vectors of n values.
+// Element-wise operations on f32 vectors of n values. The output may be the first input (in-place
+// updates such as the residual add), so those two are not marked __restrict__.
 #include "common.cuh"
 
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -13,14 +14,12 @@ __device__ __forceinline__ float gelu_tanh(float x) {
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;  \
     if (i >= (size_t)n) return;
 
-extern "C" __global__ void add_f32(const float* __restrict__ a, const float* __restrict__ b,
-                                   float* __restrict__ y, int n) {
+extern "C" __global__ void add_f32(const float* a, const float* __restrict__ b, float* y, int n) {
     ELEMENTWISE_INDEX
     y[i] = a[i] + b[i];
 }
 
-extern "C" __global__ void mul_f32(const float* __restrict__ a, const float* __restrict__ b,
-                                   float* __restrict__ y, int n) {
+extern "C" __global__ void mul_f32(const float* a, const float* __restrict__ b, float* y, int n) {
     ELEMENTWISE_INDEX
     y[i] = a[i] * b[i];
 }
@@ -31,14 +30,12 @@ extern "C" __global__ void scale_f32(const float* __restrict__ a, float s, float
 }
 
 // Gated activations of the feed-forward block: y = act(gate) * up.
-extern "C" __global__ void swiglu_f32(const float* __restrict__ gate, const float* __restrict__ up,
-                                      float* __restrict__ y, int n) {
+extern "C" __global__ void swiglu_f32(const float* gate, const float* __restrict__ up, float* y, int n) {
     ELEMENTWISE_INDEX
     y[i] = silu(gate[i]) * up[i];
 }
 
-extern "C" __global__ void geglu_f32(const float* __restrict__ gate, const float* __restrict__ up,
-                                     float* __restrict__ y, int n) {
+extern "C" __global__ void geglu_f32(const float* gate, const float* __restrict__ up, float* y, int n) {
     ELEMENTWISE_INDEX
     y[i] = gelu_tanh(gate[i]) * up[i];
 }
@@ -47,4 +44,13 @@ extern "C" __global__ void geglu_f32(const float* __restrict__ gate, const float
 extern "C" __global__ void convert_f32_f16(const float* __restrict__ x, u16* __restrict__ y, int n) {
     ELEMENTWISE_INDEX
     y[i] = f2h(x[i]);
+}
+
+// Gathers rows: out[r, :] = x[idx[r], :] for the gridDim.y rows of out, each of `cols` values.
+extern "C" __global__ void copy_rows_f32(const float* __restrict__ x, const i32* __restrict__ idx,
+                                         float* __restrict__ out, int cols) {
+    const int r = blockIdx.y;
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    out[(size_t)r * cols + c] = x[(size_t)idx[r] * cols + c];
 }

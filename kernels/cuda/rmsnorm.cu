@@ -2,8 +2,10 @@
 // entries (per-head normalisation passes rows of head_dim).
 #include "common.cuh"
 
-extern "C" __global__ void rmsnorm_f32(const float* __restrict__ x, const float* __restrict__ w,
-                                       float* __restrict__ y, int n, float eps) {
+// x and y may be the same buffer (in-place normalisation): each value is read before it is written,
+// by the same thread, so they are not marked __restrict__.
+extern "C" __global__ void rmsnorm_f32(const float* x, const float* __restrict__ w, float* y, int n,
+                                       float eps) {
     __shared__ float scratch[32];
     const float* xr = x + (size_t)blockIdx.x * n;
     float* yr = y + (size_t)blockIdx.x * n;

@@ -110,6 +110,7 @@ pub const MODULES: &[KernelModule] = &[
             "swiglu_f32",
             "geglu_f32",
             "convert_f32_f16",
+            "copy_rows_f32",
         ],
     },
     KernelModule {

@@ -91,6 +91,10 @@ pub enum TransformerError {
     /// Tokenizing or detokenizing failed.
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] ferrolm_tokenizer::TokenizerError),
+    /// A CUDA operation failed (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    #[error("CUDA: {0}")]
+    Cuda(#[from] crate::cuda::CudaError),
     /// Building the thread pool failed.
     #[error("could not start {threads} worker threads: {reason}")]
     ThreadPool {

@@ -38,6 +38,7 @@ pub mod session;
 pub mod cuda;
 
 pub use backend::cpu::{CpuBackend, CpuOptions};
+pub use backend::cuda::{CudaBackend, CudaOptions};
 pub use backend::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
 pub use config::{Architecture, LayerConfig, ModelConfig, Rope, RopeStyle};
 pub use error::{Result, TransformerError};

@@ -10,6 +10,7 @@ use ferrolm_kernels::{KernelModule, MODULES};
 
 use super::CudaError;
 use super::launch;
+use super::step::StepState;
 
 /// How to open a device.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +33,7 @@ pub struct CudaDevice {
     name: String,
     functions: HashMap<&'static str, CudaFunction>,
     blas: Option<CudaBlas>,
+    pub(crate) step: StepState,
 }
 
 impl std::fmt::Debug for CudaDevice {
@@ -137,6 +139,7 @@ impl CudaDevice {
             name,
             functions,
             blas,
+            step: StepState::default(),
         })
     }
 
@@ -204,9 +207,11 @@ impl CudaDevice {
         self.blas.as_ref().ok_or(CudaError::CublasNotFound)
     }
 
-    pub(crate) fn function(&self, name: &str) -> Result<&CudaFunction, CudaError> {
+    /// The kernel `name`, with the name as the module lists it.
+    pub(crate) fn function(&self, name: &str) -> Result<(&'static str, &CudaFunction), CudaError> {
         self.functions
-            .get(name)
+            .get_key_value(name)
+            .map(|(k, f)| (*k, f))
             .ok_or_else(|| CudaError::KernelMissing {
                 name: name.to_owned(),
             })

@@ -11,7 +11,7 @@ use super::CudaError;
 
 /// One kernel argument. Pointers travel as raw device addresses (0 for an absent optional
 /// buffer), so every kernel signature is a plain list of addresses and scalars.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Arg {
     Ptr(u64),
     I32(i32),
@@ -114,3 +114,8 @@ pub(crate) unsafe fn gemm_f16_f32(
         message: e.to_string(),
     })
 }
+
+// SAFETY: a graph and its executable instance are driver objects of the context, not of a
+// thread; every use (launch, drop) goes through cudarc, which binds the context to the calling
+// thread first, and the runtime keeps graphs behind a lock, so one thread uses a graph at a time.
+unsafe impl Send for super::DeviceGraph {}

@@ -19,6 +19,7 @@ mod error;
 mod launch;
 mod ops;
 mod profile;
+mod step;
 mod weights;
 
 pub use attention::{AttentionParams, AttentionWorkspace, PagedKvLayer, QueryBatch};
@@ -29,4 +30,5 @@ pub use device::{
 pub use error::CudaError;
 pub use ops::RopeParams;
 pub use profile::{KernelTiming, time_copy, time_matvec, time_op};
+pub use step::{StepGraph, StepOutcome};
 pub use weights::{Q8Activations, QuantMatrix, WeightType};

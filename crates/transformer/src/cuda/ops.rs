@@ -6,6 +6,7 @@ use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig};
 
 use super::attention::ATT_WARPS;
 use super::launch::{Arg, gemm_f16_f32, launch};
+use super::step::Launch;
 use super::{
     AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations,
     QuantMatrix, QueryBatch,
@@ -83,11 +84,27 @@ fn cfg(grid: (u32, u32, u32), threads: u32) -> LaunchConfig {
 
 impl CudaDevice {
     fn run(&self, kernel: &str, config: LaunchConfig, args: &[Arg]) -> Result<(), CudaError> {
-        let f = self.function(kernel)?;
+        let (name, f) = self.function(kernel)?;
+        if !self.track_launch(name, &config, args)? {
+            return Ok(());
+        }
         // SAFETY: every caller below passes the argument list of `kernel`'s signature in
         // `ferrolm-kernels`, and has checked each buffer's length against what the kernel
         // touches for this configuration.
         unsafe { launch(self.stream(), f, config, args) }
+    }
+
+    /// Issues recorded launches again, in order.
+    pub(crate) fn relaunch_all(&self, launches: &[Launch]) -> Result<(), CudaError> {
+        for l in launches {
+            let (_, f) = self.function(l.kernel)?;
+            // SAFETY: each launch was first issued through `run`, whose caller checked its
+            // arguments; a launch is issued again only right after it was recorded (to capture
+            // it into a graph, which runs nothing) or after an identical launch, with the same
+            // buffers, passed the same checks in the step being replayed.
+            unsafe { launch(self.stream(), f, l.config(), &l.args) }?;
+        }
+        Ok(())
     }
 
     /// `out = quantized(x)` for the integer matvec path; `x` has `out.len()` values (any
@@ -98,7 +115,24 @@ impl CudaDevice {
         out: &mut Q8Activations,
     ) -> Result<(), CudaError> {
         let n = out.len();
+        self.quantize_q8_n(x, out, n)
+    }
+
+    /// Quantizes the first `n` values of `x` (a multiple of 32) into the start of `out`.
+    pub fn quantize_q8_n(
+        &self,
+        x: &impl DevicePtr<f32>,
+        out: &mut Q8Activations,
+        n: usize,
+    ) -> Result<(), CudaError> {
         need("quantize_q8", "x", n, x.len())?;
+        need("quantize_q8", "out", n, out.len())?;
+        if !n.is_multiple_of(32) {
+            return Err(CudaError::Unsupported {
+                op: "quantize_q8",
+                what: format!("{n} values is not a multiple of 32"),
+            });
+        }
         let s = self.stream();
         let args = [
             Arg::Ptr(ptr(x, s)),
@@ -125,8 +159,27 @@ impl CudaDevice {
         y: &mut impl DevicePtrMut<f32>,
         accumulate: bool,
     ) -> Result<(), CudaError> {
-        need("matvec", "x", w.cols(), x.len())?;
-        need("matvec", "y", w.rows(), y.len())?;
+        self.matvec_batch(w, x, 1, y, accumulate)
+    }
+
+    /// `y[v] = W · x[v]` (or `+=` with `accumulate`) for `n_vec` input vectors stored back to
+    /// back in `x` (`cols` values each), writing `n_vec` outputs of `rows` values back to back.
+    pub fn matvec_batch(
+        &self,
+        w: &QuantMatrix,
+        x: &Q8Activations,
+        n_vec: usize,
+        y: &mut impl DevicePtrMut<f32>,
+        accumulate: bool,
+    ) -> Result<(), CudaError> {
+        need("matvec", "x", n_vec * w.cols(), x.len())?;
+        need("matvec", "y", n_vec * w.rows(), y.len())?;
+        if n_vec == 0 || n_vec > 65_535 {
+            return Err(CudaError::Unsupported {
+                op: "matvec",
+                what: format!("{n_vec} input vectors in one launch"),
+            });
+        }
         let s = self.stream();
         let yp = ptr_mut(y, s);
         let args = [
@@ -140,11 +193,9 @@ impl CudaDevice {
         ];
         let blocks = grid_for(w.rows(), MATVEC_WARPS as u32)?;
         let kernel = format!("matvec_{}", w.weight_type().kernel_suffix());
-        self.run(
-            &kernel,
-            cfg((blocks, 1, 1), (MATVEC_WARPS * 32) as u32),
-            &args,
-        )
+        #[allow(clippy::cast_possible_truncation)] // n_vec <= 65535, checked above
+        let grid = (blocks, n_vec as u32, 1);
+        self.run(&kernel, cfg(grid, (MATVEC_WARPS * 32) as u32), &args)
     }
 
     /// Embedding lookup: `out[r, :] = scale · W[ids[r], :]` for `r < n_ids`, as f32; an id
@@ -254,6 +305,8 @@ impl CudaDevice {
             return Ok(());
         }
         let blas = self.blas()?;
+        // cuBLAS calls cannot be part of a replayed step graph.
+        self.untracked_work()?;
         let slab = (scratch.len() / cols).min(rows);
         let s = self.stream();
         let xp = ptr(x, s);
@@ -309,6 +362,82 @@ impl CudaDevice {
             what: format!("{rows} rows"),
         })?;
         self.run("rmsnorm_f32", cfg((grid, 1, 1), REDUCE_THREADS), &args)
+    }
+
+    /// RMSNorm in place over `rows` runs of `n` values of `x`, each multiplied by `w`.
+    pub fn rmsnorm_in_place(
+        &self,
+        x: &mut impl DevicePtrMut<f32>,
+        w: &impl DevicePtr<f32>,
+        rows: usize,
+        n: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        need("rmsnorm", "x", rows * n, x.len())?;
+        need("rmsnorm", "w", n, w.len())?;
+        let s = self.stream();
+        let xp = ptr_mut(x, s);
+        let args = [
+            Arg::Ptr(xp),
+            Arg::Ptr(ptr(w, s)),
+            Arg::Ptr(xp),
+            Arg::I32(dim("rmsnorm", "n", n)?),
+            Arg::F32(eps),
+        ];
+        let grid = u32::try_from(rows).map_err(|_| CudaError::Unsupported {
+            op: "rmsnorm",
+            what: format!("{rows} rows"),
+        })?;
+        self.run("rmsnorm_f32", cfg((grid, 1, 1), REDUCE_THREADS), &args)
+    }
+
+    /// `gate = act(gate) · up` over `n` values, in place: SiLU with `gelu == false`, GELU
+    /// (tanh form) otherwise.
+    pub fn glu_in_place(
+        &self,
+        gate: &mut impl DevicePtrMut<f32>,
+        up: &impl DevicePtr<f32>,
+        n: usize,
+        gelu: bool,
+    ) -> Result<(), CudaError> {
+        need("glu", "gate", n, gate.len())?;
+        need("glu", "up", n, up.len())?;
+        let s = self.stream();
+        let gp = ptr_mut(gate, s);
+        let kernel = if gelu { "geglu_f32" } else { "swiglu_f32" };
+        self.binary(kernel, gp, ptr(up, s), gp, n)
+    }
+
+    /// `out[r, :] = x[idx[r], :]` for `n_rows` rows of `cols` values; every index must be a
+    /// row of `x` (`x_rows` of them), which the caller checks on the host.
+    pub fn copy_rows(
+        &self,
+        x: &impl DevicePtr<f32>,
+        x_rows: usize,
+        idx: &impl DevicePtr<i32>,
+        n_rows: usize,
+        cols: usize,
+        out: &mut impl DevicePtrMut<f32>,
+    ) -> Result<(), CudaError> {
+        need("copy_rows", "x", x_rows * cols, x.len())?;
+        need("copy_rows", "idx", n_rows, idx.len())?;
+        need("copy_rows", "out", n_rows * cols, out.len())?;
+        let s = self.stream();
+        let args = [
+            Arg::Ptr(ptr(x, s)),
+            Arg::Ptr(ptr(idx, s)),
+            Arg::Ptr(ptr_mut(out, s)),
+            Arg::I32(dim("copy_rows", "cols", cols)?),
+        ];
+        let rows = u32::try_from(n_rows)
+            .ok()
+            .filter(|&r| r > 0 && r <= 65_535)
+            .ok_or_else(|| CudaError::Unsupported {
+                op: "copy_rows",
+                what: format!("{n_rows} rows"),
+            })?;
+        let grid = (grid_for(cols, ELEMENTWISE_THREADS)?, rows, 1);
+        self.run("copy_rows_f32", cfg(grid, ELEMENTWISE_THREADS), &args)
     }
 
     /// Rotary embedding in place on `x` = `[n_tok][n_heads][head_dim]`, token `t` at position

@@ -1,0 +1,641 @@
+//! [`CudaBackend`]: the [`Backend`] operations on the GPU, one or two kernels each, all queued
+//! in order on the device's stream.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use cudarc::driver::CudaSlice;
+use ferrolm_gguf::{GgmlType, TensorView};
+
+use super::CudaOptions;
+use super::kv::CudaKv;
+use super::staging::Staging;
+use crate::backend::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
+use crate::config::{Rope, RopeStyle};
+use crate::cuda::{
+    self, AttentionWorkspace, CudaDevice, CudaError, DeviceOptions, Q8Activations, QuantMatrix,
+    QueryBatch, RopeParams, StepGraph, StepOutcome, WeightType,
+};
+use crate::error::{Result, TransformerError};
+
+/// Batches of up to this many rows are multiplied by the quantized mat-vec kernel (one launch,
+/// each weight read from memory once and from the cache for the other rows); larger ones by
+/// dequantized tiles on the tensor cores.
+const MATVEC_MAX_ROWS: usize = 8;
+/// Largest slab of dequantized f16 weights for one tensor-core product (elements).
+const MAX_SCRATCH: usize = 64 << 20;
+/// Batches of up to this many queries split each query's positions over several blocks
+/// (flash-decoding); larger batches have enough queries to fill the GPU.
+const SPLIT_MAX_QUERIES: usize = 4;
+/// Positions per split that decode attention aims for, and the most splits.
+const SPLIT_SPAN: usize = 256;
+const MAX_SPLITS: usize = 16;
+
+/// Runs the forward pass on one NVIDIA GPU.
+pub struct CudaBackend {
+    dev: CudaDevice,
+    shared: Mutex<Shared>,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("device", &self.dev)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Scratch and step state shared by the operations (they take `&self`).
+struct Shared {
+    staging: Staging,
+    /// Graphs are wanted and have not failed.
+    graphs: bool,
+    /// The batch staged last is one token: its step may be replayed as a graph.
+    single_token: bool,
+    graph: Option<StepGraph>,
+    /// An error of a graph launch, reported by the next [`Backend::read`].
+    deferred: Option<CudaError>,
+    attention: Option<(AttentionWorkspace, usize, usize)>, // (workspace, parts/4, head_dim)
+    scratch: Option<CudaSlice<u16>>,
+}
+
+/// Activations on the GPU: `rows × cols` f32, row-major, with room for more rows.
+#[derive(Debug)]
+pub struct CudaBuffer {
+    data: CudaSlice<f32>,
+    rows: usize,
+    cols: usize,
+    capacity_rows: usize,
+}
+
+impl CudaBuffer {
+    /// Rows in use.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Values per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// How prepared activations are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Nothing prepared yet.
+    Empty,
+    /// int8 with a scale per 32 values, for the mat-vec kernels.
+    Q8,
+    /// f16, for tensor-core products.
+    F16,
+}
+
+/// Activations made ready for matrix products: int8 for small batches, f16 for large ones.
+#[derive(Debug)]
+pub struct CudaPrepared {
+    q8: Option<Q8Activations>,
+    f16: Option<CudaSlice<u16>>,
+    form: Form,
+    rows: usize,
+    cols: usize,
+    capacity_rows: usize,
+}
+
+fn shape_error(op: &str, what: &str, expected: usize, got: usize) -> TransformerError {
+    TransformerError::InvalidBatch {
+        reason: format!("{op}: {what} is {got}, expected {expected}"),
+    }
+}
+
+fn check(op: &str, what: &str, expected: usize, got: usize) -> Result<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(shape_error(op, what, expected, got))
+    }
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal` with graphs on.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        Self::with_options(&CudaOptions {
+            ordinal,
+            ..CudaOptions::default()
+        })
+    }
+
+    /// Opens the GPU of `options`, compiling (or loading from the cache) every kernel. Without
+    /// a driver or GPU this is [`TransformerError::DeviceUnavailable`].
+    pub fn with_options(options: &CudaOptions) -> Result<Self> {
+        let dev = CudaDevice::with_options(&DeviceOptions {
+            ordinal: options.ordinal,
+            ..DeviceOptions::default()
+        })
+        .map_err(|e| {
+            if e.is_no_gpu() {
+                TransformerError::DeviceUnavailable {
+                    device: format!("cuda:{}", options.ordinal),
+                    reason: e.to_string(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        let staging = Staging::new(&dev)?;
+        Ok(Self {
+            dev,
+            shared: Mutex::new(Shared {
+                staging,
+                graphs: options.graphs,
+                single_token: false,
+                graph: None,
+                deferred: None,
+                attention: None,
+                scratch: None,
+            }),
+        })
+    }
+
+    /// The device, for timing and memory queries.
+    pub fn device(&self) -> &CudaDevice {
+        &self.dev
+    }
+
+    /// Kernel launches in the step graph replayed for single-token batches, if one is built.
+    pub fn graph_kernels(&self) -> Option<usize> {
+        self.shared().graph.as_ref().map(StepGraph::len)
+    }
+
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Room in the attention workspace for `units` (query, head, split) triples of `head_dim`.
+    fn attention_workspace<'a>(
+        &self,
+        slot: &'a mut Option<(AttentionWorkspace, usize, usize)>,
+        units: usize,
+        head_dim: usize,
+    ) -> Result<&'a mut AttentionWorkspace> {
+        let fits = slot
+            .as_ref()
+            .is_some_and(|&(_, u, hd)| units <= u && head_dim <= hd);
+        if !fits {
+            self.dev.untracked_work()?;
+            let (u, hd) = slot.as_ref().map_or((0, 0), |&(_, u, hd)| (u, hd));
+            let (u, hd) = (u.max(units), hd.max(head_dim));
+            *slot = Some((AttentionWorkspace::new(&self.dev, u, 1, hd, 1)?, u, hd));
+        }
+        match slot {
+            Some((ws, _, _)) => Ok(ws),
+            None => Err(CudaError::Unsupported {
+                op: "attention",
+                what: "no workspace".into(),
+            }
+            .into()),
+        }
+    }
+}
+
+impl<'w> Backend<'w> for CudaBackend {
+    type Matrix = QuantMatrix;
+    type Vector = CudaSlice<f32>;
+    type Buffer = CudaBuffer;
+    type Prepared = CudaPrepared;
+    type Kv = CudaKv;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        let replay = {
+            let mut sh = self.shared();
+            if sh.graphs && sh.single_token {
+                Some(sh.graph.take())
+            } else {
+                None
+            }
+        };
+        let Some(replay) = replay else {
+            return f();
+        };
+        self.dev.begin_step(replay);
+        let result = f();
+        let outcome = self.dev.end_step();
+        let mut sh = self.shared();
+        match outcome {
+            Ok(StepOutcome::Replayed(g) | StepOutcome::Recorded(Some(g))) => sh.graph = Some(g),
+            Ok(StepOutcome::Recorded(None)) => {}
+            Ok(StepOutcome::CaptureFailed(_)) => sh.graphs = false,
+            Err(e) => {
+                sh.graphs = false;
+                sh.deferred = Some(e);
+            }
+        }
+        result
+    }
+
+    fn matrix(&self, view: &TensorView<'w>) -> Result<Self::Matrix> {
+        let (rows, cols) = (view.n_rows() as usize, view.row_len() as usize);
+        let ty = WeightType::from_ggml(view.ty).ok_or_else(|| {
+            TransformerError::UnsupportedTensorType {
+                name: view.name.to_owned(),
+                ty: view.ty,
+                backend: "the CUDA backend",
+            }
+        })?;
+        Ok(QuantMatrix::upload(&self.dev, ty, rows, cols, view.data)?)
+    }
+
+    fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector> {
+        if view.ty != GgmlType::F32 {
+            return Err(TransformerError::UnsupportedTensorType {
+                name: view.name.to_owned(),
+                ty: view.ty,
+                backend: "a norm weight on the CUDA backend",
+            });
+        }
+        let values: Vec<f32> = view
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok(self
+            .dev
+            .stream()
+            .clone_htod(&values)
+            .map_err(CudaError::driver("uploading a vector"))?)
+    }
+
+    fn buffer(&self, rows: usize, cols: usize) -> Result<Self::Buffer> {
+        let n = rows
+            .checked_mul(cols)
+            .ok_or_else(|| shape_error("buffer", "size", usize::MAX, rows))?;
+        let data = self
+            .dev
+            .stream()
+            .alloc_zeros::<f32>(n.max(1))
+            .map_err(CudaError::driver("allocating activations"))?;
+        Ok(CudaBuffer {
+            data,
+            rows,
+            cols,
+            capacity_rows: rows,
+        })
+    }
+
+    fn prepared(&self, rows: usize, cols: usize) -> Result<Self::Prepared> {
+        let q8 = if cols.is_multiple_of(32) && cols > 0 {
+            Some(Q8Activations::new(
+                &self.dev,
+                rows.clamp(1, MATVEC_MAX_ROWS) * cols,
+            )?)
+        } else {
+            None
+        };
+        let f16 = if rows > MATVEC_MAX_ROWS || q8.is_none() {
+            Some(
+                self.dev
+                    .stream()
+                    .alloc_zeros::<u16>((rows * cols).max(1))
+                    .map_err(CudaError::driver("allocating activations"))?,
+            )
+        } else {
+            None
+        };
+        Ok(CudaPrepared {
+            q8,
+            f16,
+            form: Form::Empty,
+            rows: 0,
+            cols,
+            capacity_rows: rows,
+        })
+    }
+
+    fn kv_cache(&self, layout: KvLayout) -> Result<Self::Kv> {
+        CudaKv::new(&self.dev, layout)
+    }
+
+    fn set_rows(&self, buf: &mut Self::Buffer, rows: usize) -> Result<()> {
+        if rows > buf.capacity_rows {
+            return Err(shape_error("set_rows", "rows", buf.capacity_rows, rows));
+        }
+        buf.rows = rows;
+        Ok(())
+    }
+
+    fn embed(
+        &self,
+        table: &Self::Matrix,
+        tokens: &[u32],
+        scale: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        check("embed", "output rows", tokens.len(), out.rows)?;
+        check("embed", "output width", table.cols(), out.cols)?;
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= table.rows()) {
+            return Err(TransformerError::TokenOutOfRange {
+                id: t,
+                vocab: table.rows(),
+            });
+        }
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let mut sh = self.shared();
+        sh.staging.tokens.set(&self.dev, tokens)?;
+        self.dev.get_rows(
+            table,
+            &sh.staging.tokens.dev,
+            tokens.len(),
+            scale,
+            &mut out.data,
+        )?;
+        Ok(())
+    }
+
+    fn rms_norm(&self, x: &mut Self::Buffer, w: &Self::Vector, eps: f32) -> Result<()> {
+        if w.is_empty() || x.cols % w.len() != 0 {
+            return Err(shape_error("rms_norm", "row width", w.len(), x.cols));
+        }
+        let runs = x.rows * x.cols / w.len();
+        if runs > 0 {
+            self.dev
+                .rmsnorm_in_place(&mut x.data, w, runs, w.len(), eps)?;
+        }
+        Ok(())
+    }
+
+    fn rms_norm_into(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Vector,
+        eps: f32,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        check("rms_norm", "row width", w.len(), x.cols)?;
+        check("rms_norm", "output width", x.cols, out.cols)?;
+        check("rms_norm", "output rows", x.rows, out.rows)?;
+        if x.rows > 0 {
+            self.dev
+                .rmsnorm(&x.data, w, &mut out.data, x.rows, x.cols, eps)?;
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, x: &Self::Buffer, out: &mut Self::Prepared) -> Result<()> {
+        check("prepare", "width", out.cols, x.cols)?;
+        if x.rows > out.capacity_rows {
+            return Err(shape_error("prepare", "rows", out.capacity_rows, x.rows));
+        }
+        let n = x.rows * x.cols;
+        out.rows = x.rows;
+        if n == 0 {
+            out.form = Form::Empty;
+            return Ok(());
+        }
+        match (&mut out.q8, &mut out.f16) {
+            (Some(q8), _) if x.rows <= MATVEC_MAX_ROWS => {
+                self.dev.quantize_q8_n(&x.data, q8, n)?;
+                out.form = Form::Q8;
+            }
+            (_, Some(f16)) => {
+                self.dev.convert_f16(&x.data, f16, n)?;
+                out.form = Form::F16;
+            }
+            _ => {
+                return Err(shape_error(
+                    "prepare",
+                    "rows",
+                    MATVEC_MAX_ROWS.min(out.capacity_rows),
+                    x.rows,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn matmul(&self, w: &Self::Matrix, x: &Self::Prepared, out: &mut Self::Buffer) -> Result<()> {
+        check("matmul", "output width", w.rows(), out.cols)?;
+        check("matmul", "input width", w.cols(), x.cols)?;
+        check("matmul", "output rows", x.rows, out.rows)?;
+        match (x.form, &x.q8, &x.f16) {
+            (Form::Empty, _, _) => check("matmul", "input rows", 0, x.rows),
+            (Form::Q8, Some(q8), _) => {
+                self.dev.matvec_batch(w, q8, x.rows, &mut out.data, false)?;
+                Ok(())
+            }
+            (Form::F16, _, Some(f16)) => {
+                let mut sh = self.shared();
+                let want = (w.rows() * w.cols()).min(MAX_SCRATCH.max(w.cols()));
+                if sh.scratch.as_ref().is_none_or(|s| s.len() < want) {
+                    self.dev.untracked_work()?;
+                    sh.scratch = Some(
+                        self.dev
+                            .stream()
+                            .alloc_zeros::<u16>(want)
+                            .map_err(CudaError::driver("allocating dequantization scratch"))?,
+                    );
+                }
+                if let Some(scratch) = sh.scratch.as_mut() {
+                    self.dev.matmul(w, f16, x.rows, &mut out.data, scratch)?;
+                }
+                Ok(())
+            }
+            _ => Err(shape_error("matmul", "prepared form", 0, x.rows)),
+        }
+    }
+
+    fn rope(
+        &self,
+        x: &mut Self::Buffer,
+        head_dim: usize,
+        positions: &[u32],
+        rope: &Rope,
+    ) -> Result<()> {
+        check("rope", "positions", x.rows, positions.len())?;
+        if head_dim == 0 || x.cols % head_dim != 0 || rope.n_rot > head_dim {
+            return Err(shape_error("rope", "row width", head_dim, x.cols));
+        }
+        if x.rows == 0 {
+            return Ok(());
+        }
+        let mut sh = self.shared();
+        sh.staging.positions.set(&self.dev, positions)?;
+        let params = RopeParams {
+            n_heads: x.cols / head_dim,
+            head_dim,
+            n_rot: rope.n_rot,
+            base: rope.base,
+            freq_scale: rope.freq_scale,
+            neox: rope.style == RopeStyle::Halves,
+        };
+        self.dev.rope(
+            &mut x.data,
+            &sh.staging.positions.dev,
+            None,
+            x.rows,
+            &params,
+        )?;
+        Ok(())
+    }
+
+    fn attention(
+        &self,
+        kv: &mut Self::Kv,
+        layer: usize,
+        batch: &Batch<'_>,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        p: &AttentionParams,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        let (hd, n) = (p.head_dim, batch.len());
+        check("attention", "query width", p.n_head * hd, q.cols)?;
+        check("attention", "key width", p.n_head_kv * hd, k.cols)?;
+        check("attention", "value width", p.n_head_kv * hd, v.cols)?;
+        check("attention", "output width", q.cols, out.cols)?;
+        for (what, rows) in [
+            ("query rows", q.rows),
+            ("key rows", k.rows),
+            ("value rows", v.rows),
+            ("output rows", out.rows),
+            ("positions", batch.positions.len()),
+            ("sequence ids", batch.seqs.len()),
+        ] {
+            check("attention", what, n, rows)?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        kv.check_seqs(batch.seqs)?;
+        let layout = kv.layout();
+        check("attention", "kv heads", layout.n_head_kv, p.n_head_kv)?;
+        check("attention", "head width", layout.head_dim, hd)?;
+        let max_blocks = kv.max_blocks;
+        let CudaKv {
+            layers, table_dev, ..
+        } = kv;
+        let cache = layers
+            .get_mut(layer)
+            .ok_or_else(|| shape_error("attention", "layer", layout.n_layer, layer))?;
+
+        let mut sh = self.shared();
+        let Shared {
+            staging, attention, ..
+        } = &mut *sh;
+        staging.positions.set(&self.dev, batch.positions)?;
+        staging.seqs.set(&self.dev, batch.seqs)?;
+        let splits = if n <= SPLIT_MAX_QUERIES {
+            layout.n_ctx.div_ceil(SPLIT_SPAN).clamp(1, MAX_SPLITS)
+        } else {
+            1
+        };
+        let ws = self.attention_workspace(attention, n * p.n_head * splits, hd)?;
+        let qb = QueryBatch {
+            n_queries: n,
+            q_seq: &staging.seqs.dev,
+            pos: &staging.positions.dev,
+            block_table: table_dev,
+            max_blocks,
+        };
+        self.dev.kv_append(cache, &k.data, &v.data, &qb)?;
+        let params = cuda::AttentionParams {
+            n_heads: p.n_head,
+            n_kv_heads: p.n_head_kv,
+            head_dim: hd,
+            scale: p.scale,
+            window: p.window.unwrap_or(0),
+        };
+        self.dev
+            .attention(cache, &q.data, &mut out.data, &params, &qb, splits, ws)?;
+        Ok(())
+    }
+
+    fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer) -> Result<()> {
+        let n = x.rows * x.cols;
+        check("add", "length", n, y.rows * y.cols)?;
+        if n > 0 {
+            self.dev.add_assign(&mut x.data, &y.data, n)?;
+        }
+        Ok(())
+    }
+
+    fn glu(&self, gate: &mut Self::Buffer, up: &Self::Buffer, act: Glu) -> Result<()> {
+        let n = gate.rows * gate.cols;
+        check("glu", "length", n, up.rows * up.cols)?;
+        if n > 0 {
+            self.dev
+                .glu_in_place(&mut gate.data, &up.data, n, act == Glu::GeluTanh)?;
+        }
+        Ok(())
+    }
+
+    fn gather_rows(&self, x: &Self::Buffer, rows: &[usize], out: &mut Self::Buffer) -> Result<()> {
+        check("gather_rows", "width", x.cols, out.cols)?;
+        check("gather_rows", "output rows", rows.len(), out.rows)?;
+        if let Some(&r) = rows.iter().find(|&&r| r >= x.rows) {
+            return Err(shape_error("gather_rows", "row index", x.rows, r));
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut sh = self.shared();
+        sh.staging.outputs.set(&self.dev, rows)?;
+        self.dev.copy_rows(
+            &x.data,
+            x.rows,
+            &sh.staging.outputs.dev,
+            rows.len(),
+            x.cols,
+            &mut out.data,
+        )?;
+        Ok(())
+    }
+
+    fn read(&self, x: &Self::Buffer, out: &mut [f32]) -> Result<()> {
+        let n = x.rows * x.cols;
+        check("read", "length", n, out.len())?;
+        if let Some(e) = self.shared().deferred.take() {
+            return Err(e.into());
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.dev.untracked_work()?;
+        let s = self.dev.stream();
+        s.memcpy_dtoh(&x.data.slice(0..n), out)
+            .map_err(CudaError::driver("reading activations"))?;
+        self.dev.synchronize()?;
+        Ok(())
+    }
+
+    fn kv_len(&self, kv: &Self::Kv, seq: SeqId) -> usize {
+        kv.len(seq)
+    }
+
+    fn kv_reserve(&self, kv: &mut Self::Kv, batch: &Batch<'_>) -> Result<()> {
+        kv.reserve(&self.dev, batch)?;
+        let mut sh = self.shared();
+        sh.single_token = batch.len() == 1;
+        let st = &mut sh.staging;
+        st.tokens.set(&self.dev, batch.tokens)?;
+        st.positions.set(&self.dev, batch.positions)?;
+        st.seqs.set(&self.dev, batch.seqs)?;
+        st.outputs.set(&self.dev, batch.outputs)?;
+        Ok(())
+    }
+
+    fn kv_truncate(&self, kv: &mut Self::Kv, seq: SeqId, len: usize) -> Result<()> {
+        kv.truncate(&self.dev, seq, len)
+    }
+
+    fn kv_clear(&self, kv: &mut Self::Kv) {
+        // Only a failed upload of the block table can fail here; the next reserve rewrites
+        // every row it touches, so there is nothing to report.
+        let _ = kv.clear(&self.dev);
+    }
+}

@@ -1,0 +1,129 @@
+//! The CUDA backend of a build without the `cuda` feature: it cannot be made, so every
+//! method is unreachable, yet the type implements [`Backend`] and code written for it compiles.
+
+use ferrolm_gguf::TensorView;
+
+use super::CudaOptions;
+use crate::backend::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
+use crate::config::Rope;
+use crate::error::{Result, TransformerError};
+
+/// A value that cannot exist: the matrices, buffers and caches of a backend that cannot be made.
+#[derive(Debug)]
+pub enum Unavailable {}
+
+/// The CUDA backend (unavailable in this build).
+#[derive(Debug)]
+pub struct CudaBackend {
+    never: Unavailable,
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal`: in this build, always an error saying CUDA support is missing.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        Self::with_options(&CudaOptions {
+            ordinal,
+            ..CudaOptions::default()
+        })
+    }
+
+    /// Opens the GPU of `options`: in this build, always an error.
+    pub fn with_options(options: &CudaOptions) -> Result<Self> {
+        Err(TransformerError::DeviceUnavailable {
+            device: format!("cuda:{}", options.ordinal),
+            reason: "this build of ferrolm has no CUDA support; rebuild with `--features cuda`"
+                .into(),
+        })
+    }
+}
+
+impl<'w> Backend<'w> for CudaBackend {
+    type Matrix = Unavailable;
+    type Vector = Unavailable;
+    type Buffer = Unavailable;
+    type Prepared = Unavailable;
+    type Kv = Unavailable;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+    fn matrix(&self, _: &TensorView<'w>) -> Result<Unavailable> {
+        match self.never {}
+    }
+    fn vector(&self, _: &TensorView<'w>) -> Result<Unavailable> {
+        match self.never {}
+    }
+    fn buffer(&self, _: usize, _: usize) -> Result<Unavailable> {
+        match self.never {}
+    }
+    fn prepared(&self, _: usize, _: usize) -> Result<Unavailable> {
+        match self.never {}
+    }
+    fn kv_cache(&self, _: KvLayout) -> Result<Unavailable> {
+        match self.never {}
+    }
+    fn set_rows(&self, _: &mut Unavailable, _: usize) -> Result<()> {
+        match self.never {}
+    }
+    fn embed(&self, _: &Unavailable, _: &[u32], _: f32, _: &mut Unavailable) -> Result<()> {
+        match self.never {}
+    }
+    fn rms_norm(&self, _: &mut Unavailable, _: &Unavailable, _: f32) -> Result<()> {
+        match self.never {}
+    }
+    fn rms_norm_into(
+        &self,
+        _: &Unavailable,
+        _: &Unavailable,
+        _: f32,
+        _: &mut Unavailable,
+    ) -> Result<()> {
+        match self.never {}
+    }
+    fn prepare(&self, _: &Unavailable, _: &mut Unavailable) -> Result<()> {
+        match self.never {}
+    }
+    fn matmul(&self, _: &Unavailable, _: &Unavailable, _: &mut Unavailable) -> Result<()> {
+        match self.never {}
+    }
+    fn rope(&self, _: &mut Unavailable, _: usize, _: &[u32], _: &Rope) -> Result<()> {
+        match self.never {}
+    }
+    fn attention(
+        &self,
+        _: &mut Unavailable,
+        _: usize,
+        _: &Batch<'_>,
+        _: &Unavailable,
+        _: &Unavailable,
+        _: &Unavailable,
+        _: &AttentionParams,
+        _: &mut Unavailable,
+    ) -> Result<()> {
+        match self.never {}
+    }
+    fn add(&self, _: &mut Unavailable, _: &Unavailable) -> Result<()> {
+        match self.never {}
+    }
+    fn glu(&self, _: &mut Unavailable, _: &Unavailable, _: Glu) -> Result<()> {
+        match self.never {}
+    }
+    fn gather_rows(&self, _: &Unavailable, _: &[usize], _: &mut Unavailable) -> Result<()> {
+        match self.never {}
+    }
+    fn read(&self, _: &Unavailable, _: &mut [f32]) -> Result<()> {
+        match self.never {}
+    }
+    fn kv_len(&self, _: &Unavailable, _: SeqId) -> usize {
+        match self.never {}
+    }
+    fn kv_reserve(&self, _: &mut Unavailable, _: &Batch<'_>) -> Result<()> {
+        match self.never {}
+    }
+    fn kv_truncate(&self, _: &mut Unavailable, _: SeqId, _: usize) -> Result<()> {
+        match self.never {}
+    }
+    fn kv_clear(&self, _: &mut Unavailable) {
+        match self.never {}
+    }
+}

@@ -1,0 +1,607 @@
+//! Whole models on the GPU against the CPU backend: the same greedy tokens and logits within
+//! tolerance, on real models cut to a few layers and a smaller vocabulary (small enough to
+//! carry to a GPU machine) and on synthetic models with random weights in every block format
+//! the kernels read. Also checks what only the GPU has: step graphs give the same logits as
+//! launching kernel by kernel, batches of several sequences, and rolling the cache back.
+//!
+//! The cut models come from `$FERROLM_TEST_MODELS/<name>.gguf` when that file exists (a GPU
+//! machine without the real models), else they are cut from the real models in memory;
+//! `FERROLM_WRITE_TEST_MODELS=DIR` writes them to `DIR`. Without a CUDA GPU each GPU test
+//! prints a note and returns, unless `FERROLM_REQUIRE_GPU=1`.
+#![cfg(feature = "cuda")]
+#![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+use std::path::PathBuf;
+
+use ferrolm_gguf::{GgmlType, Gguf, GgufFile, GgufWriter};
+use ferrolm_transformer::backend::cuda::CudaKv;
+use ferrolm_transformer::{
+    Backend, Batch, CpuBackend, CpuOptions, CudaBackend, CudaOptions, Model, Precision, State,
+    TransformerError,
+};
+use half::f16;
+
+/// Normalized difference ‖gpu − cpu‖ / ‖cpu‖ allowed between logits: the GPU keeps keys and
+/// values in f16 and multiplies prompts with f16 activations, the CPU uses f32 and 8 bits.
+const LOGIT_TOL: f64 = 0.03;
+/// Two logits closer than this (on the CPU) may come out in either order on the GPU.
+const NEAR_TIE: f32 = 0.15;
+/// Vocabulary and layers kept when cutting a real model.
+const CUT_VOCAB: usize = 8192;
+
+fn require_gpu() -> bool {
+    std::env::var("FERROLM_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// A CUDA backend, or `None` (after a note) on a machine without a GPU.
+fn gpu(graphs: bool) -> Option<CudaBackend> {
+    match CudaBackend::with_options(&CudaOptions { ordinal: 0, graphs }) {
+        Ok(b) => Some(b),
+        Err(e @ TransformerError::DeviceUnavailable { .. }) if !require_gpu() => {
+            eprintln!("note: no CUDA GPU here ({e}); GPU test skipped");
+            None
+        }
+        Err(e) => panic!("CUDA backend failed: {e}"),
+    }
+}
+
+fn cpu() -> CpuBackend {
+    CpuBackend::new(CpuOptions {
+        threads: 0,
+        precision: Precision::Q8,
+    })
+    .unwrap()
+}
+
+fn models_dir() -> PathBuf {
+    match std::env::var_os("FERROLM_HOME") {
+        Some(home) => PathBuf::from(home).join("models"),
+        None => dirs::cache_dir()
+            .expect("a cache directory")
+            .join("ferrolm")
+            .join("models"),
+    }
+}
+
+/// A real model cut to its first `layers` blocks and `CUT_VOCAB` tokens, without its
+/// vocabulary (`no_vocab`); `window` replaces Gemma's sliding window so short tests cross it.
+fn cut_model(src: &Gguf<'_>, layers: usize, window: Option<u32>) -> Vec<u8> {
+    let arch = src.architecture().unwrap().to_owned();
+    let mut w = GgufWriter::new();
+    for (key, value) in src.metadata() {
+        if !key.starts_with("tokenizer.") {
+            w.add_metadata(key, value);
+        }
+    }
+    w.add_metadata("tokenizer.ggml.model", "no_vocab");
+    w.add_metadata(&format!("{arch}.block_count"), layers as u32);
+    w.add_metadata(&format!("{arch}.vocab_size"), CUT_VOCAB as u32);
+    if let Some(win) = window {
+        w.add_metadata(&format!("{arch}.attention.sliding_window"), win);
+    }
+    for t in src.tensor_views() {
+        if let Some(rest) = t.name.strip_prefix("blk.") {
+            let block: usize = rest.split('.').next().unwrap().parse().unwrap();
+            if block >= layers {
+                continue;
+            }
+            w.add_tensor(t.name, &t.dims, t.ty, t.data).unwrap();
+        } else if t.name == "token_embd.weight" || t.name == "output.weight" {
+            let row = t.ty.row_bytes(t.dims[0]).unwrap() as usize;
+            let dims = [t.dims[0], CUT_VOCAB as u64];
+            w.add_tensor(t.name, &dims, t.ty, &t.data[..row * CUT_VOCAB])
+                .unwrap();
+        } else {
+            w.add_tensor(t.name, &t.dims, t.ty, t.data).unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    w.write_to(&mut out).unwrap();
+    out
+}
+
+/// The cut model `name` (see the module docs for where it comes from).
+fn cut_real_model(name: &str, real: &str, layers: usize, window: Option<u32>) -> Vec<u8> {
+    if let Some(dir) = std::env::var_os("FERROLM_TEST_MODELS") {
+        let path = PathBuf::from(dir).join(format!("{name}.gguf"));
+        if path.exists() {
+            return std::fs::read(&path).unwrap();
+        }
+    }
+    let path = models_dir().join(real);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask fetch-models` (or set FERROLM_TEST_MODELS to a folder \
+         holding {name}.gguf)",
+        path.display()
+    );
+    let file = GgufFile::open(&path).unwrap();
+    let bytes = cut_model(&file.gguf().unwrap(), layers, window);
+    if let Some(dir) = std::env::var_os("FERROLM_WRITE_TEST_MODELS") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.gguf")), &bytes).unwrap();
+    }
+    bytes
+}
+
+fn smollm2_cut() -> Vec<u8> {
+    cut_real_model(
+        "smollm2-3layers",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        3,
+        None,
+    )
+}
+
+fn gemma3_cut() -> Vec<u8> {
+    cut_real_model("gemma3-2layers", "gemma-3-270m-q4_k_m.gguf", 2, Some(8))
+}
+
+/// xorshift64*: reproducible weights without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+fn put_f16(b: &mut [u8], at: usize, v: f32) {
+    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+}
+
+/// Random blocks of `ty` whose weights have a standard deviation near `gain/√cols`.
+fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, gain: f32) -> Vec<u8> {
+    let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+    let mut bytes: Vec<u8> = (0..rows * rb)
+        .map(|_| (rng.next_u64() >> 56) as u8)
+        .collect();
+    let s = gain / (cols as f32).sqrt();
+    let bs = ty.type_size();
+    for b in bytes.chunks_exact_mut(bs) {
+        match ty {
+            GgmlType::Q4_0 => put_f16(b, 0, s / 4.6),
+            GgmlType::Q4_1 => {
+                put_f16(b, 0, s / 4.6);
+                put_f16(b, 2, -7.5 * s / 4.6);
+            }
+            GgmlType::Q5_0 => put_f16(b, 0, s / 9.2),
+            GgmlType::Q8_0 => put_f16(b, 0, s / 74.0),
+            GgmlType::Q4K => {
+                put_f16(b, 0, s / (31.0 * 4.6));
+                put_f16(b, 2, 7.5 * s / (31.0 * 4.6));
+            }
+            GgmlType::Q6K => {
+                for v in &mut b[192..208] {
+                    *v = 1 + (*v % 15);
+                }
+                put_f16(b, 208, s / (8.0 * 18.5));
+            }
+            other => panic!("no random blocks for {other:?}"),
+        }
+    }
+    bytes
+}
+
+fn random_norm(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|_| (0.8 + 0.4 * rng.unit()).to_le_bytes())
+        .collect()
+}
+
+/// A small model with random weights: `gemma3` (QK-norm, post-norms, a window of 8 on five
+/// of six layers) or `llama`, with every block format the kernels read.
+fn synthetic_model(arch: &str, seed: u64) -> Vec<u8> {
+    let gemma = arch == "gemma3";
+    let (n_layer, d, n_head, n_kv, hd, ffn, vocab) = if gemma {
+        (6, 256, 4, 1, 128, 512, 1000)
+    } else {
+        (4, 256, 4, 2, 64, 512, 1000)
+    };
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut w = GgufWriter::new();
+    let u = |v: usize| v as u32;
+    w.add_metadata("general.architecture", arch);
+    w.add_metadata("tokenizer.ggml.model", "no_vocab");
+    w.add_metadata(&format!("{arch}.block_count"), u(n_layer));
+    w.add_metadata(&format!("{arch}.context_length"), 4096u32);
+    w.add_metadata(&format!("{arch}.embedding_length"), u(d));
+    w.add_metadata(&format!("{arch}.feed_forward_length"), u(ffn));
+    w.add_metadata(&format!("{arch}.attention.head_count"), u(n_head));
+    w.add_metadata(&format!("{arch}.attention.head_count_kv"), u(n_kv));
+    w.add_metadata(&format!("{arch}.attention.key_length"), u(hd));
+    w.add_metadata(&format!("{arch}.attention.value_length"), u(hd));
+    w.add_metadata(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-6f32);
+    w.add_metadata(&format!("{arch}.rope.freq_base"), 10_000.0f32);
+    if gemma {
+        w.add_metadata(&format!("{arch}.attention.sliding_window"), 8u32);
+    }
+    let mut tensors: Vec<(String, Vec<u64>, GgmlType, Vec<u8>)> = Vec::new();
+    let mut mat = |name: String, ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng| {
+        let data = random_matrix(rng, ty, rows, cols, 1.0);
+        tensors.push((name, vec![cols as u64, rows as u64], ty, data));
+    };
+    mat(
+        "token_embd.weight".into(),
+        GgmlType::Q8_0,
+        vocab,
+        d,
+        &mut rng,
+    );
+    // Random tied embeddings let one token win every step; the cut Gemma 3 covers tying.
+    mat("output.weight".into(), GgmlType::Q6K, vocab, d, &mut rng);
+    let (q, kv) = (n_head * hd, n_kv * hd);
+    for il in 0..n_layer {
+        let p = |s: &str| format!("blk.{il}.{s}.weight");
+        mat(p("attn_q"), GgmlType::Q4K, q, d, &mut rng);
+        mat(p("attn_k"), GgmlType::Q5_0, kv, d, &mut rng);
+        mat(p("attn_v"), GgmlType::Q8_0, kv, d, &mut rng);
+        mat(p("attn_output"), GgmlType::Q4_0, d, q, &mut rng);
+        mat(p("ffn_gate"), GgmlType::Q4_1, ffn, d, &mut rng);
+        mat(p("ffn_up"), GgmlType::Q4_0, ffn, d, &mut rng);
+        mat(p("ffn_down"), GgmlType::Q6K, d, ffn, &mut rng);
+    }
+    let mut norms: Vec<(String, usize)> = vec![("output_norm.weight".into(), d)];
+    for il in 0..n_layer {
+        norms.push((format!("blk.{il}.attn_norm.weight"), d));
+        norms.push((format!("blk.{il}.ffn_norm.weight"), d));
+        if gemma {
+            norms.push((format!("blk.{il}.attn_q_norm.weight"), hd));
+            norms.push((format!("blk.{il}.attn_k_norm.weight"), hd));
+            norms.push((format!("blk.{il}.post_attention_norm.weight"), d));
+            norms.push((format!("blk.{il}.post_ffw_norm.weight"), d));
+        }
+    }
+    for (name, n) in norms {
+        let data = random_norm(&mut rng, n);
+        tensors.push((name, vec![n as u64], GgmlType::F32, data));
+    }
+    for (name, dims, ty, data) in &tensors {
+        w.add_tensor(name, dims, *ty, data.as_slice()).unwrap();
+    }
+    let mut out = Vec::new();
+    w.write_to(&mut out).unwrap();
+    out
+}
+
+/// Logits after the prompt and after every generated token, and the tokens fed.
+struct Trace {
+    tokens: Vec<u32>,
+    logits: Vec<Vec<f32>>,
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map_or(0, |(i, _)| i as u32)
+}
+
+/// Runs `prompt` in batches of `chunk` tokens, then `steps` single-token steps, each feeding
+/// `forced[i]` when given, else the argmax of the last logits.
+fn run<'w, B: Backend<'w>>(
+    model: &Model<'w, B>,
+    prompt: &[u32],
+    chunk: usize,
+    steps: usize,
+    forced: Option<&[u32]>,
+) -> Trace {
+    let mut kv = model.kv_cache(prompt.len() + steps + 1, 1).unwrap();
+    let mut state = model.state(chunk, 1).unwrap();
+    let mut pos = 0u32;
+    let mut feed = |tokens: &[u32], pos: &mut u32, state: &mut State<'w, B>| {
+        let positions: Vec<u32> = (*pos..*pos + tokens.len() as u32).collect();
+        let batch = Batch {
+            tokens,
+            positions: &positions,
+            seqs: &vec![0; tokens.len()],
+            outputs: &[tokens.len() - 1],
+        };
+        model.forward(state, &mut kv, &batch).unwrap();
+        *pos += tokens.len() as u32;
+    };
+    for c in prompt.chunks(chunk) {
+        feed(c, &mut pos, &mut state);
+    }
+    let mut trace = Trace {
+        tokens: Vec::new(),
+        logits: vec![state.logits().to_vec()],
+    };
+    for i in 0..steps {
+        let next = forced.map_or_else(|| argmax(&trace.logits[i]), |f| f[i]);
+        feed(&[next], &mut pos, &mut state);
+        trace.tokens.push(next);
+        trace.logits.push(state.logits().to_vec());
+    }
+    trace
+}
+
+/// ‖a − b‖ / ‖b‖ in f64; any non-finite value gives infinity.
+fn nerr(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        if !x.is_finite() || !y.is_finite() {
+            return f64::INFINITY;
+        }
+        num += (f64::from(x) - f64::from(y)).powi(2);
+        den += f64::from(y).powi(2);
+    }
+    assert!(den > 0.0, "reference logits are all zero");
+    (num / den).sqrt()
+}
+
+/// Compares a GPU trace fed the CPU's tokens with the CPU trace: every step's logits within
+/// [`LOGIT_TOL`], and the same argmax except at near ties. Returns the worst error.
+fn compare(what: &str, cpu: &Trace, gpu: &Trace) -> f64 {
+    assert_eq!(cpu.logits.len(), gpu.logits.len());
+    let mut worst = 0.0f64;
+    let mut flips = 0;
+    for (step, (c, g)) in cpu.logits.iter().zip(&gpu.logits).enumerate() {
+        let e = nerr(g, c);
+        assert!(e < LOGIT_TOL, "{what} step {step}: logits differ by {e:.4}");
+        worst = worst.max(e);
+        let (ac, ag) = (argmax(c) as usize, argmax(g) as usize);
+        if ac != ag {
+            let gap = c[ac] - c[ag];
+            assert!(
+                gap < NEAR_TIE,
+                "{what} step {step}: GPU picks {ag}, CPU {ac}, {gap} apart"
+            );
+            flips += 1;
+        }
+    }
+    eprintln!(
+        "{what}: {} steps, worst normalized logit error {worst:.5}, {flips} near-tie flips",
+        cpu.logits.len()
+    );
+    worst
+}
+
+/// The GPU's own greedy tokens equal the CPU's up to the first near tie.
+fn greedy_agrees(what: &str, cpu: &Trace, gpu: &Trace) {
+    for (i, (&c, &g)) in cpu.tokens.iter().zip(&gpu.tokens).enumerate() {
+        if c != g {
+            let l = &cpu.logits[i];
+            let gap = l[c as usize] - l[g as usize];
+            assert!(
+                gap < NEAR_TIE,
+                "{what}: greedy token {i} is {g} on the GPU, {c} on the CPU ({gap} apart)"
+            );
+            eprintln!("{what}: greedy paths part at a near tie at token {i}");
+            return;
+        }
+    }
+    eprintln!("{what}: {} greedy tokens identical", cpu.tokens.len());
+}
+
+fn prompt(vocab: usize, n: usize) -> Vec<u32> {
+    // Token ids of the golden prompts, folded into the vocabulary.
+    const IDS: [u32; 24] = [
+        504, 3575, 282, 4649, 314, 6403, 1980, 253, 655, 1604, 3987, 24, 94, 727, 1, 9690, 198,
+        2683, 359, 253, 5356, 5646, 818, 5279,
+    ];
+    IDS.iter()
+        .cycle()
+        .take(n)
+        .map(|&t| t % vocab as u32)
+        .collect()
+}
+
+/// CPU greedy, then the GPU fed the CPU's tokens (logits compared) and the GPU greedy.
+fn check_against_cpu(what: &str, bytes: &[u8], n_prompt: usize, steps: usize) {
+    let Some(backend) = gpu(true) else {
+        return;
+    };
+    let gguf = Gguf::parse(bytes).unwrap();
+    let cpu_model = Model::load(&gguf, cpu()).unwrap();
+    let gpu_model = Model::load(&gguf, backend).unwrap();
+    let p = prompt(cpu_model.config().vocab, n_prompt);
+    let cpu_trace = run(&cpu_model, &p, n_prompt, steps, None);
+    let forced = run(&gpu_model, &p, n_prompt, steps, Some(&cpu_trace.tokens));
+    compare(what, &cpu_trace, &forced);
+    let free = run(&gpu_model, &p, n_prompt, steps, None);
+    greedy_agrees(what, &cpu_trace, &free);
+    assert!(
+        gpu_model.backend().graph_kernels().is_some(),
+        "{what}: no step graph was built"
+    );
+}
+
+#[test]
+fn cut_models_keep_their_layers_and_vocabulary() {
+    for (bytes, layers, window) in [(smollm2_cut(), 3, None), (gemma3_cut(), 2, Some(8))] {
+        let gguf = Gguf::parse(&bytes).unwrap();
+        let c = ferrolm_transformer::ModelConfig::from_gguf(&gguf).unwrap();
+        assert_eq!(c.n_layer, layers);
+        assert_eq!(c.vocab, CUT_VOCAB);
+        assert_eq!(c.layers[0].window, window);
+        assert!(gguf.tensor("blk.3.attn_q.weight").is_none());
+        assert!(bytes.len() < 16 << 20, "{} bytes", bytes.len());
+    }
+}
+
+#[test]
+fn synthetic_models_give_spread_out_finite_logits_on_the_cpu() {
+    for (arch, seed) in [("llama", 1), ("gemma3", 2)] {
+        let bytes = synthetic_model(arch, seed);
+        let gguf = Gguf::parse(&bytes).unwrap();
+        let model = Model::load(&gguf, cpu()).unwrap();
+        let t = run(&model, &prompt(model.config().vocab, 12), 12, 8, None);
+        for l in &t.logits {
+            assert!(l.iter().all(|x| x.is_finite()), "{arch}: non-finite logits");
+            let mean = l.iter().sum::<f32>() / l.len() as f32;
+            let var = l.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / l.len() as f32;
+            assert!((0.05..100.0).contains(&var), "{arch}: logit variance {var}");
+        }
+        let distinct: std::collections::HashSet<_> = t.tokens.iter().collect();
+        assert!(distinct.len() > 1, "{arch}: greedy repeats one token");
+    }
+}
+
+#[test]
+fn smollm2_cut_to_three_layers_matches_cpu() {
+    check_against_cpu("smollm2 (3 layers)", &smollm2_cut(), 20, 40);
+}
+
+#[test]
+fn gemma3_cut_to_two_layers_with_a_window_of_eight_matches_cpu() {
+    check_against_cpu("gemma3 (2 layers, window 8)", &gemma3_cut(), 20, 40);
+}
+
+#[test]
+fn synthetic_llama_matches_cpu() {
+    check_against_cpu("synthetic llama", &synthetic_model("llama", 1), 12, 30);
+}
+
+#[test]
+fn synthetic_gemma3_with_global_and_window_layers_matches_cpu() {
+    check_against_cpu("synthetic gemma3", &synthetic_model("gemma3", 2), 12, 30);
+}
+
+#[test]
+fn small_prompt_batches_take_the_matvec_path_and_agree_with_one_batch() {
+    let Some(backend) = gpu(true) else {
+        return;
+    };
+    let bytes = synthetic_model("llama", 3);
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let model = Model::load(&gguf, backend).unwrap();
+    let p = prompt(model.config().vocab, 30);
+    let whole = run(&model, &p, 30, 4, None);
+    for chunk in [1, 3, 8] {
+        let pieces = run(&model, &p, chunk, 4, Some(&whole.tokens));
+        for (a, b) in pieces.logits.iter().zip(&whole.logits) {
+            let e = nerr(a, b);
+            assert!(e < LOGIT_TOL, "chunks of {chunk}: logits differ by {e}");
+        }
+    }
+}
+
+#[test]
+fn step_graphs_give_the_logits_of_kernel_by_kernel_launches() {
+    let (Some(with), Some(without)) = (gpu(true), gpu(false)) else {
+        return;
+    };
+    let bytes = synthetic_model("gemma3", 4);
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let graphed = Model::load(&gguf, with).unwrap();
+    let eager = Model::load(&gguf, without).unwrap();
+    let p = prompt(graphed.config().vocab, 10);
+    let a = run(&eager, &p, 10, 40, None);
+    let b = run(&graphed, &p, 10, 40, Some(&a.tokens));
+    for (step, (x, y)) in a.logits.iter().zip(&b.logits).enumerate() {
+        let e = nerr(y, x);
+        assert!(e < 1e-6, "step {step}: graph replay differs by {e}");
+    }
+    let kernels = graphed.backend().graph_kernels().unwrap();
+    assert!(kernels > 6 * 10, "{kernels} kernels in the step graph");
+    assert!(eager.backend().graph_kernels().is_none());
+}
+
+#[test]
+fn two_sequences_in_one_batch_match_each_run_alone() {
+    let Some(backend) = gpu(true) else {
+        return;
+    };
+    let bytes = synthetic_model("llama", 5);
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let model = Model::load(&gguf, backend).unwrap();
+    let vocab = model.config().vocab;
+    let (pa, pb) = (prompt(vocab, 11), prompt(vocab, 17)[3..].to_vec());
+    let steps = 6;
+    let alone_a = run(&model, &pa, 16, steps, None);
+    let alone_b = run(&model, &pb, 16, steps, None);
+
+    let mut kv = model.kv_cache(40, 2).unwrap();
+    let mut state = model.state(32, 2).unwrap();
+    let tokens: Vec<u32> = pa.iter().chain(&pb).copied().collect();
+    let positions: Vec<u32> = (0..pa.len() as u32).chain(0..pb.len() as u32).collect();
+    let seqs: Vec<u32> = std::iter::repeat_n(0, pa.len())
+        .chain(std::iter::repeat_n(1, pb.len()))
+        .collect();
+    let outputs = [pa.len() - 1, tokens.len() - 1];
+    let batch = Batch {
+        tokens: &tokens,
+        positions: &positions,
+        seqs: &seqs,
+        outputs: &outputs,
+    };
+    model.forward(&mut state, &mut kv, &batch).unwrap();
+    for step in 0..=steps {
+        let logits = state.logits();
+        let (la, lb) = logits.split_at(vocab);
+        assert!(
+            nerr(la, &alone_a.logits[step]) < 1e-3,
+            "sequence 0, step {step}"
+        );
+        assert!(
+            nerr(lb, &alone_b.logits[step]) < 1e-3,
+            "sequence 1, step {step}"
+        );
+        if step == steps {
+            break;
+        }
+        let next = [alone_a.tokens[step], alone_b.tokens[step]];
+        let positions = [(pa.len() + step) as u32, (pb.len() + step) as u32];
+        let batch = Batch {
+            tokens: &next,
+            positions: &positions,
+            seqs: &[0, 1],
+            outputs: &[0, 1],
+        };
+        model.forward(&mut state, &mut kv, &batch).unwrap();
+    }
+    assert_eq!(model.backend().kv_len(&kv, 1), pb.len() + steps);
+}
+
+/// Runs `tokens` of sequence 0 from position `pos`, keeping the last token's logits.
+fn step<'w>(
+    model: &Model<'w, CudaBackend>,
+    tokens: &[u32],
+    pos: u32,
+    kv: &mut CudaKv,
+    state: &mut State<'w, CudaBackend>,
+) {
+    let positions: Vec<u32> = (pos..pos + tokens.len() as u32).collect();
+    let batch = Batch {
+        tokens,
+        positions: &positions,
+        seqs: &vec![0; tokens.len()],
+        outputs: &[tokens.len() - 1],
+    };
+    model.forward(state, kv, &batch).unwrap();
+}
+
+#[test]
+fn rolled_back_steps_replay_to_the_same_logits() {
+    let Some(backend) = gpu(true) else {
+        return;
+    };
+    let bytes = synthetic_model("gemma3", 6);
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let model = Model::load(&gguf, backend).unwrap();
+    let p = prompt(model.config().vocab, 30);
+    let mut kv = model.kv_cache(64, 1).unwrap();
+    let mut state = model.state(30, 1).unwrap();
+    step(&model, &p, 0, &mut kv, &mut state);
+    let tokens = [5u32, 77, 301, 9, 640, 2];
+    let mut first = Vec::new();
+    for (i, &t) in tokens.iter().enumerate() {
+        step(&model, &[t], 30 + i as u32, &mut kv, &mut state);
+        first.push(state.logits().to_vec());
+    }
+    // Back to position 32 (across a block boundary at 32), then the same tokens again.
+    model.backend().kv_truncate(&mut kv, 0, 32).unwrap();
+    for (i, &t) in tokens.iter().enumerate().skip(2) {
+        step(&model, &[t], 30 + i as u32, &mut kv, &mut state);
+        let e = nerr(state.logits(), &first[i]);
+        assert!(e < 1e-6, "token {i} after the rollback differs by {e}");
+    }
+}
