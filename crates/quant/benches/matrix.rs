@@ -61,7 +61,7 @@ fn matvec(c: &mut Criterion) {
         let x = values(cols, 3);
         let mut y = vec![0.0f32; rows];
         g.throughput(Throughput::Bytes(data.len() as u64));
-        for precision in [Precision::Q8, Precision::F32] {
+        for precision in [Precision::Q8, Precision::Q16, Precision::F32] {
             let mut scratch = MatScratch::new(precision);
             let id = format!("{}/{cols}x{rows}/{precision:?}", ty.name());
             g.bench_function(id, |b| {
@@ -93,7 +93,7 @@ fn matmul(c: &mut Criterion) {
         let mut y = vec![0.0f32; n * rows];
         // Elements: multiply-adds per call.
         g.throughput(Throughput::Elements((n * rows * cols) as u64));
-        for precision in [Precision::Q8, Precision::F32] {
+        for precision in [Precision::Q8, Precision::Q16, Precision::F32] {
             let mut scratch = MatScratch::new(precision);
             let id = format!("{}/{cols}x{rows}/{precision:?}", ty.name());
             g.bench_function(id, |b| {

@@ -163,11 +163,16 @@ pub struct QMatrix<'a> {
 
 /// Rows per parallel task at least, so that a task is worth its scheduling.
 const MIN_TASK_VALUES: usize = 64 * 1024;
-/// Weight rows decoded together on the f32 prefill path.
-const DECODE_TILE_ROWS: usize = 16;
+/// Kernel weight-row groups decoded together on the f32 prefill path.
+const F32_TILE_WROWS: usize = 2;
+
+/// Per-thread buffers of the f32 prefill path: packed activations, the
+/// decoded weight tile, and one kernel output.
+type F32Buffers = (Vec<f32>, Vec<f32>, Vec<f32>);
 
 thread_local! {
-    static DECODE_TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static F32_BUFFERS: std::cell::RefCell<F32Buffers> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 impl<'a> QMatrix<'a> {
@@ -361,37 +366,58 @@ impl<'a> QMatrix<'a> {
         }
     }
 
-    /// The exact prefill path: tiles of weight rows are decoded to f32 once
-    /// per task and multiplied with register-blocked f32 dot products.
+    /// The exact prefill path. Each task takes a run of activation rows,
+    /// packs them k-major once, then for each tile of weight rows decodes
+    /// the tile to f32 and multiplies it with every packed block.
     fn forward_f32_tiles(&self, x: &[f32], n: usize, dequant: Dequantizer, y: &mut [f32]) {
-        let chunk = Self::task_rows(n, self.rows * self.cols).max(4);
+        let gemm = simd::F32Gemm::new(simd::isa());
+        let (lanes, wrows) = (gemm.lanes, gemm.wrows);
+        let tile_rows = F32_TILE_WROWS * wrows;
+        let threads = rayon::current_num_threads().max(1);
+        // Few large tasks: each one decodes every weight tile once.
+        let chunk = n.div_ceil(2 * threads).next_multiple_of(lanes).min(n);
         let (rows, cols) = (self.rows, self.cols);
         y.par_chunks_mut(chunk * rows)
             .enumerate()
             .for_each(|(t, ys)| {
-                let xs = &x[t * chunk * cols..][..ys.len() / rows * cols];
-                DECODE_TILE.with_borrow_mut(|tile| {
-                    if tile.len() < DECODE_TILE_ROWS * cols {
-                        tile.resize(DECODE_TILE_ROWS * cols, 0.0);
+                let nt = ys.len() / rows;
+                let xs = &x[t * chunk * cols..][..nt * cols];
+                F32_BUFFERS.with_borrow_mut(|(xp, tile, out)| {
+                    let blocks = nt.div_ceil(lanes);
+                    xp.clear();
+                    xp.resize(blocks * cols * lanes, 0.0);
+                    for (c, xrow) in xs.chunks_exact(cols).enumerate() {
+                        let (b, l) = (c / lanes, c % lanes);
+                        let packed = &mut xp[b * cols * lanes..(b + 1) * cols * lanes];
+                        for (k, &v) in xrow.iter().enumerate() {
+                            packed[k * lanes + l] = v;
+                        }
                     }
-                    for r0 in (0..rows).step_by(DECODE_TILE_ROWS) {
-                        let tr = DECODE_TILE_ROWS.min(rows - r0);
+                    tile.resize(tile_rows * cols, 0.0);
+                    out.resize(wrows * lanes, 0.0);
+                    for r0 in (0..rows).step_by(tile_rows) {
+                        let tr = tile_rows.min(rows - r0);
                         let bytes = &self.data[r0 * self.row_bytes..(r0 + tr) * self.row_bytes];
-                        for (row, out) in bytes
+                        for (row, w) in bytes
                             .chunks_exact(self.row_bytes)
                             .zip(tile.chunks_exact_mut(cols))
                         {
-                            dequant.run(row, out);
+                            dequant.run(row, w);
                         }
-                        simd::multiply_tile(
-                            simd::isa(),
-                            xs,
-                            &tile[..tr * cols],
-                            cols,
-                            &mut *ys,
-                            rows,
-                            r0,
-                        );
+                        let padded = tr.next_multiple_of(wrows);
+                        tile[tr * cols..padded * cols].fill(0.0);
+                        for (b, packed) in xp.chunks_exact(cols * lanes).enumerate() {
+                            for j0 in (0..tr).step_by(wrows) {
+                                gemm.run(packed, &tile[j0 * cols..(j0 + wrows) * cols], cols, out);
+                                for (j, o) in out.chunks_exact(lanes).take(tr - j0).enumerate() {
+                                    for (l, &v) in
+                                        o.iter().enumerate().take(nt.saturating_sub(b * lanes))
+                                    {
+                                        ys[(b * lanes + l) * rows + r0 + j0 + j] = v;
+                                    }
+                                }
+                            }
+                        }
                     }
                 });
             });
@@ -480,7 +506,7 @@ mod tests {
         for ty in all_types() {
             let data = random_matrix(ty, rows, cols, &mut rng);
             let m = QMatrix::new(ty, rows, cols, &data).expect("matrix");
-            for n in [1, 2, 7] {
+            for n in [1, 2, 7, 45] {
                 let x = random_activations(n * cols, &mut rng);
                 let (exact, mag) = naive(ty, &data, rows, cols, &x);
                 let bound = q8_bound(ty, &data, rows, cols, &x);

@@ -4,10 +4,10 @@
 
 use std::arch::x86_64::*;
 
-/// Activation rows per tile.
-const X: usize = 4;
-/// Weight rows per tile.
-const W: usize = 6;
+/// Activation rows per GEMM call (two vectors).
+pub(super) const GEMM_LANES: usize = 32;
+/// Weight rows per GEMM call.
+pub(super) const GEMM_WROWS: usize = 12;
 
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -17,37 +17,34 @@ fn load_f32x16(v: &[f32; 16]) -> __m512 {
 }
 
 #[target_feature(enable = "avx512f")]
-fn dots_f32_tile_impl(x: [&[f32]; X], w: [&[f32]; W]) -> [[f32; W]; X] {
-    let len = x.iter().chain(&w).map(|s| s.len()).min().unwrap_or(0);
-    let xc = x.map(|x| x[..len].as_chunks::<16>().0);
-    let wc = w.map(|w| w[..len].as_chunks::<16>().0);
-    let mut acc = [[_mm512_setzero_ps(); W]; X];
-    for k in 0..len / 16 {
-        let wv: [__m512; W] = std::array::from_fn(|j| load_f32x16(&wc[j][k]));
-        for (acc, x) in acc.iter_mut().zip(&xc) {
-            let xv = load_f32x16(&x[k]);
-            for (a, w) in acc.iter_mut().zip(&wv) {
-                *a = _mm512_fmadd_ps(xv, *w, *a);
-            }
-        }
-    }
-    let tail = len / 16 * 16;
-    let mut out = [[0.0f32; W]; X];
-    for (i, row) in out.iter_mut().enumerate() {
-        for (j, o) in row.iter_mut().enumerate() {
-            let rest: f32 = x[i][tail..len]
-                .iter()
-                .zip(&w[j][tail..len])
-                .map(|(a, b)| a * b)
-                .sum();
-            *o = _mm512_reduce_add_ps(acc[i][j]) + rest;
-        }
-    }
-    out
+#[inline]
+fn store_f32x16(out: &mut [f32; 16], v: __m512) {
+    // SAFETY: `out` is 16 writable floats; the store has no alignment requirement.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) }
 }
 
-/// Four activation rows against six weight rows, all in f32.
-pub(super) fn dots_f32_tile(x: [&[f32]; X], w: [&[f32]; W]) -> [[f32; W]; X] {
+#[target_feature(enable = "avx512f")]
+fn gemm_f32_impl(xp: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
+    let (xc, _) = xp[..cols * GEMM_LANES].as_chunks::<16>();
+    let wr: [&[f32]; GEMM_WROWS] = std::array::from_fn(|j| &w[j * cols..(j + 1) * cols]);
+    let mut acc = [[_mm512_setzero_ps(); 2]; GEMM_WROWS];
+    for k in 0..cols {
+        let x = [load_f32x16(&xc[2 * k]), load_f32x16(&xc[2 * k + 1])];
+        for (acc, w) in acc.iter_mut().zip(&wr) {
+            let b = _mm512_set1_ps(w[k]);
+            acc[0] = _mm512_fmadd_ps(b, x[0], acc[0]);
+            acc[1] = _mm512_fmadd_ps(b, x[1], acc[1]);
+        }
+    }
+    let (oc, _) = out[..GEMM_WROWS * GEMM_LANES].as_chunks_mut::<16>();
+    for (j, acc) in acc.iter().enumerate() {
+        store_f32x16(&mut oc[2 * j], acc[0]);
+        store_f32x16(&mut oc[2 * j + 1], acc[1]);
+    }
+}
+
+/// Twelve weight rows against 32 packed activation rows (see `super::F32Gemm`).
+pub(super) fn gemm_f32(xp: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
     // SAFETY: only called after AVX-512F was detected (see `super::Isa`).
-    unsafe { dots_f32_tile_impl(x, w) }
+    unsafe { gemm_f32_impl(xp, w, cols, out) }
 }

@@ -226,77 +226,59 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
-/// `ys[c][r0 + r] = xs[c] · w[r]` for every activation row `c` of `xs` and
-/// decoded weight row `r` of `w` (both `cols` wide; rows of `ys` are `rows`
-/// wide), register-blocked at level `isa`.
-pub(crate) fn multiply_tile(
-    isa: Isa,
-    xs: &[f32],
-    w: &[f32],
-    cols: usize,
-    ys: &mut [f32],
-    rows: usize,
-    r0: usize,
-) {
-    let out = TileOut { ys, rows, r0 };
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        Isa::Avx512 => return tiles(xs, w, cols, out, avx512::dots_f32_tile, avx2::dot_f32),
-        Isa::Avx2 => return tiles(xs, w, cols, out, avx2::dots_f32_tile, avx2::dot_f32),
-        Isa::Scalar => {}
-    }
-    let _ = isa;
-    tiles::<1, 1>(
-        xs,
-        w,
-        cols,
-        out,
-        |x, w| [[dot_f32_scalar(x[0], w[0])]],
-        dot_f32_scalar,
-    );
+/// The f32 matrix-multiply micro-kernel of a level: `wrows` weight rows
+/// against `lanes` activation rows packed k-major (`xp[k * lanes + l]`),
+/// as an outer-product update, so no horizontal sums are needed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct F32Gemm {
+    /// Activation rows per call, packed side by side.
+    pub(crate) lanes: usize,
+    /// Weight rows per call.
+    pub(crate) wrows: usize,
+    kernel: fn(&[f32], &[f32], usize, &mut [f32]),
 }
 
-fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(a, b)| a * b).sum()
-}
-
-struct TileOut<'a> {
-    ys: &'a mut [f32],
-    rows: usize,
-    r0: usize,
-}
-
-/// Covers the `xs × w` products with `X × W` micro-tiles and single dot
-/// products at the edges.
-fn tiles<const X: usize, const W: usize>(
-    xs: &[f32],
-    w: &[f32],
-    cols: usize,
-    out: TileOut<'_>,
-    tile: impl Fn([&[f32]; X], [&[f32]; W]) -> [[f32; W]; X],
-    dot: impl Fn(&[f32], &[f32]) -> f32,
-) {
-    let TileOut { ys, rows, r0 } = out;
-    let (nx, nw) = (xs.len() / cols, w.len() / cols);
-    let xrow = |c: usize| &xs[c * cols..(c + 1) * cols];
-    let wrow = |r: usize| &w[r * cols..(r + 1) * cols];
-    let full_x = nx / X * X;
-    let full_w = nw / W * W;
-    for c in (0..full_x).step_by(X) {
-        for r in (0..full_w).step_by(W) {
-            let o = tile(
-                std::array::from_fn(|i| xrow(c + i)),
-                std::array::from_fn(|j| wrow(r + j)),
-            );
-            for (i, o) in o.iter().enumerate() {
-                ys[(c + i) * rows + r0 + r..][..W].copy_from_slice(o);
+impl F32Gemm {
+    /// The kernel of level `isa`.
+    pub(crate) fn new(isa: Isa) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        match isa {
+            Isa::Avx512 => {
+                return Self {
+                    lanes: avx512::GEMM_LANES,
+                    wrows: avx512::GEMM_WROWS,
+                    kernel: avx512::gemm_f32,
+                };
             }
+            Isa::Avx2 => {
+                return Self {
+                    lanes: avx2::GEMM_LANES,
+                    wrows: avx2::GEMM_WROWS,
+                    kernel: avx2::gemm_f32,
+                };
+            }
+            Isa::Scalar => {}
+        }
+        let _ = isa;
+        Self {
+            lanes: 4,
+            wrows: 4,
+            kernel: gemm_f32_scalar,
         }
     }
-    for c in 0..nx {
-        let rs = if c < full_x { full_w..nw } else { 0..nw };
-        for r in rs {
-            ys[c * rows + r0 + r] = dot(xrow(c), wrow(r));
+
+    /// `out[j * lanes + l] = Σ_k w[j * cols + k] · xp[k * lanes + l]` for
+    /// `j < wrows`, `l < lanes`; the slices must hold at least that much.
+    pub(crate) fn run(&self, xp: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
+        (self.kernel)(xp, w, cols, out);
+    }
+}
+
+fn gemm_f32_scalar(xp: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
+    let (lanes, wrows) = (4, 4);
+    for j in 0..wrows {
+        for l in 0..lanes {
+            out[j * lanes + l] = (0..cols).map(|k| w[j * cols + k] * xp[k * lanes + l]).sum();
         }
     }
 }
@@ -306,38 +288,38 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    use super::{Isa, multiply_tile};
+    use super::{F32Gemm, Isa};
 
     #[test]
-    fn f32_tiles_match_plain_sums_at_every_level() {
+    fn f32_gemm_kernels_match_plain_sums_at_every_level() {
         let mut rng = ChaCha8Rng::seed_from_u64(21);
         for isa in Isa::available() {
-            for (nx, nw, cols) in [(9, 13, 64), (4, 6, 37), (1, 2, 300), (13, 25, 16)] {
-                let xs: Vec<f32> = (0..nx * cols)
+            let g = F32Gemm::new(isa);
+            for cols in [1, 7, 64, 300] {
+                let xp: Vec<f32> = (0..cols * g.lanes)
                     .map(|_| rng.random_range(-1.0..1.0))
                     .collect();
-                let w: Vec<f32> = (0..nw * cols)
+                let w: Vec<f32> = (0..g.wrows * cols)
                     .map(|_| rng.random_range(-1.0..1.0))
                     .collect();
-                let (rows, r0) = (nw + 3, 2);
-                let mut ys = vec![f32::NAN; nx * rows];
-                multiply_tile(isa, &xs, &w, cols, &mut ys, rows, r0);
-                for c in 0..nx {
-                    for r in 0..nw {
+                let mut out = vec![f32::NAN; g.wrows * g.lanes + 1];
+                g.run(&xp, &w, cols, &mut out);
+                for j in 0..g.wrows {
+                    for l in 0..g.lanes {
                         let exact: f64 = (0..cols)
-                            .map(|k| f64::from(xs[c * cols + k]) * f64::from(w[r * cols + k]))
+                            .map(|k| f64::from(w[j * cols + k]) * f64::from(xp[k * g.lanes + l]))
                             .sum();
-                        let got = f64::from(ys[c * rows + r0 + r]);
+                        let got = f64::from(out[j * g.lanes + l]);
                         assert!(
                             (got - exact).abs() < 1e-5 * cols as f64,
-                            "{isa:?} {nx}x{nw}x{cols} [{c},{r}]: {got} vs {exact}"
+                            "{isa:?} cols {cols} [{j},{l}]: {got} vs {exact}"
                         );
                     }
-                    assert!(
-                        ys[c * rows].is_nan() && ys[c * rows + r0 + nw].is_nan(),
-                        "{isa:?}: wrote outside the tile"
-                    );
                 }
+                assert!(
+                    out[g.wrows * g.lanes].is_nan(),
+                    "{isa:?}: wrote past the tile"
+                );
             }
         }
     }

@@ -466,43 +466,33 @@ pub(super) fn dequant_bf16(row: &[u8], out: &mut [f32]) {
     unsafe { dequant_bf16_impl(row, out) }
 }
 
+/// Activation rows per GEMM call (two vectors).
+pub(in crate::simd) const GEMM_LANES: usize = 16;
+/// Weight rows per GEMM call.
+pub(in crate::simd) const GEMM_WROWS: usize = 6;
+
 #[target_feature(enable = "avx2,fma")]
-fn dots_f32_tile_impl(x: [&[f32]; 3], w: [&[f32]; 4]) -> [[f32; 4]; 3] {
-    let len = x.iter().chain(&w).map(|s| s.len()).min().unwrap_or(0);
-    let xc = x.map(|x| x[..len].as_chunks::<8>().0);
-    let wc = w.map(|w| w[..len].as_chunks::<8>().0);
-    let mut acc = [[_mm256_setzero_ps(); 4]; 3];
-    for k in 0..len / 8 {
-        let wv = [
-            load_f32x8(&wc[0][k]),
-            load_f32x8(&wc[1][k]),
-            load_f32x8(&wc[2][k]),
-            load_f32x8(&wc[3][k]),
-        ];
-        for (acc, x) in acc.iter_mut().zip(&xc) {
-            let xv = load_f32x8(&x[k]);
-            for (a, w) in acc.iter_mut().zip(&wv) {
-                *a = _mm256_fmadd_ps(xv, *w, *a);
-            }
+fn gemm_f32_impl(xp: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
+    let (xc, _) = xp[..cols * GEMM_LANES].as_chunks::<8>();
+    let wr: [&[f32]; GEMM_WROWS] = std::array::from_fn(|j| &w[j * cols..(j + 1) * cols]);
+    let mut acc = [[_mm256_setzero_ps(); 2]; GEMM_WROWS];
+    for k in 0..cols {
+        let x = [load_f32x8(&xc[2 * k]), load_f32x8(&xc[2 * k + 1])];
+        for (acc, w) in acc.iter_mut().zip(&wr) {
+            let b = _mm256_set1_ps(w[k]);
+            acc[0] = _mm256_fmadd_ps(b, x[0], acc[0]);
+            acc[1] = _mm256_fmadd_ps(b, x[1], acc[1]);
         }
     }
-    let tail = len / 8 * 8;
-    let mut out = [[0.0f32; 4]; 3];
-    for (i, row) in out.iter_mut().enumerate() {
-        for (j, o) in row.iter_mut().enumerate() {
-            let rest: f32 = x[i][tail..len]
-                .iter()
-                .zip(&w[j][tail..len])
-                .map(|(a, b)| a * b)
-                .sum();
-            *o = hsum_f32x8(acc[i][j]) + rest;
-        }
+    let (oc, _) = out[..GEMM_WROWS * GEMM_LANES].as_chunks_mut::<8>();
+    for (j, acc) in acc.iter().enumerate() {
+        store_f32x8(&mut oc[2 * j], acc[0]);
+        store_f32x8(&mut oc[2 * j + 1], acc[1]);
     }
-    out
 }
 
-/// Three activation rows against four weight rows, all in f32.
-pub(in crate::simd) fn dots_f32_tile(x: [&[f32]; 3], w: [&[f32]; 4]) -> [[f32; 4]; 3] {
+/// Six weight rows against 16 packed activation rows (see `crate::simd::F32Gemm`).
+pub(in crate::simd) fn gemm_f32(xp: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
     // SAFETY: only called after AVX2 and FMA were detected (see `super::Isa`).
-    unsafe { dots_f32_tile_impl(x, w) }
+    unsafe { gemm_f32_impl(xp, w, cols, out) }
 }
