@@ -90,12 +90,18 @@ impl Tokenizer {
         Tokenizer::build(b.cfg, b.tokens, b.merges)
     }
 
-    /// Like [`Tokenizer::from_gguf`], but `Ok(None)` for a model without a
-    /// vocabulary (`tokenizer.ggml.model = "no_vocab"`).
+    /// Like [`Tokenizer::from_gguf`], but `Ok(None)` for a file without a
+    /// vocabulary: `tokenizer.ggml.model` is `no_vocab` (as in synthetic
+    /// benchmark models) or absent.
     pub fn from_gguf_if_present(gguf: &Gguf<'_>) -> Result<Option<Tokenizer>, TokenizerError> {
         match Tokenizer::from_gguf(gguf) {
             Ok(t) => Ok(Some(t)),
             Err(TokenizerError::NoVocabulary { .. }) => Ok(None),
+            Err(TokenizerError::MissingKey { key })
+                if key == ferrolm_gguf::keys::tokenizer::MODEL =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }

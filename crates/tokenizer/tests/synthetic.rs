@@ -431,3 +431,35 @@ fn training_learns_the_most_frequent_pair_first_and_is_deterministic() {
         .expect("vocabulary");
     assert_eq!(t.encode("<|endoftext|>", PARSE), vec![0]);
 }
+
+#[test]
+fn tokenizers_can_be_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Tokenizer>();
+    let t = std::sync::Arc::new(
+        Tokenizer::from_config(BpeTrainer::new(100).train([CORPUS]).expect("train"))
+            .expect("vocabulary"),
+    );
+    let expected = t.encode(CORPUS, RAW);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let t = std::sync::Arc::clone(&t);
+            std::thread::spawn(move || t.encode(CORPUS, RAW))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().expect("thread"), expected);
+    }
+}
+
+#[test]
+fn two_vocabularies_on_one_thread_do_not_share_cached_words() {
+    let a = Tokenizer::from_config(BpeTrainer::new(200).train([CORPUS]).expect("train"))
+        .expect("vocabulary");
+    let b = Tokenizer::from_config(BpeTrainer::new(20).train([CORPUS]).expect("train"))
+        .expect("vocabulary");
+    let text = "the License and the Program";
+    let (a1, b1) = (a.encode(text, RAW), b.encode(text, RAW));
+    assert_ne!(a1, b1);
+    assert_eq!((a.encode(text, RAW), b.encode(text, RAW)), (a1, b1));
+}
