@@ -4,6 +4,7 @@
 //! (not timed); `--no-kv-cache` recomputes the whole prefix at every decode step instead of
 //! reusing the cache. Works on models without a vocabulary.
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -165,8 +166,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     out.push_str("| model | size | params | backend | threads | test | t/s |\n");
     out.push_str("| --- | ---: | ---: | --- | ---: | --- | ---: |\n");
     for r in &results {
-        out.push_str(&format!(
-            "| {} | {:.2} MiB | {:.2} M | {} | {threads} | {} | {:.2} ± {:.2} |\n",
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} MiB | {:.2} M | {} | {threads} | {} | {:.2} ± {:.2} |",
             info.name,
             info.bytes as f64 / (1024.0 * 1024.0),
             info.params as f64 / 1e6,
@@ -174,14 +176,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             r.name,
             r.mean(),
             r.stddev()
-        ));
+        );
     }
-    out.push_str(&format!("\nload time: {load_ms:.0} ms"));
+    let _ = write!(out, "\nload time: {load_ms:.0} ms");
     if let Some(t) = ttft_ms {
-        out.push_str(&format!(" | time to first token (pp{}): {t:.0} ms", args.n_prompt));
+        let _ = write!(out, " | time to first token (pp{}): {t:.0} ms", args.n_prompt);
     }
     if let Some(m) = rss {
-        out.push_str(&format!(" | peak RSS: {m:.0} MiB"));
+        let _ = write!(out, " | peak RSS: {m:.0} MiB");
     }
     out.push('\n');
     print_stdout(&out)
@@ -268,7 +270,7 @@ impl ModelInfo {
     fn new(gguf: &Gguf<'_>) -> Self {
         let name = gguf
             .get(general::NAME)
-            .and_then(|v| v.as_str())
+            .and_then(ferrolm_gguf::MetadataValue::as_str)
             .or_else(|| gguf.architecture().ok())
             .unwrap_or("model")
             .to_owned();
