@@ -16,7 +16,11 @@ use crate::QuantError;
 use crate::dot::{F32Dot, Planes, QuantizedActivations};
 use crate::simd::{self, Dequantizer, DotQ8Fn};
 
-/// How activations enter the dot products.
+/// How activations enter the dot products of one vector (decode) or a few.
+///
+/// Batches large enough to fill the f32 matrix-multiply kernel (16 rows and
+/// up; 8 with AVX2 only) always take the exact f32 path: there it is faster
+/// than the integer kernels.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Precision {
     /// 8-bit activations, integer dot products: the fast path.
@@ -69,7 +73,7 @@ impl MatScratch {
             Precision::F32 => None,
         };
         let quantized = match planes {
-            Some(planes) if cols.is_multiple_of(32) => {
+            Some(planes) if cols.is_multiple_of(32) && !uses_f32_tiles(simd::isa(), n) => {
                 self.acts.quantize_planes(x, cols, planes)?;
                 Some(&self.acts)
             }
@@ -82,6 +86,12 @@ impl MatScratch {
             quantized,
         })
     }
+}
+
+/// Whether `n` activation rows are enough to fill the f32 matrix-multiply
+/// kernel; from there it is faster than the integer path as well as exact.
+fn uses_f32_tiles(isa: simd::Isa, n: usize) -> bool {
+    n > 1 && n >= simd::F32Gemm::new(isa).lanes / 2
 }
 
 fn rows_of(len: usize, cols: usize) -> Result<usize, QuantError> {
@@ -282,7 +292,10 @@ impl<'a> QMatrix<'a> {
         Self::check_len("input row", input.cols, self.cols)?;
         Self::check_len("y", y.len(), input.n * self.rows)?;
         let isa = simd::isa();
-        if let (Some(acts), Some(kernel)) = (input.quantized, crate::dot::q8_kernel(self.ty, isa)) {
+        let tiled = uses_f32_tiles(isa, input.n);
+        if let (false, Some(acts), Some(kernel)) =
+            (tiled, input.quantized, crate::dot::q8_kernel(self.ty, isa))
+        {
             self.forward_q8(acts, kernel, y);
             return Ok(());
         }
@@ -290,9 +303,9 @@ impl<'a> QMatrix<'a> {
             ty: self.ty,
             op: "matrix multiplication",
         })?;
-        match (input.n, Dequantizer::new(self.ty, isa)) {
-            (1, _) | (_, None) => self.forward_f32_rows(input.x, dot, y),
-            (_, Some(dequant)) => self.forward_f32_tiles(input.x, input.n, dequant, y),
+        match (tiled, Dequantizer::new(self.ty, isa)) {
+            (true, Some(dequant)) => self.forward_f32_tiles(input.x, input.n, dequant, y),
+            _ => self.forward_f32_rows(input.x, dot, y),
         }
         Ok(())
     }
@@ -539,7 +552,7 @@ mod tests {
                         );
                     }
                 }
-                if ty.is_quantized() {
+                if ty.is_quantized() && !uses_f32_tiles(simd::isa(), n) {
                     // The residual plane must buy real accuracy over 8 bits.
                     assert!(
                         total_err[1] * 20.0 < total_err[0],
@@ -572,7 +585,8 @@ mod tests {
                 // the same sums, in a different order on the f32 path.
                 let (one, many) = (run(2, 1), run(1, n));
                 for (a, b) in one.iter().zip(&many[..rows]) {
-                    let same = if precision == Precision::Q8 && ty.is_quantized() {
+                    let integer = precision == Precision::Q8 && !uses_f32_tiles(simd::isa(), n);
+                    let same = if integer && ty.is_quantized() {
                         a == b
                     } else {
                         (a - b).abs() <= 1e-4 * a.abs().max(1.0)
@@ -581,6 +595,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn large_batches_take_the_exact_path_at_every_precision() {
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        let (rows, cols, n) = (50, 256, 40);
+        assert!(uses_f32_tiles(simd::isa(), n) && !uses_f32_tiles(simd::isa(), 1));
+        let data = random_matrix(GgmlType::Q4_0, rows, cols, &mut rng);
+        let m = QMatrix::new(GgmlType::Q4_0, rows, cols, &data).expect("matrix");
+        let x = random_activations(n * cols, &mut rng);
+        let run = |precision| {
+            let mut y = vec![0.0f32; n * rows];
+            m.matmul(&x, n, &mut y, &mut MatScratch::new(precision))
+                .expect("matmul");
+            y
+        };
+        let exact = run(Precision::F32);
+        assert_eq!(run(Precision::Q8), exact);
+        assert_eq!(run(Precision::Q16), exact);
     }
 
     #[test]
