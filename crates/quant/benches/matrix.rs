@@ -1,6 +1,6 @@
-//! Matrix-vector (decode) and matrix-matrix (prefill, 512 rows) products on
-//! two threads, at both precisions, for shapes of the real models and of an
-//! 8B model's FFN.
+//! Matrix-vector (decode) and matrix-matrix (prefill, 512 rows; small
+//! batches, 4 rows) products on two threads, at each precision, for shapes
+//! of the real models and of an 8B model's FFN.
 #![allow(missing_docs)]
 
 use std::hint::black_box;
@@ -79,34 +79,41 @@ fn matvec(c: &mut Criterion) {
 
 fn matmul(c: &mut Criterion) {
     let pool = pool();
-    let n = 512;
     let shapes = [
         (GgmlType::Q4_1, 576, 1536),
         (GgmlType::Q5_0, 640, 2048),
         (GgmlType::Q4K, 1024, 640),
+        (GgmlType::Q6K, 2048, 640),
     ];
-    let mut g = c.benchmark_group("matmul512");
-    for (ty, cols, rows) in shapes {
-        let data = weights(ty, rows, cols);
-        let m = QMatrix::new(ty, rows, cols, &data).expect("matrix");
-        let x = values(n * cols, 3);
-        let mut y = vec![0.0f32; n * rows];
-        // Elements: multiply-adds per call.
-        g.throughput(Throughput::Elements((n * rows * cols) as u64));
-        for precision in [Precision::Q8, Precision::Q16, Precision::F32] {
-            let mut scratch = MatScratch::new(precision);
-            let id = format!("{}/{cols}x{rows}/{precision:?}", ty.name());
-            g.bench_function(id, |b| {
-                pool.install(|| {
-                    b.iter(|| {
-                        m.matmul(black_box(&x), n, &mut y, &mut scratch)
-                            .expect("matmul");
+    // 512 rows (prefill) always take the exact f32 kernels; 4 rows (a few
+    // sequences decoding together) take the integer ones at Q8.
+    for (n, precisions) in [
+        (512, &[Precision::F32][..]),
+        (4, &[Precision::Q8, Precision::F32][..]),
+    ] {
+        let mut g = c.benchmark_group(format!("matmul{n}"));
+        for (ty, cols, rows) in shapes {
+            let data = weights(ty, rows, cols);
+            let m = QMatrix::new(ty, rows, cols, &data).expect("matrix");
+            let x = values(n * cols, 3);
+            let mut y = vec![0.0f32; n * rows];
+            // Elements: multiply-adds per call.
+            g.throughput(Throughput::Elements((n * rows * cols) as u64));
+            for &precision in precisions {
+                let mut scratch = MatScratch::new(precision);
+                let id = format!("{}/{cols}x{rows}/{precision:?}", ty.name());
+                g.bench_function(id, |b| {
+                    pool.install(|| {
+                        b.iter(|| {
+                            m.matmul(black_box(&x), n, &mut y, &mut scratch)
+                                .expect("matmul");
+                        });
                     });
                 });
-            });
+            }
         }
+        g.finish();
     }
-    g.finish();
 }
 
 criterion_group! {
