@@ -80,6 +80,45 @@ pub fn logits_at_every_position(model: &Model<'_, CpuBackend>, ids: &[u32]) -> V
         .collect()
 }
 
+/// Logits after every token of `ids` the way generation computes them: the first
+/// `prompt_len` tokens in one batch, then one token per step (the decode path).
+pub fn logits_as_generated(
+    model: &Model<'_, CpuBackend>,
+    ids: &[u32],
+    prompt_len: usize,
+) -> Vec<Vec<f32>> {
+    let n = ids.len();
+    let vocab = model.config().vocab;
+    let mut kv = model.kv_cache(n, 1).expect("kv cache");
+    let mut state = model
+        .state(prompt_len.max(1), prompt_len.max(1))
+        .expect("state");
+    let positions: Vec<u32> = (0..n as u32).collect();
+    let outputs: Vec<usize> = (0..prompt_len).collect();
+    let mut rows = Vec::with_capacity(n);
+    if prompt_len > 0 {
+        let batch = Batch {
+            tokens: &ids[..prompt_len],
+            positions: &positions[..prompt_len],
+            seqs: &vec![0; prompt_len],
+            outputs: &outputs,
+        };
+        model.forward(&mut state, &mut kv, &batch).expect("forward");
+        rows.extend(state.logits().chunks_exact(vocab).map(<[f32]>::to_vec));
+    }
+    for i in prompt_len..n {
+        let batch = Batch {
+            tokens: &ids[i..=i],
+            positions: &positions[i..=i],
+            seqs: &[0],
+            outputs: &[0],
+        };
+        model.forward(&mut state, &mut kv, &batch).expect("forward");
+        rows.push(state.logits().to_vec());
+    }
+    rows
+}
+
 pub fn argmax(row: &[f32]) -> u32 {
     row.iter()
         .enumerate()
@@ -114,8 +153,9 @@ pub struct Divergence {
     pub gap: f32,
 }
 
-/// Runs each greedy case teacher-forced (prompt plus llama.cpp's continuation in one
-/// batch) and lists the steps where our argmax is not llama.cpp's next token.
+/// Runs each greedy case teacher-forced (the prompt in one batch, then llama.cpp's
+/// continuation one token per step, as generation runs) and lists the steps where our
+/// argmax is not llama.cpp's next token.
 pub fn greedy_divergences(
     model: &Model<'_, CpuBackend>,
     case: &serde_json::Value,
@@ -124,7 +164,7 @@ pub fn greedy_divergences(
     let want = ids(&case["ids"]);
     let mut all = prompt.clone();
     all.extend_from_slice(&want[..want.len() - 1]);
-    let logits = logits_at_every_position(model, &all);
+    let logits = logits_as_generated(model, &all, prompt.len());
     want.iter()
         .enumerate()
         .filter_map(|(step, &golden)| {

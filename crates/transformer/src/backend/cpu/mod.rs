@@ -388,9 +388,7 @@ impl<'w> Backend<'w> for CpuBackend {
                     scores.clear();
                     for block in kv.head(layer, batch.seqs[i], kvh)? {
                         let (lo, hi) = visible(block.first_pos, block.n_tokens, first, pos);
-                        for t in lo..hi {
-                            scores.push(simd::dot(qh, &block.keys[t * hd..(t + 1) * hd]) * p.scale);
-                        }
+                        simd::scores(qh, &block.keys[lo * hd..hi * hd], p.scale, scores);
                     }
                     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0f32;
@@ -399,13 +397,16 @@ impl<'w> Backend<'w> for CpuBackend {
                         sum += *s;
                     }
                     let inv = 1.0 / sum;
+                    for s in scores.iter_mut() {
+                        *s *= inv;
+                    }
                     o.fill(0.0);
-                    let mut weights = scores.iter();
+                    let mut done = 0;
                     for block in kv.head(layer, batch.seqs[i], kvh)? {
                         let (lo, hi) = visible(block.first_pos, block.n_tokens, first, pos);
-                        for (t, w) in (lo..hi).zip(weights.by_ref()) {
-                            simd::axpy(w * inv, &block.values[t * hd..(t + 1) * hd], o);
-                        }
+                        let w = &scores[done..done + (hi - lo)];
+                        simd::weighted_sum(w, &block.values[lo * hd..hi * hd], o);
+                        done += hi - lo;
                     }
                     Ok(())
                 })

@@ -21,27 +21,69 @@ fn has_avx2_fma() -> bool {
     }
 }
 
-/// `a · b` (equal lengths).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above); both slices hold at least `n` values.
-        return unsafe { dot_avx2(&a[..n], &b[..n]) };
-    }
-    ops::dot(&a[..n], &b[..n])
-}
-
-/// `y += a · x` (equal lengths).
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    let n = x.len().min(y.len());
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above); both slices hold at least `n` values.
-        unsafe { axpy_avx2(a, &x[..n], &mut y[..n]) };
+/// Appends `scale · (q · k)` for each row `k` of `keys` (rows of `q.len()` values).
+pub fn scores(q: &[f32], keys: &[f32], scale: f32, out: &mut Vec<f32>) {
+    let hd = q.len();
+    if hd == 0 {
         return;
     }
-    ops::axpy(a, &x[..n], &mut y[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        for k in keys.chunks_exact(hd) {
+            // SAFETY: the CPU has AVX2 and FMA (checked above); `q` and `k` have `hd` values.
+            out.push(unsafe { dot_avx2(q, k) } * scale);
+        }
+        return;
+    }
+    out.extend(keys.chunks_exact(hd).map(|k| ops::dot(q, k) * scale));
+}
+
+/// `o += Σ_t w[t] · values[t]` over rows of `o.len()` values.
+pub fn weighted_sum(w: &[f32], values: &[f32], o: &mut [f32]) {
+    let hd = o.len();
+    if hd == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() && hd.is_multiple_of(32) && values.len() >= w.len() * hd {
+        // SAFETY: the CPU has AVX2 and FMA (checked above); `values` holds `w.len()` rows of
+        // `hd` values and `hd` is a multiple of 32.
+        unsafe { weighted_sum_avx2(w, values, o) };
+        return;
+    }
+    for (&w, v) in w.iter().zip(values.chunks_exact(hd)) {
+        ops::axpy(w, v, o);
+    }
+}
+
+/// Keeps 32 outputs in registers while walking every value row, 32 columns at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weighted_sum_avx2(w: &[f32], values: &[f32], o: &mut [f32]) {
+    let hd = o.len();
+    let pv = values.as_ptr();
+    let po = o.as_mut_ptr();
+    for c in (0..hd).step_by(32) {
+        // SAFETY: `c + 32 <= hd` (hd is a multiple of 32), so every access stays in its row.
+        unsafe {
+            let mut acc = [
+                _mm256_loadu_ps(po.add(c)),
+                _mm256_loadu_ps(po.add(c + 8)),
+                _mm256_loadu_ps(po.add(c + 16)),
+                _mm256_loadu_ps(po.add(c + 24)),
+            ];
+            for (t, &wt) in w.iter().enumerate() {
+                let row = pv.add(t * hd + c);
+                let vw = _mm256_set1_ps(wt);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(vw, _mm256_loadu_ps(row.add(8 * j)), *a);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(po.add(c + 8 * j), *a);
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -87,26 +129,6 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     total
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn axpy_avx2(a: f32, x: &[f32], y: &mut [f32]) {
-    let n = x.len();
-    let va = _mm256_set1_ps(a);
-    let (px, py) = (x.as_ptr(), y.as_mut_ptr());
-    let mut i = 0;
-    while i + 8 <= n {
-        // SAFETY: `i + 8 <= n` keeps the loads and the store inside both slices.
-        unsafe {
-            let v = _mm256_fmadd_ps(va, _mm256_loadu_ps(px.add(i)), _mm256_loadu_ps(py.add(i)));
-            _mm256_storeu_ps(py.add(i), v);
-        }
-        i += 8;
-    }
-    for k in i..n {
-        y[k] += a * x[k];
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,26 +140,28 @@ mod tests {
     }
 
     #[test]
-    fn simd_dot_matches_reference_at_every_length() {
-        for n in [0, 1, 7, 8, 9, 31, 32, 33, 64, 100, 256, 257] {
-            let (a, b) = (values(n, 0.5), values(n, 2.5));
-            let (fast, slow) = (dot(&a, &b), ops::dot(&a, &b));
-            assert!(
-                (fast - slow).abs() <= 1e-4 * (1.0 + slow.abs()),
-                "n={n}: {fast} vs {slow}"
-            );
-        }
-    }
-
-    #[test]
-    fn simd_axpy_matches_reference_at_every_length() {
-        for n in [0, 1, 7, 8, 9, 64, 100, 257] {
-            let x = values(n, 1.0);
-            let (mut fast, mut slow) = (values(n, 4.0), values(n, 4.0));
-            axpy(-0.75, &x, &mut fast);
-            ops::axpy(-0.75, &x, &mut slow);
+    fn block_kernels_match_reference() {
+        for hd in [32, 64, 96, 256] {
+            let q = values(hd, 0.25);
+            let rows = 13;
+            let keys = values(rows * hd, 7.0);
+            let mut fast = Vec::new();
+            scores(&q, &keys, 0.125, &mut fast);
+            let slow: Vec<f32> = keys
+                .chunks_exact(hd)
+                .map(|k| ops::dot(&q, k) * 0.125)
+                .collect();
             for (f, s) in fast.iter().zip(&slow) {
-                assert!((f - s).abs() <= 1e-5 * (1.0 + s.abs()));
+                assert!((f - s).abs() <= 1e-4 * (1.0 + s.abs()), "hd={hd}");
+            }
+            let w = values(rows, 3.0);
+            let (mut fast, mut slow) = (values(hd, 9.0), values(hd, 9.0));
+            weighted_sum(&w, &keys, &mut fast);
+            for (&wt, v) in w.iter().zip(keys.chunks_exact(hd)) {
+                ops::axpy(wt, v, &mut slow);
+            }
+            for (f, s) in fast.iter().zip(&slow) {
+                assert!((f - s).abs() <= 1e-4 * (1.0 + s.abs()), "hd={hd}");
             }
         }
     }

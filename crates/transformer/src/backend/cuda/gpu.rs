@@ -161,6 +161,13 @@ impl CudaBackend {
         &self.dev
     }
 
+    /// Bytes of device memory in use on the GPU (by every process): weights, KV cache,
+    /// activations and workspaces of this one among them.
+    pub fn memory_in_use(&self) -> Result<usize> {
+        let (free, total) = self.dev.memory_info()?;
+        Ok(total.saturating_sub(free))
+    }
+
     /// Kernel launches in the step graph replayed for single-token batches, if one is built.
     pub fn graph_kernels(&self) -> Option<usize> {
         self.shared().graph.as_ref().map(StepGraph::len)
