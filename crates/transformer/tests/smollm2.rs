@@ -165,3 +165,19 @@ fn session_generates_greedily_and_reuses_the_cache_across_turns() {
     session.reset();
     assert!(session.feed(&long).is_err());
 }
+
+#[test]
+fn chat_template_of_one_user_message_gives_llama_cpp_prompt_tokens() {
+    use ferrolm_tokenizer::{ChatMessage, EncodeOptions, Tokenizer};
+    let file = common::open_model(SMOLLM2);
+    let gguf = file.gguf().expect("parses");
+    let tokenizer = Tokenizer::from_gguf(&gguf).expect("tokenizer");
+    let template = tokenizer.chat_template().expect("template");
+    let text = template
+        .render(&[ChatMessage::user("What is the largest planet in the solar system?")], true)
+        .expect("renders");
+    let prompt = tokenizer.encode(&text, EncodeOptions { add_special: false, parse_special: true });
+    // llama.cpp's chat prompt of the golden greedy case (its template adds SmolLM's system turn).
+    let gold = golden("smollm2.json");
+    assert_eq!(prompt, ids(&gold["greedy"][3]["prompt_ids"]));
+}
