@@ -1,7 +1,10 @@
 //! `cargo xtask test-gpu`: the CUDA tests of ferrolm-transformer (`tests/cuda_*.rs`), either
 //! run here on a machine with a GPU, or packaged with `--package DIR` for a GPU machine without
-//! a Rust toolchain: the release test executables, a release `ferrolm` when the CLI builds, and
-//! a `run.sh` that runs them with `FERROLM_REQUIRE_GPU=1` (a missing GPU is then a failure).
+//! a Rust toolchain: the release test executables and a release `ferrolm` when the CLI builds
+//! (stripped, so they travel), the real models cut to a few layers that the whole-model tests
+//! compare (`models/`, written by the `cuda_model` test itself from the models on this
+//! machine), and a `run.sh` that runs the tests with `FERROLM_REQUIRE_GPU=1` (a missing GPU is
+//! then a failure).
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -165,6 +168,7 @@ logs=${OUT:-$here/logs}
 mkdir -p "$logs"
 export FERROLM_REQUIRE_GPU=1
 export FERROLM_HOME="${FERROLM_HOME:-$(mktemp -d)}"
+export FERROLM_TEST_MODELS="$here/models"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$logs/gpu.txt"
 # Clocks and power once a second while the tests run, to read timings against.
 nvidia-smi dmon -s pc -d 1 >"$logs/dmon.txt" 2>&1 &
@@ -190,9 +194,54 @@ echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
 "#;
 
+/// Copies an executable and strips its symbols and debug lines when `strip` is there (test
+/// executables shrink from about 30 MiB to 2); returns the size of the copy.
 fn copy_executable(from: &Path, to: &Path) -> Result<u64> {
     std::fs::copy(from, to)
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    let stripped = Command::new("strip")
+        .arg(to)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        eprintln!("xtask: note: could not strip {}", to.display());
+    }
+    Ok(std::fs::metadata(to)
+        .with_context(|| format!("reading {}", to.display()))?
+        .len())
+}
+
+/// The test that cuts the real models, run here with the variable that makes it write them.
+const CUT_MODELS_TEST: (&str, &str) = ("cuda_model", "cut_models_keep_their_layers_and_vocabulary");
+
+/// Writes the cut real models into `dir` by running the test that makes them; returns their
+/// total size.
+fn write_cut_models(tests: &[(String, PathBuf)], dir: &Path) -> Result<u64> {
+    let (test, name) = CUT_MODELS_TEST;
+    let Some((_, exe)) = tests.iter().find(|(t, _)| t == test) else {
+        bail!("no {test} test executable to write the cut models with");
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let status = Command::new(exe)
+        .args(["--exact", name, "--test-threads=1"])
+        .env("FERROLM_WRITE_TEST_MODELS", dir)
+        .env_remove("FERROLM_TEST_MODELS")
+        .status()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    if !status.success() {
+        bail!("{test} {name} failed ({status}); are the real models here (`cargo xtask fetch-models`)?");
+    }
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        total += entry?.metadata()?.len();
+    }
+    if total == 0 {
+        bail!("{test} {name} wrote no model into {}", dir.display());
+    }
+    Ok(total)
 }
 
 fn package(dir: &Path) -> Result<()> {
@@ -216,6 +265,7 @@ fn package(dir: &Path) -> Result<()> {
         std::fs::remove_file(&cli_dst)
             .with_context(|| format!("removing {}", cli_dst.display()))?;
     }
+    total += write_cut_models(&tests, &dir.join("models"))?;
     let run_sh = dir.join("run.sh");
     std::fs::write(&run_sh, RUN_SH).with_context(|| format!("writing {}", run_sh.display()))?;
     let status = Command::new("chmod")
@@ -234,7 +284,7 @@ fn package(dir: &Path) -> Result<()> {
         );
     }
     eprintln!(
-        "xtask: packaged {} test executable(s){} in {} ({:.1} MiB); run {}/run.sh on the GPU machine",
+        "xtask: packaged {} test executable(s){}, the cut models in {} ({:.1} MiB); run {}/run.sh on the GPU machine",
         tests.len(),
         if cli.is_some() { " and ferrolm" } else { "" },
         dir.display(),
