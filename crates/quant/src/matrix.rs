@@ -8,6 +8,33 @@
 //! plane for the rounding residual (about 16-bit activations, still integer
 //! SIMD); [`Precision::F32`] decodes the weights exactly and multiplies in
 //! f32. Float weight types always take the f32 path.
+//!
+//! ```
+//! use ferrolm_quant::{quantize_row, row_size, GgmlType, MatScratch, Precision, QMatrix};
+//!
+//! # fn main() -> Result<(), ferrolm_quant::QuantError> {
+//! let (rows, cols) = (8, 64);
+//! let w: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
+//! let mut data = vec![0u8; rows * row_size(GgmlType::Q8_0, cols)?];
+//! quantize_row(GgmlType::Q8_0, &w, &mut data)?;
+//! let m = QMatrix::new(GgmlType::Q8_0, rows, cols, &data)?;
+//!
+//! // Decode: one vector; the scratch is reused from call to call.
+//! let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.2).sin()).collect();
+//! let mut y = vec![0.0f32; rows];
+//! let mut scratch = MatScratch::new(Precision::Q8);
+//! m.matvec(&x, &mut y, &mut scratch)?;
+//!
+//! // Several matrices that take the same input share one preparation.
+//! let input = scratch.prepare(&x, cols)?;
+//! let mut y2 = vec![0.0f32; rows];
+//! m.forward(&input, &mut y2)?;
+//! assert_eq!(y, y2);
+//!
+//! let exact: f32 = w[..cols].iter().zip(&x).map(|(a, b)| a * b).sum();
+//! assert!((y[0] - exact).abs() < 0.05);
+//! # Ok(()) }
+//! ```
 
 use ferrolm_gguf::GgmlType;
 use rayon::prelude::*;

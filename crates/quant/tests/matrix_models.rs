@@ -44,7 +44,7 @@ fn check(t: &TensorView<'_>, n: usize, check: usize) {
         .num_threads(2)
         .build()
         .expect("pool");
-    for precision in [Precision::Q8, Precision::F32] {
+    for precision in [Precision::Q8, Precision::Q16, Precision::F32] {
         let mut y = vec![0.0f32; n * rows];
         let mut scratch = MatScratch::new(precision);
         pool.install(|| m.matmul(&x, n, &mut y, &mut scratch))
@@ -63,10 +63,12 @@ fn check(t: &TensorView<'_>, n: usize, check: usize) {
             }
         }
         let rel = (err2 / ref2).sqrt();
-        let limit = if precision == Precision::F32 {
-            1e-6
-        } else {
-            2e-2
+        // Q8 errors are those of 8-bit activations; the residual plane
+        // must bring them down by orders of magnitude.
+        let limit = match precision {
+            Precision::Q8 => 2e-2,
+            Precision::Q16 => 1e-4,
+            Precision::F32 => 1e-6,
         };
         assert!(
             rel < limit,
@@ -76,7 +78,7 @@ fn check(t: &TensorView<'_>, n: usize, check: usize) {
         );
         if precision == Precision::Q8 {
             assert!(
-                rel > 1e-6,
+                rel > 1e-4,
                 "{}: the 8-bit path should differ from the exact one",
                 t.name
             );
