@@ -43,6 +43,10 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(commands::serve::ServeArgs),
+    /// Perplexity of a text file, by llama.cpp's protocol.
+    Perplexity(commands::perplexity::PerplexityArgs),
+    /// KL divergence of one model's next-token distributions from another's on a text.
+    KlDivergence(commands::kl_divergence::KlDivergenceArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
         Command::Chat(args) => commands::chat::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Perplexity(args) => commands::perplexity::run(args),
+        Command::KlDivergence(args) => commands::kl_divergence::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

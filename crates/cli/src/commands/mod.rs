@@ -3,6 +3,8 @@
 pub mod bench;
 pub mod chat;
 pub mod inspect;
+pub mod kl_divergence;
+pub mod perplexity;
 pub mod pull;
 pub mod run;
 pub mod serve;
