@@ -337,6 +337,39 @@ impl<'a> QMatrix<'a> {
         Ok(())
     }
 
+    /// [`QMatrix::forward`] for several matrices that take the same input
+    /// (q/k/v, gate/up), in one parallel pass: the pool's threads are woken
+    /// once instead of once per matrix. `outputs` pairs each matrix with its
+    /// `y`; every pair is checked before anything runs.
+    pub fn forward_many(
+        outputs: &mut [(&QMatrix<'_>, &mut [f32])],
+        input: &Input<'_>,
+    ) -> Result<(), QuantError> {
+        for (m, y) in outputs.iter() {
+            Self::check_len("input row", input.cols, m.cols)?;
+            Self::check_len("y", y.len(), input.n * m.rows)?;
+        }
+        Self::forward_split(outputs, input)
+    }
+
+    fn forward_split(
+        outputs: &mut [(&QMatrix<'_>, &mut [f32])],
+        input: &Input<'_>,
+    ) -> Result<(), QuantError> {
+        match outputs {
+            [] => Ok(()),
+            [(m, y)] => m.forward(input, y),
+            _ => {
+                let (left, right) = outputs.split_at_mut(outputs.len() / 2);
+                let (a, b) = rayon::join(
+                    || Self::forward_split(left, input),
+                    || Self::forward_split(right, input),
+                );
+                a.and(b)
+            }
+        }
+    }
+
     fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), QuantError> {
         if got == expected {
             Ok(())
@@ -641,6 +674,52 @@ mod tests {
         let exact = run(Precision::F32);
         assert_eq!(run(Precision::Q8), exact);
         assert_eq!(run(Precision::Q16), exact);
+    }
+
+    #[test]
+    fn forward_many_equals_one_forward_per_matrix() {
+        let mut rng = ChaCha8Rng::seed_from_u64(16);
+        let cols = 256;
+        let types = [GgmlType::Q4_1, GgmlType::Q6K, GgmlType::F16];
+        let data: Vec<Vec<u8>> = types
+            .iter()
+            .map(|&ty| random_matrix(ty, 40, cols, &mut rng))
+            .collect();
+        let ms: Vec<QMatrix<'_>> = types
+            .iter()
+            .zip(&data)
+            .map(|(&ty, d)| QMatrix::new(ty, 40, cols, d).expect("matrix"))
+            .collect();
+        let x = random_activations(3 * cols, &mut rng);
+        for precision in [Precision::Q8, Precision::F32] {
+            let mut scratch = MatScratch::new(precision);
+            let input = scratch.prepare(&x, cols).expect("input");
+            let mut ys = vec![vec![0.0f32; 3 * 40]; 3];
+            let singles: Vec<Vec<f32>> = ms
+                .iter()
+                .map(|m| {
+                    let mut y = vec![0.0f32; 3 * 40];
+                    m.forward(&input, &mut y).expect("forward");
+                    y
+                })
+                .collect();
+            {
+                let [a, b, c] = &mut ys[..] else {
+                    unreachable!()
+                };
+                let mut outputs = [
+                    (&ms[0], &mut a[..]),
+                    (&ms[1], &mut b[..]),
+                    (&ms[2], &mut c[..]),
+                ];
+                pool(2)
+                    .install(|| QMatrix::forward_many(&mut outputs, &input))
+                    .expect("forward_many");
+            }
+            assert_eq!(ys, singles, "{precision:?}");
+            let mut short = [0.0f32; 5];
+            assert!(QMatrix::forward_many(&mut [(&ms[0], &mut short[..])], &input).is_err());
+        }
     }
 
     #[test]
