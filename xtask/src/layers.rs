@@ -1,4 +1,4 @@
-//! The layer rule of DESIGN.md: each ferrolm crate may depend only on the crates
+//! The layer rule (the diagram in README.md): each ferrolm crate may depend only on the crates
 //! below it in the diagram, checked over `cargo metadata`.
 
 use anyhow::{Context, Result, bail};
@@ -86,7 +86,7 @@ pub fn violations(metadata: &Value) -> Result<Vec<String>> {
         let allowed = allowed_for(name);
         if name != TOP && name != "xtask" && allowed.is_none() {
             found.push(format!(
-                "{name} is not in the layer table of xtask (add it where DESIGN.md's diagram puts it)"
+                "{name} is not in the layer table of xtask (add it where the layer diagram of README.md puts it)"
             ));
             continue;
         }
@@ -108,7 +108,7 @@ pub fn violations(metadata: &Value) -> Result<Vec<String>> {
             };
             if !ok {
                 found.push(format!(
-                    "{name} has a {kind} dependency on {dep_name}, which is not below it in DESIGN.md's diagram"
+                    "{name} has a {kind} dependency on {dep_name}, which is not below it in the layer diagram of README.md"
                 ));
             }
         }

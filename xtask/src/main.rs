@@ -14,7 +14,7 @@ tasks:
   fetch-models     download the known models (`ferrolm pull`) unless already present
   test [ARGS..]    build the tests, fetch the models, run `cargo test --release --workspace [ARGS..]`
   publish-check    `cargo package` every publishable crate, in dependency order
-  check-layers     assert that crates depend only down DESIGN.md's layer diagram
+  check-layers     assert that crates depend only down the layer diagram of README.md
   test-gpu [--package DIR]
                    run the CUDA tests here (needs a GPU), or package them with run.sh into DIR";
 
