@@ -233,7 +233,7 @@ impl<'a> QMatrix<'a> {
         if data.len() != expected || cols == 0 || rows == 0 {
             return Err(QuantError::ByteLength {
                 ty,
-                elements: rows * cols,
+                elements: rows.saturating_mul(cols),
                 expected,
                 got: data.len(),
             });
@@ -308,7 +308,7 @@ impl<'a> QMatrix<'a> {
         y: &mut [f32],
         scratch: &mut MatScratch,
     ) -> Result<(), QuantError> {
-        Self::check_len("x", x.len(), n * self.cols)?;
+        Self::check_len("x", x.len(), n.saturating_mul(self.cols))?;
         self.forward(&scratch.prepare(x, self.cols)?, y)
     }
 
@@ -317,7 +317,7 @@ impl<'a> QMatrix<'a> {
     /// this type has an integer kernel, else the exact f32 path.
     pub fn forward(&self, input: &Input<'_>, y: &mut [f32]) -> Result<(), QuantError> {
         Self::check_len("input row", input.cols, self.cols)?;
-        Self::check_len("y", y.len(), input.n * self.rows)?;
+        Self::check_len("y", y.len(), input.n.saturating_mul(self.rows))?;
         let isa = simd::isa();
         let tiled = uses_f32_tiles(isa, input.n);
         if let (false, Some(acts), Some(kernel)) =
@@ -347,7 +347,7 @@ impl<'a> QMatrix<'a> {
     ) -> Result<(), QuantError> {
         for (m, y) in outputs.iter() {
             Self::check_len("input row", input.cols, m.cols)?;
-            Self::check_len("y", y.len(), input.n * m.rows)?;
+            Self::check_len("y", y.len(), input.n.saturating_mul(m.rows))?;
         }
         Self::forward_split(outputs, input)
     }
