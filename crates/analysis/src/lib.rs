@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod analyzer;
 pub mod attention;
 pub mod chunks;
 mod error;
@@ -29,6 +30,7 @@ pub mod perplexity;
 pub mod token_metrics;
 pub mod transfer_entropy;
 
+pub use analyzer::{Analysis, AnalysisOptions, Analyzer, AttentionSource};
 pub use attention::{AttentionHealth, HeadHealth, HeadStats, HealthThresholds, LayerAttention};
 pub use error::{AnalysisError, Result};
 pub use kl_divergence::{KlDivergence, kl_divergence};
