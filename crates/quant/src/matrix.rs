@@ -198,8 +198,10 @@ pub struct QMatrix<'a> {
     data: &'a [u8],
 }
 
-/// Rows per parallel task at least, so that a task is worth its scheduling.
+/// Multiply-adds per parallel task at least, so that a task is worth its scheduling.
 const MIN_TASK_VALUES: usize = 64 * 1024;
+/// Multiply-adds from which a product is split finer than one task per thread.
+const LARGE_PRODUCT: usize = 4 << 20;
 /// Kernel weight-row groups decoded together on the f32 prefill path.
 const F32_TILE_WROWS: usize = 2;
 
@@ -382,11 +384,21 @@ impl<'a> QMatrix<'a> {
         }
     }
 
-    /// Rows per parallel task for `work_per_row` multiply-adds a row.
+    /// Rows per parallel task for `work_per_row` multiply-adds a row. Small
+    /// products get one task per thread (each extra task costs more than it
+    /// balances); large ones four, so that a thread that falls behind can be
+    /// helped.
     fn task_rows(rows: usize, work_per_row: usize) -> usize {
         let threads = rayon::current_num_threads().max(1);
         let min_rows = MIN_TASK_VALUES.div_ceil(work_per_row.max(1)).max(1);
-        rows.div_ceil(4 * threads).max(min_rows).min(rows.max(1))
+        let per_thread = if rows.saturating_mul(work_per_row) < LARGE_PRODUCT {
+            1
+        } else {
+            4
+        };
+        rows.div_ceil(per_thread * threads)
+            .max(min_rows)
+            .min(rows.max(1))
     }
 
     fn forward_q8(&self, acts: &QuantizedActivations, kernel: DotQ8Fn, y: &mut [f32]) {
