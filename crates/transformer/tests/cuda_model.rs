@@ -23,7 +23,10 @@ use half::f16;
 
 /// Normalized difference ‖gpu − cpu‖ / ‖cpu‖ allowed between logits: the GPU keeps keys and
 /// values in f16 and multiplies prompts with f16 activations, the CPU uses f32 and 8 bits.
-const LOGIT_TOL: f64 = 0.03;
+/// On the H200 the cut real models landed at 0.009 (SmolLM2) and 0.027 (Gemma 3) and the
+/// random-weight models, which amplify rounding more, at up to 0.036; llama.cpp's own logits
+/// sit about 0.04 of the logit spread from the exact ones (fixtures/golden/README.md).
+const LOGIT_TOL: f64 = 0.05;
 /// Two logits closer than this (on the CPU) may come out in either order on the GPU.
 const NEAR_TIE: f32 = 0.15;
 /// Vocabulary and layers kept when cutting a real model.
