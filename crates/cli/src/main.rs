@@ -47,6 +47,8 @@ enum Command {
     Perplexity(commands::perplexity::PerplexityArgs),
     /// KL divergence of one model's next-token distributions from another's on a text.
     KlDivergence(commands::kl_divergence::KlDivergenceArgs),
+    /// Per-token entropy and surprisal, attention health and transfer entropy of a prompt.
+    Analyze(commands::analyze::AnalyzeArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Perplexity(args) => commands::perplexity::run(args),
         Command::KlDivergence(args) => commands::kl_divergence::run(args),
+        Command::Analyze(args) => commands::analyze::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One module per subcommand: each has an `Args` struct (clap) and a `run` function.
 
+pub mod analyze;
 pub mod bench;
 pub mod chat;
 pub mod inspect;
