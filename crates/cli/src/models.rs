@@ -156,7 +156,7 @@ pub fn ensure_present(model: &KnownModel, dir: &Path) -> Result<PathBuf> {
         Existing::Wrong(reason) => warn!("{}: {reason}; downloading it again", path.display()),
     }
     download::fetch(model, dir)?;
-    write_marker(model, &path)?;
+    write_marker(model, &path);
     Ok(path)
 }
 
@@ -188,13 +188,18 @@ fn marker_contents(model: &KnownModel, path: &Path) -> Result<Option<String>> {
     Ok(modified.map(|time| format!("{} {} {}\n", model.sha256, meta.len(), time.as_nanos())))
 }
 
-fn write_marker(model: &KnownModel, path: &Path) -> Result<()> {
-    if let Some(contents) = marker_contents(model, path)? {
-        let marker = marker_path(path);
-        fs::write(&marker, contents)
-            .with_context(|| format!("cannot write {}", marker.display()))?;
+/// Records that `path` is verified. A cache the user cannot write to only
+/// costs a re-hash next time, so failing to write the marker is a warning.
+fn write_marker(model: &KnownModel, path: &Path) {
+    let marker = marker_path(path);
+    let written = marker_contents(model, path).and_then(|contents| match contents {
+        Some(contents) => fs::write(&marker, contents)
+            .with_context(|| format!("cannot write {}", marker.display())),
+        None => Ok(()),
+    });
+    if let Err(err) = written {
+        warn!("{err:#}; the model will be hashed again next time");
     }
-    Ok(())
 }
 
 fn check_existing(model: &KnownModel, path: &Path) -> Result<Existing> {
@@ -230,7 +235,7 @@ fn check_existing(model: &KnownModel, path: &Path) -> Result<Existing> {
             model.sha256
         )));
     }
-    write_marker(model, path)?;
+    write_marker(model, path);
     Ok(Existing::Verified)
 }
 
