@@ -35,5 +35,5 @@ pub use attention::{AttentionHealth, HeadHealth, HeadStats, HealthThresholds, La
 pub use error::{AnalysisError, Result};
 pub use kl_divergence::{KlDivergence, kl_divergence};
 pub use perplexity::{Perplexity, PerplexityOptions, perplexity, perplexity_of_text};
-pub use token_metrics::{MetricsRecorder, TokenMetrics, token_metrics};
+pub use token_metrics::{MetricsProbe, MetricsRecorder, TokenMetrics, token_metrics};
 pub use transfer_entropy::transfer_entropy;

@@ -7,9 +7,10 @@
 //! - top-k mass, the probability of the `k` most likely tokens;
 //! - the rank of `t` (0 for the most likely token).
 
-use serde::Serialize;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use ferrolm_sampling::exp_f32;
+use ferrolm_sampling::{Candidates, RowEdit, Sampler, SamplingError, exp_f32};
+use serde::Serialize;
 
 use crate::error::Result;
 use crate::logits;
@@ -126,6 +127,105 @@ impl MetricsRecorder {
     }
 }
 
+/// A sampler that changes nothing and records the [`TokenMetrics`] of every token the
+/// chain chooses. Put it at the head of a chain, in front of the real one:
+/// `SamplerChain::new().with(probe.clone()).with(chain)`; the outer chain then samples
+/// exactly as `chain` would, and the probe sees the model's own distribution (before
+/// penalties, temperature and truncation). A token is recorded when the chain accepts it,
+/// so prompt tokens (accepted before any row was seen) and a final end-of-generation
+/// token (never accepted) are not. A generation without metrics simply has no probe.
+///
+/// Clones share one record, so the caller keeps a clone to read it.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsProbe {
+    top_k: usize,
+    shared: Arc<Mutex<ProbeState>>,
+}
+
+#[derive(Debug, Default)]
+struct ProbeState {
+    row: Vec<f32>,
+    pending: bool,
+    metrics: Vec<TokenMetrics>,
+    error: Option<String>,
+}
+
+impl MetricsProbe {
+    /// A probe reporting the mass of the `top_k` most likely tokens.
+    pub fn new(top_k: usize) -> Self {
+        Self {
+            top_k,
+            shared: Arc::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ProbeState> {
+        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the metrics recorded so far, in order.
+    pub fn take(&self) -> Vec<TokenMetrics> {
+        std::mem::take(&mut self.state().metrics)
+    }
+
+    /// Why a token could not be measured, if one could not (a row with no finite logit).
+    pub fn error(&self) -> Option<String> {
+        self.state().error.clone()
+    }
+
+    fn observe(&self, row: impl FnOnce(&mut Vec<f32>)) {
+        let mut s = self.state();
+        row(&mut s.row);
+        s.pending = true;
+    }
+}
+
+impl Sampler for MetricsProbe {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn apply(&mut self, candidates: &mut Candidates) -> Result<(), SamplingError> {
+        // Inside a candidate phase only an untouched set is the model's distribution.
+        if candidates.is_full_vocabulary() {
+            self.observe(|row| {
+                row.clear();
+                row.extend(candidates.as_slice().iter().map(|c| c.logit));
+            });
+        }
+        Ok(())
+    }
+
+    fn row_edit(&self) -> RowEdit {
+        // `Edit` makes the chain hand this sampler the row; it is left unchanged.
+        RowEdit::Edit
+    }
+
+    fn edit_row(&mut self, row: &mut [f32]) {
+        self.observe(|copy| {
+            copy.clear();
+            copy.extend_from_slice(row);
+        });
+    }
+
+    fn accept(&mut self, token: u32) {
+        let mut s = self.state();
+        if !std::mem::take(&mut s.pending) {
+            return;
+        }
+        match token_metrics(&s.row, token, self.top_k) {
+            Ok(m) => s.metrics.push(m),
+            Err(e) => s.error = Some(e.to_string()),
+        }
+    }
+
+    fn reset(&mut self) {
+        let mut s = self.state();
+        s.pending = false;
+        s.metrics.clear();
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -205,5 +305,68 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert!(m[0].surprisal > m[1].surprisal);
         assert!(r.metrics().is_empty());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod probe_tests {
+    use ferrolm_sampling::{Preset, SamplerChain, SamplingConfig};
+
+    use super::*;
+
+    #[test]
+    fn probe_records_chosen_tokens_without_changing_the_choice() {
+        let rows: Vec<Vec<f32>> = (0..6)
+            .map(|t| {
+                (0..40)
+                    .map(|i| ((i * 7 + t * 3) % 11) as f32 * 0.4)
+                    .collect()
+            })
+            .collect();
+        let config = SamplingConfig {
+            seed: 42,
+            ..SamplingConfig::default()
+        };
+        let mut plain = config.build().unwrap();
+        let probe = MetricsProbe::new(5);
+        let mut probed = SamplerChain::new()
+            .with(probe.clone())
+            .with(config.build().unwrap());
+        // Prompt tokens are accepted before any row: not recorded.
+        for t in [3, 4] {
+            plain.accept(t);
+            probed.accept(t);
+        }
+        let mut chosen = vec![];
+        for row in &rows {
+            let (a, b) = (plain.sample(row).unwrap(), probed.sample(row).unwrap());
+            assert_eq!(a, b);
+            plain.accept(a);
+            probed.accept(b);
+            chosen.push(a);
+        }
+        let m = probe.take();
+        assert_eq!(m.len(), rows.len());
+        for ((m, row), &t) in m.iter().zip(&rows).zip(&chosen) {
+            assert_eq!(m.token, t);
+            assert_eq!(*m, token_metrics(row, t, 5).unwrap());
+        }
+        assert!(probe.take().is_empty());
+        assert!(probe.error().is_none());
+    }
+
+    #[test]
+    fn greedy_chain_with_a_probe_still_takes_the_argmax() {
+        let probe = MetricsProbe::new(1);
+        let mut chain = SamplerChain::new()
+            .with(probe.clone())
+            .with(SamplingConfig::preset(Preset::Greedy).build().unwrap());
+        let t = chain.sample(&[0.0, 2.0, 1.0]).unwrap();
+        assert_eq!(t, 1);
+        chain.accept(t);
+        let m = probe.take();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].rank, 0);
     }
 }
