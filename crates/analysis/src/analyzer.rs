@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 
-use ferrolm_transformer::{Backend, Batch, Model};
+use ferrolm_transformer::{AttentionRow, Backend, Batch, CpuBackend, Model};
 use serde::Serialize;
 
 use crate::attention::{AttentionHealth, HealthThresholds, LayerAttention, entropy};
@@ -46,8 +46,63 @@ pub trait AttentionSource {
     }
 }
 
-/// The CPU backend does not record attention weights yet.
-impl AttentionSource for ferrolm_transformer::CpuBackend {}
+/// The CPU backend records attention weights on request
+/// ([`CpuBackend::record_attention`]).
+impl AttentionSource for CpuBackend {
+    fn start_attention_capture(&self) -> bool {
+        self.record_attention(true);
+        drop(self.take_attention());
+        true
+    }
+
+    fn finish_attention_capture(
+        &self,
+        n_layer: usize,
+        n_pos: usize,
+    ) -> Result<Option<Vec<LayerAttention>>> {
+        self.record_attention(false);
+        layers_from_rows(&self.take_attention(), n_layer, n_pos).map(Some)
+    }
+}
+
+/// Arranges recorded attention rows of sequence 0 into one [`LayerAttention`] per layer
+/// over positions `0..n_pos`. Every layer, head and position must be present.
+pub fn layers_from_rows(
+    rows: &[AttentionRow],
+    n_layer: usize,
+    n_pos: usize,
+) -> Result<Vec<LayerAttention>> {
+    let rows: Vec<&AttentionRow> = rows.iter().filter(|r| r.seq == 0).collect();
+    let n_head = rows.iter().map(|r| r.head + 1).max().unwrap_or(0);
+    let bad = |reason: String| AnalysisError::InvalidInput {
+        what: "recorded attention",
+        reason,
+    };
+    if rows.len() != n_layer * n_head * n_pos || n_head == 0 {
+        return Err(bad(format!(
+            "{} rows for {n_layer} layers, {n_head} heads and {n_pos} positions",
+            rows.len()
+        )));
+    }
+    let mut visible = vec![vec![0..0; n_pos]; n_layer];
+    for r in &rows {
+        if r.layer >= n_layer || r.position >= n_pos || r.first_key > r.position {
+            return Err(bad(format!(
+                "row of layer {} at position {} (keys from {})",
+                r.layer, r.position, r.first_key
+            )));
+        }
+        visible[r.layer][r.position] = r.first_key..r.position + 1;
+    }
+    let mut layers = visible
+        .into_iter()
+        .map(|v| LayerAttention::new(n_head, n_pos, v))
+        .collect::<Result<Vec<_>>>()?;
+    for r in rows {
+        layers[r.layer].set_row(r.head, r.position, &r.weights)?;
+    }
+    Ok(layers)
+}
 
 /// Options of the token metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -498,6 +553,34 @@ mod tests {
         let a = attention_entropy_signal(&[l]);
         assert_eq!(a[0], 0.0);
         assert!((a[1] - 0.5).abs() < 1e-12 && (a[2] - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn recorded_rows_become_layers() {
+        let row = |layer, head, position, first_key, weights: &[f32]| AttentionRow {
+            layer,
+            seq: 0,
+            position,
+            head,
+            first_key,
+            weights: weights.to_vec(),
+        };
+        let rows = vec![
+            row(0, 0, 1, 0, &[0.25, 0.75]),
+            row(0, 0, 0, 0, &[1.0]),
+            row(0, 1, 0, 0, &[1.0]),
+            row(0, 1, 1, 0, &[0.0, 1.0]),
+            AttentionRow {
+                seq: 1,
+                ..row(0, 0, 0, 0, &[1.0])
+            },
+        ];
+        let layers = layers_from_rows(&rows, 1, 2).unwrap();
+        assert_eq!(layers[0].n_head(), 2);
+        assert_eq!(layers[0].row(0, 1), [0.25, 0.75]);
+        assert_eq!(layers[0].visible(1), 0..2);
+        assert!(layers_from_rows(&rows[..3], 1, 2).is_err());
+        assert!(layers_from_rows(&rows, 2, 2).is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub mod session;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
-pub use backend::cpu::{CpuBackend, CpuOptions};
+pub use backend::cpu::{AttentionRow, CpuBackend, CpuOptions};
 pub use backend::cuda::{CudaBackend, CudaOptions};
 pub use backend::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
 pub use config::{Architecture, LayerConfig, ModelConfig, Rope, RopeStyle};

@@ -2,6 +2,7 @@
 //! `ferrolm-quant`'s [`QMatrix`], activations in preallocated f32 buffers, attention and the
 //! small operations here, all on one rayon thread pool.
 
+mod attention_log;
 mod kv;
 pub mod ops;
 #[allow(unsafe_code)]
@@ -14,6 +15,7 @@ use ferrolm_gguf::{GgmlType, TensorView};
 use ferrolm_quant::{Input, Precision, QMatrix, QuantizedActivations};
 use rayon::prelude::*;
 
+pub use attention_log::AttentionRow;
 pub use kv::CpuKv;
 
 use super::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
@@ -25,6 +27,7 @@ use crate::error::{Result, TransformerError};
 pub struct CpuBackend {
     pool: rayon::ThreadPool,
     precision: Precision,
+    attention_log: attention_log::AttentionLog,
 }
 
 /// Options of the CPU backend.
@@ -65,6 +68,7 @@ impl CpuBackend {
         Ok(Self {
             pool,
             precision: options.precision,
+            attention_log: attention_log::AttentionLog::default(),
         })
     }
 
@@ -76,6 +80,17 @@ impl CpuBackend {
     /// The precision of matrix products.
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// Starts (`true`) or stops recording the attention weights of every query row and
+    /// head of the forward passes that follow, for diagnostics. Off by default.
+    pub fn record_attention(&self, on: bool) {
+        self.attention_log.set(on);
+    }
+
+    /// Takes the attention rows recorded so far (in no particular order).
+    pub fn take_attention(&self) -> Vec<AttentionRow> {
+        self.attention_log.take()
     }
 }
 
@@ -375,6 +390,7 @@ impl<'w> Backend<'w> for CpuBackend {
         }
         let group = p.n_head / p.n_head_kv;
         let kv = &*kv;
+        let log = self.attention_log.active();
         out.data
             .par_chunks_mut(hd)
             .enumerate()
@@ -399,6 +415,16 @@ impl<'w> Backend<'w> for CpuBackend {
                     let inv = 1.0 / sum;
                     for s in scores.iter_mut() {
                         *s *= inv;
+                    }
+                    if let Some(log) = log {
+                        log.push(AttentionRow {
+                            layer,
+                            seq: batch.seqs[i],
+                            position: pos,
+                            head: h,
+                            first_key: first,
+                            weights: scores.clone(),
+                        });
                     }
                     o.fill(0.0);
                     let mut done = 0;
