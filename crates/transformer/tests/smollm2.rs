@@ -174,9 +174,20 @@ fn chat_template_of_one_user_message_gives_llama_cpp_prompt_tokens() {
     let tokenizer = Tokenizer::from_gguf(&gguf).expect("tokenizer");
     let template = tokenizer.chat_template().expect("template");
     let text = template
-        .render(&[ChatMessage::user("What is the largest planet in the solar system?")], true)
+        .render(
+            &[ChatMessage::user(
+                "What is the largest planet in the solar system?",
+            )],
+            true,
+        )
         .expect("renders");
-    let prompt = tokenizer.encode(&text, EncodeOptions { add_special: false, parse_special: true });
+    let prompt = tokenizer.encode(
+        &text,
+        EncodeOptions {
+            add_special: false,
+            parse_special: true,
+        },
+    );
     // llama.cpp's chat prompt of the golden greedy case (its template adds SmolLM's system turn).
     let gold = golden("smollm2.json");
     assert_eq!(prompt, ids(&gold["greedy"][3]["prompt_ids"]));

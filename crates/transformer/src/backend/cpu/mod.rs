@@ -389,6 +389,7 @@ impl<'w> Backend<'w> for CpuBackend {
             i += run;
         }
         let group = p.n_head / p.n_head_kv;
+        let n_ctx = kv.layout().n_ctx;
         let kv = &*kv;
         let log = self.attention_log.active();
         out.data
@@ -402,6 +403,8 @@ impl<'w> Backend<'w> for CpuBackend {
                 let kvh = h / group;
                 SCORES.with_borrow_mut(|scores| -> Result<()> {
                     scores.clear();
+                    // Room for a whole context at once, so a growing sequence never reallocates.
+                    scores.reserve(n_ctx);
                     for block in kv.head(layer, batch.seqs[i], kvh)? {
                         let (lo, hi) = visible(block.first_pos, block.n_tokens, first, pos);
                         simd::scores(qh, &block.keys[lo * hd..hi * hd], p.scale, scores);
