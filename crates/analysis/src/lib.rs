@@ -27,6 +27,7 @@ mod error;
 pub mod kl_divergence;
 pub mod logits;
 pub mod perplexity;
+pub mod speculative;
 pub mod token_metrics;
 pub mod transfer_entropy;
 
@@ -35,5 +36,8 @@ pub use attention::{AttentionHealth, HeadHealth, HeadStats, HealthThresholds, La
 pub use error::{AnalysisError, Result};
 pub use kl_divergence::{KlDivergence, kl_divergence};
 pub use perplexity::{Perplexity, PerplexityOptions, perplexity, perplexity_of_text};
+pub use speculative::{
+    Drafter, ModelDrafter, NGramDrafter, SpeculativeDecoder, SpeculativeOptions, SpeculativeStats,
+};
 pub use token_metrics::{MetricsProbe, MetricsRecorder, TokenMetrics, token_metrics};
 pub use transfer_entropy::transfer_entropy;

@@ -1,0 +1,120 @@
+//! Speculative decoding on real models: with a greedy chain the output is plain greedy
+//! decoding's, whatever the drafter.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use ferrolm_analysis::speculative::Drafter;
+use ferrolm_analysis::{ModelDrafter, NGramDrafter, SpeculativeDecoder, SpeculativeOptions};
+use ferrolm_sampling::{Preset, SamplingConfig};
+use ferrolm_tokenizer::Tokenizer;
+use ferrolm_transformer::{CpuBackend, GenerateOptions, Model, Session};
+
+const N_CTX: usize = 256;
+const MAX_TOKENS: usize = 40;
+
+fn greedy() -> ferrolm_sampling::SamplerChain {
+    SamplingConfig::preset(Preset::Greedy).build().unwrap()
+}
+
+fn plain(model: &Model<'_, CpuBackend>, tokenizer: &Tokenizer, prompt: &[u32]) -> Vec<u32> {
+    let mut session = Session::new(model, N_CTX, 512).unwrap();
+    let options = GenerateOptions {
+        max_tokens: MAX_TOKENS,
+    };
+    let g = session
+        .generate(
+            prompt,
+            &mut greedy(),
+            options,
+            |t| tokenizer.is_eog(t),
+            |_| Ok(ControlFlow::Continue(())),
+        )
+        .unwrap();
+    g.ids
+}
+
+fn speculative(
+    model: &Model<'_, CpuBackend>,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    drafter: &mut dyn Drafter,
+) -> (Vec<u32>, ferrolm_analysis::SpeculativeStats) {
+    let mut dec =
+        SpeculativeDecoder::new(model, N_CTX, 512, SpeculativeOptions::default()).unwrap();
+    let mut streamed = vec![];
+    let options = GenerateOptions {
+        max_tokens: MAX_TOKENS,
+    };
+    let (g, stats) = dec
+        .generate(
+            prompt,
+            &mut greedy(),
+            drafter,
+            options,
+            |t| tokenizer.is_eog(t),
+            |t| {
+                streamed.push(t);
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+        .unwrap();
+    assert_eq!(streamed, g.ids);
+    (g.ids, stats)
+}
+
+fn prompts(golden: &str) -> Vec<Vec<u32>> {
+    let gold = common::golden(golden);
+    gold["greedy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|c| {
+            c["prompt_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn smollm2_greedy_speculation_is_lossless() {
+    let (ft, fd) = (
+        common::open_model(common::SMOLLM2),
+        common::open_model(common::SMOLLM2),
+    );
+    let (gt, gd) = (ft.gguf().unwrap(), fd.gguf().unwrap());
+    let (target, draft) = (common::cpu_model(&gt), common::cpu_model(&gd));
+    let tokenizer = Tokenizer::from_gguf(&gt).unwrap();
+    for prompt in prompts("smollm2.json") {
+        let want = plain(&target, &tokenizer, &prompt);
+        let (ngram, ns) = speculative(&target, &tokenizer, &prompt, &mut NGramDrafter::default());
+        assert_eq!(ngram, want, "n-gram drafts");
+        assert!(ns.rounds < want.len() + 1 && ns.accepted <= ns.drafted);
+        // The model drafting for itself is always right.
+        let mut same = ModelDrafter::new(&draft, N_CTX, greedy()).unwrap();
+        let (own, os) = speculative(&target, &tokenizer, &prompt, &mut same);
+        assert_eq!(own, want, "self drafts");
+        assert!(os.drafted > 0);
+        assert_eq!(os.accepted, os.drafted, "{os:?}");
+        assert!(os.rounds * 2 <= want.len(), "{os:?}");
+    }
+}
+
+#[test]
+fn gemma3_greedy_speculation_with_ngrams_is_lossless() {
+    let f = common::open_model(common::GEMMA3);
+    let g = f.gguf().unwrap();
+    let model = common::cpu_model(&g);
+    let tokenizer = Tokenizer::from_gguf(&g).unwrap();
+    let prompt = &prompts("gemma3.json")[0];
+    let want = plain(&model, &tokenizer, prompt);
+    let (got, _) = speculative(&model, &tokenizer, prompt, &mut NGramDrafter::default());
+    assert_eq!(got, want);
+}
