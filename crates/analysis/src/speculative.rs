@@ -18,6 +18,8 @@
 //! model's session keeps the longest prefix it shares with the accepted sequence.
 
 use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use ferrolm_sampling::SamplerChain;
@@ -218,6 +220,38 @@ impl<'w, B: Backend<'w>> Drafter for ModelDrafter<'_, 'w, B> {
             }
         }
         Ok(())
+    }
+}
+
+/// A drafter as the command line names it: `ngram`, `self:N` (the target's first `N`
+/// layers and its output head) or `draft:PATH` (another model file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpecKind {
+    /// [`NGramDrafter`].
+    NGram,
+    /// The target's first `N` layers.
+    SelfLayers(usize),
+    /// A draft model file.
+    Draft(PathBuf),
+}
+
+impl FromStr for SpecKind {
+    type Err = AnalysisError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |reason: &str| AnalysisError::InvalidInput {
+            what: "speculative drafter",
+            reason: format!("`{s}`: {reason} (use ngram, self:N or draft:PATH)"),
+        };
+        match s.split_once(':') {
+            None if s == "ngram" => Ok(Self::NGram),
+            Some(("self", n)) => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Self::SelfLayers(n)),
+                _ => Err(bad("N must be a positive number of layers")),
+            },
+            Some(("draft", path)) if !path.is_empty() => Ok(Self::Draft(PathBuf::from(path))),
+            _ => Err(bad("unknown drafter")),
+        }
     }
 }
 
@@ -561,6 +595,22 @@ mod tests {
         out.clear();
         d.draft(&[1, 2, 3, 4], 3, &mut out).unwrap();
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn drafter_names_parse() {
+        assert_eq!("ngram".parse::<SpecKind>().unwrap(), SpecKind::NGram);
+        assert_eq!(
+            "self:6".parse::<SpecKind>().unwrap(),
+            SpecKind::SelfLayers(6)
+        );
+        assert_eq!(
+            "draft:/m/a:b.gguf".parse::<SpecKind>().unwrap(),
+            SpecKind::Draft(PathBuf::from("/m/a:b.gguf"))
+        );
+        for bad in ["", "self:0", "self:x", "draft:", "lookup", "ngram:3"] {
+            assert!(bad.parse::<SpecKind>().is_err(), "{bad}");
+        }
     }
 
     #[test]
