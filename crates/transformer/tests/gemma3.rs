@@ -15,6 +15,7 @@ fn greedy_continuations_match_llama_cpp_except_at_near_ties() {
     let gold = golden("gemma3.json");
     for case in gold["greedy"].as_array().expect("cases") {
         let divergences = common::greedy_divergences(&model, case);
+        eprintln!("{:?}: {divergences:?}", case["prompt"]);
         for d in &divergences {
             assert!(
                 d.gap < NEAR_TIE,

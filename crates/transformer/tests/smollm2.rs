@@ -21,6 +21,7 @@ fn greedy_continuations_match_llama_cpp_except_at_near_ties() {
     let mut total = 0;
     for case in gold["greedy"].as_array().expect("cases") {
         let divergences = common::greedy_divergences(&model, case);
+        eprintln!("{:?}: {divergences:?}", case["prompt"]);
         for d in &divergences {
             assert!(
                 d.gap < NEAR_TIE,
