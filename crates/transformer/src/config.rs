@@ -24,6 +24,9 @@ const ARCH_NAMES: &[(&str, Architecture)] = &[
     ("gemma3", Architecture::Gemma3),
 ];
 
+/// Widest attention head supported.
+pub const MAX_HEAD_DIM: usize = 512;
+
 /// Gemma 3 fixes these in its reference implementation rather than in metadata.
 const GEMMA3_SWA_PERIOD: usize = 6;
 const GEMMA3_LOCAL_ROPE_BASE: f32 = 10_000.0;
@@ -174,6 +177,12 @@ impl ModelConfig {
             if v == 0 {
                 return Err(invalid(&gguf.arch_key(key)?, "must be positive".into()));
             }
+        }
+        if head_dim > MAX_HEAD_DIM {
+            return Err(invalid(
+                &gguf.arch_key(ArchKey::KeyLength)?,
+                format!("heads of {head_dim} are wider than the {MAX_HEAD_DIM} supported"),
+            ));
         }
         if n_rot > head_dim || n_rot % 2 != 0 {
             return Err(invalid(

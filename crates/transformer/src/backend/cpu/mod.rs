@@ -155,6 +155,13 @@ fn check(op: &str, what: &str, expected: usize, got: usize) -> Result<()> {
     }
 }
 
+/// Below this many values an element-wise operation runs on the calling thread: handing it
+/// to the pool costs more than it saves.
+const PARALLEL_MIN: usize = 32 * 1024;
+
+/// Largest number of rotated dimension pairs per head.
+const MAX_HALF_ROT: usize = crate::config::MAX_HEAD_DIM / 2;
+
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -269,9 +276,15 @@ impl<'w> Backend<'w> for CpuBackend {
         if w.is_empty() || x.cols % w.len() != 0 {
             return Err(shape_error("rms_norm", "row width", w.len(), x.cols));
         }
-        x.data
-            .par_chunks_mut(w.len())
-            .for_each(|run| ops::rms_norm(run, w, eps));
+        if x.data.len() < PARALLEL_MIN {
+            for run in x.data.chunks_exact_mut(w.len()) {
+                ops::rms_norm(run, w, eps);
+            }
+        } else {
+            x.data
+                .par_chunks_mut(w.len())
+                .for_each(|run| ops::rms_norm(run, w, eps));
+        }
         Ok(())
     }
 
@@ -328,24 +341,32 @@ impl<'w> Backend<'w> for CpuBackend {
         rope: &Rope,
     ) -> Result<()> {
         check("rope", "positions", x.rows, positions.len())?;
-        if head_dim == 0 || x.cols % head_dim != 0 || rope.n_rot > head_dim {
+        if head_dim == 0
+            || x.cols % head_dim != 0
+            || rope.n_rot > head_dim
+            || rope.n_rot / 2 > MAX_HALF_ROT
+        {
             return Err(shape_error("rope", "row width", head_dim, x.cols));
         }
         let half = rope.n_rot / 2;
         let cols = x.cols;
-        x.data
-            .par_chunks_mut(cols)
-            .zip(positions)
-            .for_each(|(row, &pos)| {
-                let mut cos = [0.0f32; 256];
-                let mut sin = [0.0f32; 256];
-                // Heads wider than 512 are refused by the model loader; angles are per position.
-                let (cos, sin) = (&mut cos[..half.min(256)], &mut sin[..half.min(256)]);
-                ops::rope_angles(pos, rope, cos, sin);
-                for head in row.chunks_exact_mut(head_dim) {
-                    ops::rope_head(head, rope.style, cos, sin);
-                }
-            });
+        let rotate = |(row, &pos): (&mut [f32], &u32)| {
+            let mut cos = [0.0f32; MAX_HALF_ROT];
+            let mut sin = [0.0f32; MAX_HALF_ROT];
+            let (cos, sin) = (&mut cos[..half], &mut sin[..half]);
+            ops::rope_angles(pos, rope, cos, sin);
+            for head in row.chunks_exact_mut(head_dim) {
+                ops::rope_head(head, rope.style, cos, sin);
+            }
+        };
+        if x.data.len() < PARALLEL_MIN {
+            x.data
+                .chunks_exact_mut(cols)
+                .zip(positions)
+                .for_each(rotate);
+        } else {
+            x.data.par_chunks_mut(cols).zip(positions).for_each(rotate);
+        }
         Ok(())
     }
 
@@ -454,14 +475,19 @@ impl<'w> Backend<'w> for CpuBackend {
             Glu::Silu => ops::silu,
             Glu::GeluTanh => ops::gelu_tanh,
         };
-        gate.data
-            .par_chunks_mut(4096)
-            .zip(up.data.par_chunks(4096))
-            .for_each(|(g, u)| {
-                for (g, u) in g.iter_mut().zip(u) {
-                    *g = f(*g) * u;
-                }
-            });
+        let apply = |(g, u): (&mut [f32], &[f32])| {
+            for (g, u) in g.iter_mut().zip(u) {
+                *g = f(*g) * u;
+            }
+        };
+        if gate.data.len() < PARALLEL_MIN {
+            apply((&mut gate.data, &up.data));
+        } else {
+            gate.data
+                .par_chunks_mut(4096)
+                .zip(up.data.par_chunks(4096))
+                .for_each(apply);
+        }
         Ok(())
     }
 
