@@ -41,6 +41,28 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// GELU, tanh approximation (the form Gemma uses).
+__device__ __forceinline__ float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+// Quantizes one group of 32 activations held one per lane of a warp, as quantize_q8 does:
+// d = max|v| / 127, q = round(v / d), ds = (d, d * sum q).
+__device__ __forceinline__ void quantize_group(float v, int lane, i8* __restrict__ q_out,
+                                               float2* __restrict__ ds_out) {
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const int q = amax == 0.0f ? 0 : (int)roundf(v / d);
+    int sum = q;
+#pragma unroll
+    for (int o = WARP_SIZE / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(FULL_MASK, sum, o);
+    q_out[lane] = (i8)q;
+    if (lane == 0) *ds_out = make_float2(d, d * (float)sum);
+}
+
 // Sum over a whole block whose size is a multiple of 32 (at most 1024). `scratch` holds 32 floats.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
     const int lane = threadIdx.x % WARP_SIZE;
@@ -82,8 +104,9 @@ __device__ __forceinline__ void load_x_group(const i8* __restrict__ xq, int g, i
     out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
 }
 
-// Quantized matrix-vector product, y[r] = sum_k W[r, k] * x[k] (+ residual[r]), for gridDim.y
-// input vectors at once (x, y and residual each hold gridDim.y vectors back to back).
+// Quantized matrix-vector product, y[r] = sum_k W[r, k] * x[k] (+ residual[r]), and, when add_to
+// is given, add_to[r] += sum_k W[r, k] * x[k] as well; for gridDim.y input vectors at once (x, y,
+// residual and add_to each hold gridDim.y vectors back to back).
 //
 // W is row-major in its GGUF block format. One warp owns one row. The row is streamed through a
 // per-warp shared-memory window with 16-byte, fully coalesced global loads (one pass over every
@@ -123,7 +146,7 @@ __device__ __forceinline__ void matvec_load_window(const u8* __restrict__ w, siz
 template <class T>
 __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* __restrict__ xq,
                                             const float2* __restrict__ xds, const float* residual,
-                                            float* y, int nrows, int ncols) {
+                                            float* y, float* add_to, int nrows, int ncols) {
     typedef MatvecWindow<T> Win;
     __shared__ __align__(16) uint4 stage[MV_WARPS][Win::WORDS_PER_LANE * WARP_SIZE];
 
@@ -138,6 +161,7 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* 
     xds += vec * (ncols / 32);
     y += vec * nrows;
     if (residual) residual += vec * nrows;
+    if (add_to) add_to += vec * nrows;
 
     const int nblocks = ncols / T::QK;
     const size_t row_start = (size_t)row * nblocks * T::BS;
@@ -181,14 +205,36 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* 
     }
 
     acc = warp_sum(acc);
-    if (lane == 0) y[row] = residual ? acc + residual[row] : acc;
+    if (lane == 0) {
+        y[row] = residual ? acc + residual[row] : acc;
+        if (add_to) add_to[row] += acc;  // the residual connection fused into the product
+    }
 }
 
-__device__ __forceinline__ void store_value(float* p, float v) { *p = v; }
-__device__ __forceinline__ void store_value(u16* p, float v) { *p = f2h(v); }
+// Stores the 32 values of one item (64-byte aligned in f16, 128 in f32) with 16-byte stores:
+// a thread's 32 scalar stores at a 64-byte stride from its neighbours touched one sector per lane
+// per instruction; four or eight wide stores fill the same bytes in far fewer transactions.
+__device__ __forceinline__ void store_item(float* o, const float v[32], float scale) {
+    float4* p = (float4*)o;
+#pragma unroll
+    for (int k = 0; k < 8; ++k)
+        p[k] = make_float4(v[4 * k] * scale, v[4 * k + 1] * scale, v[4 * k + 2] * scale, v[4 * k + 3] * scale);
+}
+
+__device__ __forceinline__ void store_item(u16* o, const float v[32], float scale) {
+    uint4* p = (uint4*)o;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        u32 w[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            w[j] = (u32)f2h(v[8 * k + 2 * j] * scale) | ((u32)f2h(v[8 * k + 2 * j + 1] * scale) << 16);
+        p[k] = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+}
 
 // Dequantizes rows of W: out[r, :] = scale * W[ids ? ids[r] : row0 + r, :], one thread per item
-// of 32 weights. Used for the embedding lookup (ids from device memory) and for prefill, where
+// of 32 weights (out must be 16-byte aligned; rows are whole items, so every item is). Used for the embedding lookup (ids from device memory) and for prefill, where
 // slabs of rows are dequantized for a tensor-core GEMM.
 template <class T, class Out>
 __device__ __forceinline__ void get_rows_impl(const u8* __restrict__ w, const i32* __restrict__ ids, int row0,
@@ -201,24 +247,23 @@ __device__ __forceinline__ void get_rows_impl(const u8* __restrict__ w, const i3
     const int i = (int)(tid % items_per_row);
     const int src_row = ids ? ids[r] : row0 + r;
     Out* o = out + (size_t)r * ncols + (size_t)i * 32;
+    float v[32];
     if (src_row < 0 || src_row >= table_rows) {  // an id outside the table reads as zeros
 #pragma unroll
-        for (int k = 0; k < 32; ++k) store_value(o + k, 0.0f);
-        return;
+        for (int k = 0; k < 32; ++k) v[k] = 0.0f;
+    } else {
+        const int nblocks = ncols / T::QK;
+        const u8* blk = w + ((size_t)src_row * nblocks + i / T::ITEMS) * T::BS;
+        T::dequant(blk, i % T::ITEMS, v);
     }
-    const int nblocks = ncols / T::QK;
-    const u8* blk = w + ((size_t)src_row * nblocks + i / T::ITEMS) * T::BS;
-    float v[32];
-    T::dequant(blk, i % T::ITEMS, v);
-#pragma unroll
-    for (int k = 0; k < 32; ++k) store_value(o + k, v[k] * scale);
+    store_item(o, v, scale);
 }
 
 #define QUANT_KERNELS(name, T)                                                                        \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                          \
         matvec_##name(const u8* __restrict__ w, const i8* __restrict__ xq, const float2* __restrict__ xds, \
-                      const float* residual, float* y, int nrows, int ncols) {                        \
-        matvec_impl<T>(w, xq, xds, residual, y, nrows, ncols);                                        \
+                      const float* residual, float* y, float* add_to, int nrows, int ncols) {         \
+        matvec_impl<T>(w, xq, xds, residual, y, add_to, nrows, ncols);                                \
     }                                                                                                 \
     extern "C" __global__ void get_rows_##name##_f32(const u8* __restrict__ w, const i32* __restrict__ ids, \
                                                       int row0, float* __restrict__ out, int nrows,     \

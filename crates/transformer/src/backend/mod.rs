@@ -174,6 +174,56 @@ pub trait Backend<'w>: Sync {
     fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer) -> Result<()>;
     /// `gate = act(gate) * up`.
     fn glu(&self, gate: &mut Self::Buffer, up: &Self::Buffer, act: Glu) -> Result<()>;
+    /// `out = rms_norm(x) · w` row by row, then `out` prepared into `prepared`: what
+    /// [`Backend::rms_norm_into`] and [`Backend::prepare`] do, which a backend may fuse.
+    fn rms_norm_prepare(
+        &self,
+        x: &Self::Buffer,
+        w: &Self::Vector,
+        eps: f32,
+        out: &mut Self::Buffer,
+        prepared: &mut Self::Prepared,
+    ) -> Result<()> {
+        self.rms_norm_into(x, w, eps, out)?;
+        self.prepare(out, prepared)
+    }
+    /// `gate = act(gate) · up`, then `gate` prepared into `prepared` ([`Backend::glu`] and
+    /// [`Backend::prepare`], which a backend may fuse).
+    fn glu_prepare(
+        &self,
+        gate: &mut Self::Buffer,
+        up: &Self::Buffer,
+        act: Glu,
+        prepared: &mut Self::Prepared,
+    ) -> Result<()> {
+        self.glu(gate, up, act)?;
+        self.prepare(gate, prepared)
+    }
+    /// `out = x · Wᵀ`, then `residual += out`: a sub-layer's output projection and the residual
+    /// connection ([`Backend::matmul`] and [`Backend::add`], which a backend may fuse).
+    fn matmul_add(
+        &self,
+        w: &Self::Matrix,
+        x: &Self::Prepared,
+        out: &mut Self::Buffer,
+        residual: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.matmul(w, x, out)?;
+        self.add(residual, out)
+    }
+    /// Rotary embedding of the queries `q` and keys `k` of the same tokens ([`Backend::rope`]
+    /// on each, which a backend may fuse).
+    fn rope_qk(
+        &self,
+        q: &mut Self::Buffer,
+        k: &mut Self::Buffer,
+        head_dim: usize,
+        positions: &[u32],
+        rope: &Rope,
+    ) -> Result<()> {
+        self.rope(q, head_dim, positions, rope)?;
+        self.rope(k, head_dim, positions, rope)
+    }
     /// `out[j] = x[rows[j]]`.
     fn gather_rows(&self, x: &Self::Buffer, rows: &[usize], out: &mut Self::Buffer) -> Result<()>;
     /// Copies the rows in use of `x` to host memory, row after row.

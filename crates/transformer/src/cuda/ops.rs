@@ -9,7 +9,7 @@ use super::launch::{Arg, gemm_f16_f32, launch};
 use super::step::Launch;
 use super::{
     AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations,
-    QuantMatrix, QueryBatch,
+    QuantMatrix, QueryBatch, WeightType,
 };
 
 /// Rotary embedding settings.
@@ -27,6 +27,21 @@ pub struct RopeParams {
     pub freq_scale: f32,
     /// NeoX layout (pairs `i, i + n_rot/2`) instead of adjacent pairs.
     pub neox: bool,
+}
+
+/// Device addresses and sizes of one matvec launch (0 for an absent optional buffer).
+#[derive(Debug, Clone, Copy)]
+struct MatvecLaunch {
+    ty: WeightType,
+    w: u64,
+    rows: usize,
+    cols: usize,
+    xq: u64,
+    xds: u64,
+    n_vec: usize,
+    y: u64,
+    residual: u64,
+    add_to: u64,
 }
 
 /// The block-wide reductions (rmsnorm, argmax) use this many threads.
@@ -172,30 +187,264 @@ impl CudaDevice {
         y: &mut impl DevicePtrMut<f32>,
         accumulate: bool,
     ) -> Result<(), CudaError> {
+        let m = self.check_matvec(w, x, n_vec, y)?;
+        let yp = m.y;
+        // SAFETY: check_matvec compared every buffer with the shapes the launch touches.
+        unsafe {
+            self.matvec_raw(&MatvecLaunch {
+                residual: if accumulate { yp } else { 0 },
+                ..m
+            })
+        }
+    }
+
+    /// `y[v] = W · x[v]` and `add_to[v] += W · x[v]` in one launch (a product and the residual
+    /// connection that consumes it), for `n_vec` vectors as in [`CudaDevice::matvec_batch`].
+    pub fn matvec_add(
+        &self,
+        w: &QuantMatrix,
+        x: &Q8Activations,
+        n_vec: usize,
+        y: &mut impl DevicePtrMut<f32>,
+        add_to: &mut impl DevicePtrMut<f32>,
+    ) -> Result<(), CudaError> {
+        need("matvec", "add_to", n_vec * w.rows(), add_to.len())?;
+        let m = self.check_matvec(w, x, n_vec, y)?;
+        let add_to = ptr_mut(add_to, self.stream());
+        // SAFETY: check_matvec and the line above compared every buffer with the launch's shapes.
+        unsafe { self.matvec_raw(&MatvecLaunch { add_to, ..m }) }
+    }
+
+    fn check_matvec(
+        &self,
+        w: &QuantMatrix,
+        x: &Q8Activations,
+        n_vec: usize,
+        y: &mut impl DevicePtrMut<f32>,
+    ) -> Result<MatvecLaunch, CudaError> {
         need("matvec", "x", n_vec * w.cols(), x.len())?;
         need("matvec", "y", n_vec * w.rows(), y.len())?;
-        if n_vec == 0 || n_vec > 65_535 {
+        let s = self.stream();
+        Ok(MatvecLaunch {
+            ty: w.weight_type(),
+            w: ptr(w.data(), s),
+            rows: w.rows(),
+            cols: w.cols(),
+            xq: ptr(&x.q, s),
+            xds: ptr(&x.ds, s),
+            n_vec,
+            y: ptr_mut(y, s),
+            residual: 0,
+            add_to: 0,
+        })
+    }
+
+    /// Launches a matvec from device addresses.
+    ///
+    /// # Safety
+    /// `m.w` must hold a `rows × cols` matrix of `m.ty` (padded to 16 bytes), `xq` and `xds`
+    /// `n_vec` quantized vectors of `cols`, and `y`, `residual` and `add_to` (when not 0)
+    /// `n_vec × rows` f32 each.
+    unsafe fn matvec_raw(&self, m: &MatvecLaunch) -> Result<(), CudaError> {
+        if m.n_vec == 0 || m.n_vec > 65_535 {
             return Err(CudaError::Unsupported {
                 op: "matvec",
-                what: format!("{n_vec} input vectors in one launch"),
+                what: format!("{} input vectors in one launch", m.n_vec),
             });
         }
-        let s = self.stream();
-        let yp = ptr_mut(y, s);
         let args = [
-            Arg::Ptr(ptr(w.data(), s)),
-            Arg::Ptr(ptr(&x.q, s)),
-            Arg::Ptr(ptr(&x.ds, s)),
-            Arg::Ptr(if accumulate { yp } else { 0 }),
-            Arg::Ptr(yp),
-            Arg::I32(dim("matvec", "rows", w.rows())?),
-            Arg::I32(dim("matvec", "cols", w.cols())?),
+            Arg::Ptr(m.w),
+            Arg::Ptr(m.xq),
+            Arg::Ptr(m.xds),
+            Arg::Ptr(m.residual),
+            Arg::Ptr(m.y),
+            Arg::Ptr(m.add_to),
+            Arg::I32(dim("matvec", "rows", m.rows)?),
+            Arg::I32(dim("matvec", "cols", m.cols)?),
         ];
-        let blocks = grid_for(w.rows(), MATVEC_WARPS as u32)?;
-        let kernel = format!("matvec_{}", w.weight_type().kernel_suffix());
+        let blocks = grid_for(m.rows, MATVEC_WARPS as u32)?;
         #[allow(clippy::cast_possible_truncation)] // n_vec <= 65535, checked above
-        let grid = (blocks, n_vec as u32, 1);
-        self.run(&kernel, cfg(grid, (MATVEC_WARPS * 32) as u32), &args)
+        let grid = (blocks, m.n_vec as u32, 1);
+        self.run(
+            m.ty.matvec_kernel(),
+            cfg(grid, (MATVEC_WARPS * 32) as u32),
+            &args,
+        )
+    }
+
+    /// `y = rms_norm(x) · w` over `rows` rows of `n` (a multiple of 32) and `y` quantized into
+    /// `out`, in one launch; `x` may be `y`'s buffer.
+    pub fn rmsnorm_q8(
+        &self,
+        x: &impl DevicePtr<f32>,
+        w: &impl DevicePtr<f32>,
+        y: &mut impl DevicePtrMut<f32>,
+        out: &mut Q8Activations,
+        rows: usize,
+        n: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        need("rmsnorm_q8", "x", rows * n, x.len())?;
+        need("rmsnorm_q8", "w", n, w.len())?;
+        need("rmsnorm_q8", "y", rows * n, y.len())?;
+        need("rmsnorm_q8", "out", rows * n, out.len())?;
+        let s = self.stream();
+        let (xp, wp, yp) = (ptr(x, s), ptr(w, s), ptr_mut(y, s));
+        let (q, ds) = (ptr_mut(&mut out.q, s), ptr_mut(&mut out.ds, s));
+        // SAFETY: the sizes were checked above.
+        unsafe { self.rmsnorm_q8_raw(xp, wp, yp, q, ds, rows, n, eps) }
+    }
+
+    /// # Safety
+    /// `x` and `y` must hold `rows × n` f32, `w` `n` f32, `q` `rows × n` int8 and `ds`
+    /// `rows × n / 16` f32.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rmsnorm_q8_raw(
+        &self,
+        x: u64,
+        w: u64,
+        y: u64,
+        q: u64,
+        ds: u64,
+        rows: usize,
+        n: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
+        if !n.is_multiple_of(32) || n == 0 {
+            return Err(CudaError::Unsupported {
+                op: "rmsnorm_q8",
+                what: format!("rows of {n} values (a positive multiple of 32 is needed)"),
+            });
+        }
+        let args = [
+            Arg::Ptr(x),
+            Arg::Ptr(w),
+            Arg::Ptr(y),
+            Arg::Ptr(q),
+            Arg::Ptr(ds),
+            Arg::I32(dim("rmsnorm_q8", "n", n)?),
+            Arg::F32(eps),
+        ];
+        let grid = u32::try_from(rows).map_err(|_| CudaError::Unsupported {
+            op: "rmsnorm_q8",
+            what: format!("{rows} rows"),
+        })?;
+        self.run("rmsnorm_q8", cfg((grid, 1, 1), REDUCE_THREADS), &args)
+    }
+
+    /// `gate = act(gate) · up` over `n` values (a multiple of 32) and the result quantized into
+    /// `out`, in one launch (SiLU, or GELU-tanh with `gelu`).
+    pub fn glu_q8(
+        &self,
+        gate: &mut impl DevicePtrMut<f32>,
+        up: &impl DevicePtr<f32>,
+        out: &mut Q8Activations,
+        n: usize,
+        gelu: bool,
+    ) -> Result<(), CudaError> {
+        need("glu_q8", "gate", n, gate.len())?;
+        need("glu_q8", "up", n, up.len())?;
+        need("glu_q8", "out", n, out.len())?;
+        let s = self.stream();
+        let (g, u) = (ptr_mut(gate, s), ptr(up, s));
+        let (q, ds) = (ptr_mut(&mut out.q, s), ptr_mut(&mut out.ds, s));
+        // SAFETY: the sizes were checked above.
+        unsafe { self.glu_q8_raw(g, u, q, ds, n, gelu) }
+    }
+
+    /// # Safety
+    /// `gate` and `up` must hold `n` f32, `q` `n` int8 and `ds` `n / 16` f32.
+    unsafe fn glu_q8_raw(
+        &self,
+        gate: u64,
+        up: u64,
+        q: u64,
+        ds: u64,
+        n: usize,
+        gelu: bool,
+    ) -> Result<(), CudaError> {
+        if !n.is_multiple_of(32) {
+            return Err(CudaError::Unsupported {
+                op: "glu_q8",
+                what: format!("{n} values is not a multiple of 32"),
+            });
+        }
+        let args = [
+            Arg::Ptr(gate),
+            Arg::Ptr(up),
+            Arg::Ptr(q),
+            Arg::Ptr(ds),
+            Arg::I32(dim("glu_q8", "n", n)?),
+            Arg::I32(i32::from(gelu)),
+        ];
+        self.run(
+            "glu_q8",
+            cfg(
+                (grid_for(n, ELEMENTWISE_THREADS)?, 1, 1),
+                ELEMENTWISE_THREADS,
+            ),
+            &args,
+        )
+    }
+
+    /// Rotary embedding of queries `q` (`[n_tok][n_q][head_dim]`) and keys `k`
+    /// (`[n_tok][n_k][head_dim]`) in one launch; `p.n_heads` is not used.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_qk(
+        &self,
+        q: &mut impl DevicePtrMut<f32>,
+        k: &mut impl DevicePtrMut<f32>,
+        pos: &impl DevicePtr<i32>,
+        n_tok: usize,
+        n_q: usize,
+        n_k: usize,
+        p: &RopeParams,
+    ) -> Result<(), CudaError> {
+        need("rope_qk", "q", n_tok * n_q * p.head_dim, q.len())?;
+        need("rope_qk", "k", n_tok * n_k * p.head_dim, k.len())?;
+        need("rope_qk", "pos", n_tok, pos.len())?;
+        let s = self.stream();
+        let (qp, kp, pp) = (ptr_mut(q, s), ptr_mut(k, s), ptr(pos, s));
+        // SAFETY: the sizes were checked above.
+        unsafe { self.rope_qk_raw(qp, kp, pp, n_tok, n_q, n_k, p) }
+    }
+
+    /// # Safety
+    /// `q` must hold `n_tok × n_q × head_dim` f32, `k` `n_tok × n_k × head_dim` (or be 0 with
+    /// `n_k` 0) and `pos` `n_tok` i32.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rope_qk_raw(
+        &self,
+        q: u64,
+        k: u64,
+        pos: u64,
+        n_tok: usize,
+        n_q: usize,
+        n_k: usize,
+        p: &RopeParams,
+    ) -> Result<(), CudaError> {
+        if !p.n_rot.is_multiple_of(2) || p.n_rot > p.head_dim || p.n_rot == 0 {
+            return Err(CudaError::Unsupported {
+                op: "rope",
+                what: format!("n_rot {} with head_dim {}", p.n_rot, p.head_dim),
+            });
+        }
+        let args = [
+            Arg::Ptr(q),
+            Arg::Ptr(k),
+            Arg::Ptr(pos),
+            Arg::Ptr(0),
+            Arg::I32(dim("rope", "n_tok", n_tok)?),
+            Arg::I32(dim("rope", "n_q", n_q)?),
+            Arg::I32(dim("rope", "n_k", n_k)?),
+            Arg::I32(dim("rope", "head_dim", p.head_dim)?),
+            Arg::I32(dim("rope", "n_rot", p.n_rot)?),
+            Arg::F32(p.base),
+            Arg::F32(p.freq_scale),
+            Arg::I32(i32::from(p.neox)),
+        ];
+        let grid = grid_for(n_tok * (n_q + n_k) * p.n_rot / 2, ELEMENTWISE_THREADS)?;
+        self.run("rope_qk_f32", cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
     }
 
     /// Embedding lookup: `out[r, :] = scale · W[ids[r], :]` for `r < n_ids`, as f32; an id
@@ -221,9 +470,9 @@ impl CudaDevice {
             Arg::F32(scale),
             Arg::I32(dim("get_rows", "rows", w.rows())?),
         ];
-        let kernel = format!("get_rows_{}_f32", w.weight_type().kernel_suffix());
+        let kernel = w.weight_type().get_rows_kernel(false);
         let grid = grid_for(n_ids * w.cols() / 32, ELEMENTWISE_THREADS)?;
-        self.run(&kernel, cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
+        self.run(kernel, cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
     }
 
     /// Dequantizes rows `row0 .. row0 + n_rows` of `W` to f16 (bit patterns), row-major, as the
@@ -255,9 +504,9 @@ impl CudaDevice {
             Arg::F32(1.0),
             Arg::I32(dim("dequantize_rows_f16", "rows", w.rows())?),
         ];
-        let kernel = format!("get_rows_{}_f16", w.weight_type().kernel_suffix());
+        let kernel = w.weight_type().get_rows_kernel(true);
         let grid = grid_for(n_rows * w.cols() / 32, ELEMENTWISE_THREADS)?;
-        self.run(&kernel, cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
+        self.run(kernel, cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
     }
 
     /// `y = f16(x)` over `n` values (bit patterns): activations for [`CudaDevice::matmul`].

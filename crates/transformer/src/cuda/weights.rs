@@ -77,6 +77,36 @@ impl WeightType {
         })
     }
 
+    /// The decode mat-vec kernel of this type.
+    pub const fn matvec_kernel(self) -> &'static str {
+        match self {
+            Self::Q4_0 => "matvec_q4_0",
+            Self::Q4_1 => "matvec_q4_1",
+            Self::Q5_0 => "matvec_q5_0",
+            Self::Q8_0 => "matvec_q8_0",
+            Self::Q4K => "matvec_q4_k",
+            Self::Q6K => "matvec_q6_k",
+        }
+    }
+
+    /// The dequantization kernel of this type, to f32 or to f16.
+    pub const fn get_rows_kernel(self, f16: bool) -> &'static str {
+        match (self, f16) {
+            (Self::Q4_0, false) => "get_rows_q4_0_f32",
+            (Self::Q4_1, false) => "get_rows_q4_1_f32",
+            (Self::Q5_0, false) => "get_rows_q5_0_f32",
+            (Self::Q8_0, false) => "get_rows_q8_0_f32",
+            (Self::Q4K, false) => "get_rows_q4_k_f32",
+            (Self::Q6K, false) => "get_rows_q6_k_f32",
+            (Self::Q4_0, true) => "get_rows_q4_0_f16",
+            (Self::Q4_1, true) => "get_rows_q4_1_f16",
+            (Self::Q5_0, true) => "get_rows_q5_0_f16",
+            (Self::Q8_0, true) => "get_rows_q8_0_f16",
+            (Self::Q4K, true) => "get_rows_q4_k_f16",
+            (Self::Q6K, true) => "get_rows_q6_k_f16",
+        }
+    }
+
     /// The GGUF tensor type.
     pub fn to_ggml(self) -> ferrolm_gguf::GgmlType {
         use ferrolm_gguf::GgmlType as G;

@@ -97,15 +97,13 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
     )?;
     for (il, (layer, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
         // Attention.
-        b.rms_norm_into(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn)?;
-        b.prepare(&s.xn, &mut s.xn_in)?;
+        b.rms_norm_prepare(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn, &mut s.xn_in)?;
         b.matmul(&layer.wq, &s.xn_in, &mut s.q)?;
         b.matmul(&layer.wk, &s.xn_in, &mut s.k)?;
         b.matmul(&layer.wv, &s.xn_in, &mut s.v)?;
         b.rms_norm(&mut s.q, &layer.q_norm, c.rms_eps)?;
         b.rms_norm(&mut s.k, &layer.k_norm, c.rms_eps)?;
-        b.rope(&mut s.q, c.head_dim, batch.positions, &lc.rope)?;
-        b.rope(&mut s.k, c.head_dim, batch.positions, &lc.rope)?;
+        b.rope_qk(&mut s.q, &mut s.k, c.head_dim, batch.positions, &lc.rope)?;
         let params = AttentionParams {
             n_head: c.n_head,
             n_head_kv: c.n_head_kv,
@@ -120,12 +118,10 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
         b.add(&mut s.x, &s.proj)?;
 
         // Feed-forward.
-        b.rms_norm_into(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.xn)?;
-        b.prepare(&s.xn, &mut s.xn_in)?;
+        b.rms_norm_prepare(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.xn, &mut s.xn_in)?;
         b.matmul(&layer.w_gate, &s.xn_in, &mut s.gate)?;
         b.matmul(&layer.w_up, &s.xn_in, &mut s.up)?;
-        b.glu(&mut s.gate, &s.up, Glu::GeluTanh)?;
-        b.prepare(&s.gate, &mut s.ffn_in)?;
+        b.glu_prepare(&mut s.gate, &s.up, Glu::GeluTanh, &mut s.ffn_in)?;
         b.matmul(&layer.w_down, &s.ffn_in, &mut s.proj)?;
         b.rms_norm(&mut s.proj, &layer.post_ffw_norm, c.rms_eps)?;
         b.add(&mut s.x, &s.proj)?;

@@ -81,13 +81,11 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
     b.embed(&w.token_embd, batch.tokens, 1.0, &mut s.x)?;
     for (il, (layer, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
         // Attention.
-        b.rms_norm_into(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn)?;
-        b.prepare(&s.xn, &mut s.xn_in)?;
+        b.rms_norm_prepare(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn, &mut s.xn_in)?;
         b.matmul(&layer.wq, &s.xn_in, &mut s.q)?;
         b.matmul(&layer.wk, &s.xn_in, &mut s.k)?;
         b.matmul(&layer.wv, &s.xn_in, &mut s.v)?;
-        b.rope(&mut s.q, c.head_dim, batch.positions, &lc.rope)?;
-        b.rope(&mut s.k, c.head_dim, batch.positions, &lc.rope)?;
+        b.rope_qk(&mut s.q, &mut s.k, c.head_dim, batch.positions, &lc.rope)?;
         let params = AttentionParams {
             n_head: c.n_head,
             n_head_kv: c.n_head_kv,
@@ -97,18 +95,14 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
         };
         b.attention(kv, il, batch, &s.q, &s.k, &s.v, &params, &mut s.att)?;
         b.prepare(&s.att, &mut s.att_in)?;
-        b.matmul(&layer.wo, &s.att_in, &mut s.proj)?;
-        b.add(&mut s.x, &s.proj)?;
+        b.matmul_add(&layer.wo, &s.att_in, &mut s.proj, &mut s.x)?;
 
         // Feed-forward.
-        b.rms_norm_into(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.xn)?;
-        b.prepare(&s.xn, &mut s.xn_in)?;
+        b.rms_norm_prepare(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.xn, &mut s.xn_in)?;
         b.matmul(&layer.w_gate, &s.xn_in, &mut s.gate)?;
         b.matmul(&layer.w_up, &s.xn_in, &mut s.up)?;
-        b.glu(&mut s.gate, &s.up, Glu::Silu)?;
-        b.prepare(&s.gate, &mut s.ffn_in)?;
-        b.matmul(&layer.w_down, &s.ffn_in, &mut s.proj)?;
-        b.add(&mut s.x, &s.proj)?;
+        b.glu_prepare(&mut s.gate, &s.up, Glu::Silu, &mut s.ffn_in)?;
+        b.matmul_add(&layer.w_down, &s.ffn_in, &mut s.proj, &mut s.x)?;
     }
     b.gather_rows(&s.x, batch.outputs, &mut s.out_x)?;
     b.rms_norm(&mut s.out_x, &w.output_norm, c.rms_eps)?;
