@@ -549,7 +549,8 @@ fn two_sequences_in_one_batch_match_each_run_alone() {
     let alone_a = run(&model, &pa, 16, steps, None);
     let alone_b = run(&model, &pb, 16, steps, None);
 
-    let mut kv = model.kv_cache(40, 2).unwrap();
+    // The context `run` gives the sequences alone, so attention splits them the same way.
+    let mut kv = model.kv_cache(320, 2).unwrap();
     let mut state = model.state(32, 2).unwrap();
     let tokens: Vec<u32> = pa.iter().chain(&pb).copied().collect();
     let positions: Vec<u32> = (0..pa.len() as u32).chain(0..pb.len() as u32).collect();
