@@ -2,23 +2,24 @@
 
 use anyhow::Result;
 
+use crate::commands::run::ModelArgs;
 use crate::models::DEFAULT_MODEL;
 use crate::serve::{ServerOptions, serve};
 
 /// Arguments of `ferrolm serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Model: a .gguf path or a known name (fetched on first use).
-    #[arg(short, long, default_value = DEFAULT_MODEL, value_name = "MODEL")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// Port to listen on (0: any free port; the address is printed on stdout).
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Context size of each sequence: prompt and reply together.
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(2..))]
+    /// Context size of each sequence, prompt and reply together (at most the model's
+    /// training context).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(2..))]
     pub ctx_size: u32,
     /// Sequences generated at once (continuous batching).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -29,21 +30,22 @@ pub struct ServeArgs {
     /// Most tokens run in one step (decode tokens plus prompt chunks).
     #[arg(short = 'b', long = "batch-size", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
-    /// CPU worker threads (0: one per core).
-    #[arg(short, long, default_value_t = 0)]
-    pub threads: usize,
 }
 
 /// Serves until SIGINT or SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<()> {
-    serve(&ServerOptions {
-        model: args.model.clone(),
-        host: args.host.clone(),
-        port: args.port,
-        n_ctx: args.ctx_size as usize,
-        slots: args.parallel as usize,
-        queue: args.queue as usize,
-        max_batch: args.batch_size as usize,
-        threads: args.threads,
-    })
+    let backend = args.model.backend()?;
+    let spec = args.model.model.as_deref().unwrap_or(DEFAULT_MODEL);
+    serve(
+        &ServerOptions {
+            model: spec.to_owned(),
+            host: args.host.clone(),
+            port: args.port,
+            n_ctx: args.ctx_size as usize,
+            slots: args.parallel as usize,
+            queue: args.queue as usize,
+            max_batch: args.batch_size as usize,
+        },
+        backend,
+    )
 }

@@ -19,12 +19,13 @@ use anyhow::{Context, Result};
 use ferrolm_gguf::GgufFile;
 use ferrolm_sampling::SamplerChain;
 use ferrolm_tokenizer::{StreamingDecoder, Tokenizer};
-use ferrolm_transformer::{Backend, Batch, CpuBackend, CpuOptions, Model, SeqId, State};
+use ferrolm_transformer::{Backend, Batch, CpuBackend, Model, SeqId, State};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::stop::StopMatcher;
 use super::token::{TokenOut, token_out};
+use crate::commands::run::context_size;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -41,8 +42,6 @@ pub struct EngineConfig {
     pub queue: usize,
     /// Most tokens run in one step (decode tokens and prompt chunks together).
     pub max_batch: usize,
-    /// CPU worker threads (0: one per core).
-    pub threads: usize,
 }
 
 /// What the handlers need to know about the served model.
@@ -162,7 +161,7 @@ impl EngineHandle {
 /// Loads the model on a new thread and starts the engine there; returns once the model is
 /// ready (or failed to load). The thread ends when every [`EngineHandle`] is dropped and the
 /// last active sequence is done.
-pub fn start(config: EngineConfig) -> Result<(EngineHandle, JoinHandle<()>)> {
+pub fn start(config: EngineConfig, backend: CpuBackend) -> Result<(EngineHandle, JoinHandle<()>)> {
     let (submit, jobs) = mpsc::channel(config.queue.max(1));
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let stats = Arc::new(EngineStats::default());
@@ -170,7 +169,7 @@ pub fn start(config: EngineConfig) -> Result<(EngineHandle, JoinHandle<()>)> {
     let slots = config.slots;
     let thread = std::thread::Builder::new()
         .name("ferrolm-engine".into())
-        .spawn(move || run(&config, jobs, &engine_stats, &ready_tx))
+        .spawn(move || run(&config, backend, jobs, &engine_stats, &ready_tx))
         .context("cannot start the engine thread")?;
     match ready_rx.recv() {
         Ok(Ok(info)) => Ok((
@@ -195,20 +194,22 @@ pub fn start(config: EngineConfig) -> Result<(EngineHandle, JoinHandle<()>)> {
 
 type Ready = std::sync::mpsc::SyncSender<Result<Arc<ModelInfo>>>;
 
-fn run(config: &EngineConfig, jobs: mpsc::Receiver<Job>, stats: &EngineStats, ready: &Ready) {
-    let loaded = (|| -> Result<_> {
-        let file = GgufFile::open(&config.model_path)
-            .with_context(|| format!("cannot open {}", config.model_path.display()))?;
-        Ok(file)
-    })();
-    let file = match loaded {
+fn run(
+    config: &EngineConfig,
+    backend: CpuBackend,
+    jobs: mpsc::Receiver<Job>,
+    stats: &EngineStats,
+    ready: &Ready,
+) {
+    let file = match GgufFile::open(&config.model_path) {
         Ok(f) => f,
         Err(e) => {
-            let _ = ready.send(Err(e));
+            let _ = ready.send(Err(anyhow::Error::new(e)
+                .context(format!("cannot open {}", config.model_path.display()))));
             return;
         }
     };
-    if let Err(e) = serve_file(config, &file, jobs, stats, ready) {
+    if let Err(e) = serve_file(config, &file, backend, jobs, stats, ready) {
         // Once ready has been sent this is a failure of the running engine.
         if ready.send(Err(anyhow::anyhow!("{e:#}"))).is_err() {
             warn!("the engine stopped: {e:#}");
@@ -216,9 +217,10 @@ fn run(config: &EngineConfig, jobs: mpsc::Receiver<Job>, stats: &EngineStats, re
     }
 }
 
-fn serve_file(
+fn serve_file<'w, B: Backend<'w>>(
     config: &EngineConfig,
-    file: &GgufFile,
+    file: &'w GgufFile,
+    backend: B,
     jobs: mpsc::Receiver<Job>,
     stats: &EngineStats,
     ready: &Ready,
@@ -226,21 +228,19 @@ fn serve_file(
     let path = config.model_path.display();
     let gguf = file.gguf().with_context(|| format!("cannot read {path}"))?;
     let tokenizer = Arc::new(
-        Tokenizer::from_gguf(&gguf).with_context(|| format!("cannot read the tokenizer of {path}"))?,
+        Tokenizer::from_gguf(&gguf)
+            .with_context(|| format!("cannot read the tokenizer of {path}"))?,
     );
-    let backend = CpuBackend::new(CpuOptions {
-        threads: config.threads,
-        ..CpuOptions::default()
-    })?;
     let model = Model::load(&gguf, backend).with_context(|| format!("cannot load {path}"))?;
     let n_vocab = model.config().vocab;
+    let n_ctx = context_size(config.n_ctx, model.config().n_ctx_train);
     let max_batch = config.max_batch.max(config.slots);
     let mut engine = Engine {
         model: &model,
         tokenizer: &tokenizer,
-        kv: model.kv_cache(config.n_ctx, config.slots)?,
+        kv: model.kv_cache(n_ctx, config.slots)?,
         state: model.state(max_batch, config.slots)?,
-        n_ctx: config.n_ctx,
+        n_ctx,
         max_batch,
         free: (0..config.slots as SeqId).rev().collect(),
         active: Vec::with_capacity(config.slots),
@@ -250,7 +250,7 @@ fn serve_file(
     let info = Arc::new(ModelInfo {
         id: config.model_id.clone(),
         path: config.model_path.clone(),
-        n_ctx: config.n_ctx,
+        n_ctx,
         n_vocab,
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -258,11 +258,10 @@ fn serve_file(
         tokenizer: Arc::clone(&tokenizer),
     });
     info!(
-        "{} loaded: {} slots of {} positions, batches of up to {max_batch} tokens, {} threads",
+        "{} loaded on {}: {} slots of {n_ctx} positions, batches of up to {max_batch} tokens",
         config.model_id,
+        model.backend().name(),
         config.slots,
-        config.n_ctx,
-        model.backend().threads()
     );
     if ready.send(Ok(info)).is_err() {
         return Ok(());
@@ -301,8 +300,9 @@ struct BatchBuf {
     positions: Vec<u32>,
     seqs: Vec<SeqId>,
     outputs: Vec<usize>,
-    /// For each output row, the index of its sequence in `active`.
-    output_of: Vec<usize>,
+    /// For each output row, the index of its sequence in `active` (`None` for a row the
+    /// batch only asks for because it must ask for one).
+    output_of: Vec<Option<usize>>,
     /// For each sequence in the batch, its index in `active` and how many tokens it runs.
     takes: Vec<(usize, usize)>,
 }
@@ -380,7 +380,9 @@ impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
                 decoder: StreamingDecoder::new(self.tokenizer, false),
                 stop,
             });
-            self.stats.active.store(self.active.len(), Ordering::Relaxed);
+            self.stats
+                .active
+                .store(self.active.len(), Ordering::Relaxed);
         }
         true
     }
@@ -424,7 +426,8 @@ impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
         }
         let vocab = self.model.config().vocab;
         let mut ended = Vec::new();
-        for (row, &i) in self.batch.output_of.iter().enumerate() {
+        for (row, &wanted) in self.batch.output_of.iter().enumerate() {
+            let Some(i) = wanted else { continue };
             let logits = &self.state.logits()[row * vocab..(row + 1) * vocab];
             match sample(self.tokenizer, &mut self.active[i], logits, self.n_ctx) {
                 Outcome::Continue => {
@@ -471,9 +474,15 @@ impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
                 b.seqs.extend(std::iter::repeat_n(s.seq, take));
                 if take == pending {
                     b.outputs.push(b.tokens.len() - 1);
-                    b.output_of.push(i);
+                    b.output_of.push(Some(i));
                 }
             }
+        }
+        // A forward pass must produce at least one row of logits, even for a step that only
+        // prefills part of a prompt.
+        if b.outputs.is_empty() {
+            b.outputs.push(b.tokens.len() - 1);
+            b.output_of.push(None);
         }
     }
 
@@ -484,7 +493,9 @@ impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
             warn!("cannot free the KV positions of sequence {}: {e}", s.seq);
         }
         self.free.push(s.seq);
-        self.stats.active.store(self.active.len(), Ordering::Relaxed);
+        self.stats
+            .active
+            .store(self.active.len(), Ordering::Relaxed);
         self.stats.finished.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -16,6 +16,7 @@ pub mod token;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use ferrolm_transformer::CpuBackend;
 use tracing::info;
 
 use crate::models;
@@ -39,23 +40,23 @@ pub struct ServerOptions {
     pub queue: usize,
     /// Most tokens per step.
     pub max_batch: usize,
-    /// CPU threads (0: one per core).
-    pub threads: usize,
 }
 
 /// Loads the model, listens, and serves until SIGINT or SIGTERM; then stops taking
 /// connections, lets the replies in progress finish, and returns.
-pub fn serve(options: &ServerOptions) -> Result<()> {
+pub fn serve(options: &ServerOptions, backend: CpuBackend) -> Result<()> {
     let path = models::resolve(&options.model)?;
-    let (engine, thread) = engine::start(EngineConfig {
-        model_id: model_id(&options.model, &path),
-        model_path: path,
-        n_ctx: options.n_ctx,
-        slots: options.slots,
-        queue: options.queue,
-        max_batch: options.max_batch,
-        threads: options.threads,
-    })?;
+    let (engine, thread) = engine::start(
+        EngineConfig {
+            model_id: model_id(&options.model, &path),
+            model_path: path,
+            n_ctx: options.n_ctx,
+            slots: options.slots,
+            queue: options.queue,
+            max_batch: options.max_batch,
+        },
+        backend,
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ferrolm-http")

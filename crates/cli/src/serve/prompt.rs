@@ -9,7 +9,10 @@ use super::request::Prompt;
 /// The tokens of a conversation as `ferrolm chat` sends it to the model: the chat template
 /// rendered with the assistant's turn opened, special-token text turned into tokens, BOS as
 /// the model's metadata says.
-pub fn chat_prompt(tokenizer: &Tokenizer, messages: &[ChatMessage]) -> Result<Vec<u32>, TokenizerError> {
+pub fn chat_prompt(
+    tokenizer: &Tokenizer,
+    messages: &[ChatMessage],
+) -> Result<Vec<u32>, TokenizerError> {
     let text = tokenizer.apply_chat_template(messages, true)?;
     Ok(tokenizer.encode(
         &text,
@@ -31,7 +34,10 @@ pub fn prompt_ids(
     let (ids, param) = match prompt {
         Prompt::Chat(messages) => (
             chat_prompt(tokenizer, messages).map_err(|e| {
-                ApiError::field("messages", format!("the chat template cannot render these messages: {e}"))
+                ApiError::field(
+                    "messages",
+                    format!("the chat template cannot render these messages: {e}"),
+                )
             })?,
             "messages",
         ),

@@ -58,11 +58,9 @@ const MAX_TOP_LOGPROBS_COMPLETION: i64 = 5;
 
 /// Parses a body sent to `endpoint`; `n_ctx` bounds `max_tokens`.
 pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError {
-            code: Some("invalid_json"),
-            ..ApiError::invalid(format!("the body is not valid JSON: {e}"))
-        }
+    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError {
+        code: Some("invalid_json"),
+        ..ApiError::invalid(format!("the body is not valid JSON: {e}"))
     })?;
     let Value::Object(map) = &value else {
         return Err(ApiError::invalid(format!(
@@ -83,13 +81,19 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
     if let Some(n) = f.integer("n")?
         && n != 1
     {
-        return Err(ApiError::field("n", format!("only n = 1 is supported, got {n}")));
+        return Err(ApiError::field(
+            "n",
+            format!("only n = 1 is supported, got {n}"),
+        ));
     }
     if endpoint == Endpoint::Completion {
         if let Some(b) = f.integer("best_of")?
             && b != 1
         {
-            return Err(ApiError::field("best_of", format!("only best_of = 1 is supported, got {b}")));
+            return Err(ApiError::field(
+                "best_of",
+                format!("only best_of = 1 is supported, got {b}"),
+            ));
         }
         if f.boolean("echo")? == Some(true) {
             return Err(ApiError::field("echo", "echo is not supported"));
@@ -98,7 +102,9 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
             return Err(ApiError::field("suffix", "suffix is not supported"));
         }
     }
-    if f.get("tools").is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty())) {
+    if f.get("tools")
+        .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()))
+    {
         return Err(ApiError::field("tools", "tools are not supported"));
     }
     let stream = f.boolean("stream")?.unwrap_or(false);
@@ -150,7 +156,11 @@ impl Fields<'_> {
             Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
                 (Some(i), _) => Ok(Some(i)),
                 (None, Some(_)) => Ok(Some(i64::MAX)),
-                _ => Err(ApiError::mistyped(name, "an integer", &Value::Number(n.clone()))),
+                _ => Err(ApiError::mistyped(
+                    name,
+                    "an integer",
+                    &Value::Number(n.clone()),
+                )),
             },
             Some(v) => Err(ApiError::mistyped(name, "an integer", v)),
         }
@@ -183,7 +193,10 @@ fn messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, ApiError> {
         Some(v) => return Err(ApiError::mistyped("messages", "an array", v)),
     };
     if list.is_empty() {
-        return Err(ApiError::field("messages", "`messages` must hold at least one message"));
+        return Err(ApiError::field(
+            "messages",
+            "`messages` must hold at least one message",
+        ));
     }
     list.iter()
         .enumerate()
@@ -194,7 +207,11 @@ fn messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, ApiError> {
 fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
     let at = |field: &str| format!("messages[{i}].{field}");
     let Value::Object(map) = value else {
-        return Err(ApiError::mistyped(&format!("messages[{i}]"), "an object", value));
+        return Err(ApiError::mistyped(
+            &format!("messages[{i}]"),
+            "an object",
+            value,
+        ));
     };
     let role = match map.get("role") {
         None | Some(Value::Null) => return Err(ApiError::missing(&at("role"))),
@@ -224,7 +241,11 @@ fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
         None | Some(Value::Null) => return Err(ApiError::missing(&at("content"))),
         Some(Value::Array(parts)) => content_parts(&at("content"), parts)?,
         Some(v) => {
-            return Err(ApiError::mistyped(&at("content"), "a string or an array of text parts", v));
+            return Err(ApiError::mistyped(
+                &at("content"),
+                "a string or an array of text parts",
+                v,
+            ));
         }
     };
     Ok(ChatMessage::new(role, content))
@@ -282,7 +303,10 @@ fn token_ids(ids: &[Value]) -> Result<Vec<u32>, ApiError> {
             v.as_u64()
                 .and_then(|id| u32::try_from(id).ok())
                 .ok_or_else(|| {
-                    ApiError::field("prompt", format!("token ids must be non-negative integers, got {v}"))
+                    ApiError::field(
+                        "prompt",
+                        format!("token ids must be non-negative integers, got {v}"),
+                    )
                 })
         })
         .collect()
@@ -298,7 +322,10 @@ fn max_tokens(f: &Fields<'_>, n_ctx: usize) -> Result<Option<usize>, ApiError> {
         return Ok(None);
     };
     if n < 1 {
-        return Err(ApiError::field(name, format!("`{name}` must be at least 1, got {n}")));
+        return Err(ApiError::field(
+            name,
+            format!("`{name}` must be at least 1, got {n}"),
+        ));
     }
     if n as u64 > n_ctx as u64 {
         return Err(ApiError::field(
@@ -313,7 +340,12 @@ fn sampling(f: &Fields<'_>) -> Result<SamplingConfig, ApiError> {
     let top_k = match f.integer("top_k")? {
         None => 0,
         Some(k) if k >= 0 => usize::try_from(k).unwrap_or(usize::MAX),
-        Some(k) => return Err(ApiError::field("top_k", format!("`top_k` must be 0 or more, got {k}"))),
+        Some(k) => {
+            return Err(ApiError::field(
+                "top_k",
+                format!("`top_k` must be 0 or more, got {k}"),
+            ));
+        }
     };
     let seed = match f.integer("seed")? {
         Some(s) => s as u64,
@@ -377,10 +409,20 @@ fn stop(f: &Fields<'_>) -> Result<Vec<String>, ApiError> {
             .iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(ApiError::mistyped("stop", "a string or an array of strings", other)),
+                other => Err(ApiError::mistyped(
+                    "stop",
+                    "a string or an array of strings",
+                    other,
+                )),
             })
             .collect::<Result<_, _>>()?,
-        Some(v) => return Err(ApiError::mistyped("stop", "a string or an array of strings", v)),
+        Some(v) => {
+            return Err(ApiError::mistyped(
+                "stop",
+                "a string or an array of strings",
+                v,
+            ));
+        }
     };
     if stops.len() > MAX_STOPS {
         return Err(ApiError::field(
@@ -400,7 +442,9 @@ fn logprobs(f: &Fields<'_>, endpoint: Endpoint) -> Result<Option<usize>, ApiErro
             match top {
                 Some(n) if !(0..=MAX_TOP_LOGPROBS_CHAT).contains(&n) => Err(ApiError::field(
                     "top_logprobs",
-                    format!("`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS_CHAT}, got {n}"),
+                    format!(
+                        "`top_logprobs` must be between 0 and {MAX_TOP_LOGPROBS_CHAT}, got {n}"
+                    ),
                 )),
                 Some(_) if !on => Err(ApiError::field(
                     "top_logprobs",
@@ -456,13 +500,22 @@ mod tests {
         assert_eq!(r.model, "m");
         assert_eq!(
             r.prompt,
-            Prompt::Chat(vec![ChatMessage::system("be brief"), ChatMessage::user("hi there")])
+            Prompt::Chat(vec![
+                ChatMessage::system("be brief"),
+                ChatMessage::user("hi there")
+            ])
         );
         assert_eq!(r.max_tokens, Some(7));
         assert_eq!(r.sampling.temperature, 0.0);
-        assert_eq!((r.sampling.top_p, r.sampling.top_k, r.sampling.min_p), (0.5, 3, 0.1));
+        assert_eq!(
+            (r.sampling.top_p, r.sampling.top_k, r.sampling.min_p),
+            (0.5, 3, 0.1)
+        );
         assert_eq!(r.sampling.seed, u64::MAX);
-        assert_eq!((r.sampling.presence_penalty, r.sampling.frequency_penalty), (1.5, -0.5));
+        assert_eq!(
+            (r.sampling.presence_penalty, r.sampling.frequency_penalty),
+            (1.5, -0.5)
+        );
         assert_eq!(r.sampling.logit_bias, [(42, -100.0)]);
         assert_eq!(r.stop, ["a", "b"]);
         assert_eq!(r.logprobs, Some(2));
@@ -474,7 +527,10 @@ mod tests {
         let r = completion(r#"{"model":"m","prompt":"x"}"#).expect("valid");
         assert_eq!(r.prompt, Prompt::Text("x".into()));
         assert_eq!(r.max_tokens, None);
-        assert_eq!((r.sampling.temperature, r.sampling.top_p, r.sampling.top_k), (1.0, 1.0, 0));
+        assert_eq!(
+            (r.sampling.temperature, r.sampling.top_p, r.sampling.top_k),
+            (1.0, 1.0, 0)
+        );
         assert!(r.stop.is_empty() && r.logprobs.is_none() && !r.stream && !r.metrics);
         assert!(r.sampling.build().is_ok());
     }
@@ -486,33 +542,71 @@ mod tests {
         let nested = completion(r#"{"model":"m","prompt":[[4,5]]}"#).expect("valid");
         assert_eq!(nested.prompt, Prompt::Tokens(vec![4, 5]));
         let one = completion(r#"{"model":"m","prompt":["a"],"logprobs":3}"#).expect("valid");
-        assert_eq!((one.prompt, one.logprobs), (Prompt::Text("a".into()), Some(3)));
-        assert_eq!(param(completion(r#"{"model":"m","prompt":["a","b"]}"#)).as_deref(), Some("prompt"));
-        assert_eq!(param(completion(r#"{"model":"m","prompt":[-1]}"#)).as_deref(), Some("prompt"));
-        assert_eq!(param(completion(r#"{"model":"m","prompt":[]}"#)).as_deref(), Some("prompt"));
+        assert_eq!(
+            (one.prompt, one.logprobs),
+            (Prompt::Text("a".into()), Some(3))
+        );
+        assert_eq!(
+            param(completion(r#"{"model":"m","prompt":["a","b"]}"#)).as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            param(completion(r#"{"model":"m","prompt":[-1]}"#)).as_deref(),
+            Some("prompt")
+        );
+        assert_eq!(
+            param(completion(r#"{"model":"m","prompt":[]}"#)).as_deref(),
+            Some("prompt")
+        );
     }
 
     #[test]
     fn malformed_and_non_object_bodies_are_refused() {
         let e = chat("{\"model\":").expect_err("malformed");
         assert_eq!(e.code, Some("invalid_json"));
-        assert!(chat("[1,2]").expect_err("array").message.contains("JSON object"));
+        assert!(
+            chat("[1,2]")
+                .expect_err("array")
+                .message
+                .contains("JSON object")
+        );
     }
 
     #[test]
     fn each_bad_field_is_named() {
         let cases = [
             (r#"{"messages":[{"role":"user","content":"x"}]}"#, "model"),
-            (r#"{"model":5,"messages":[{"role":"user","content":"x"}]}"#, "model"),
+            (
+                r#"{"model":5,"messages":[{"role":"user","content":"x"}]}"#,
+                "model",
+            ),
             (r#"{"model":"m"}"#, "messages"),
             (r#"{"model":"m","messages":"hi"}"#, "messages"),
             (r#"{"model":"m","messages":[]}"#, "messages"),
-            (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, "messages[0].role"),
-            (r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#, "messages[0].role"),
-            (r#"{"model":"m","messages":[{"content":"x"}]}"#, "messages[0].role"),
-            (r#"{"model":"m","messages":[{"role":"user"}]}"#, "messages[0].content"),
-            (r#"{"model":"m","messages":[{"role":"user","content":7}]}"#, "messages[0].content"),
-            (r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#, "messages[0].content[0]"),
+            (
+                r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"model":"m","messages":[{"content":"x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}]}"#,
+                "messages[0].content",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":7}]}"#,
+                "messages[0].content",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
+                "messages[0].content[0]",
+            ),
         ];
         for (body, expected) in cases {
             assert_eq!(param(chat(body)).as_deref(), Some(expected), "{body}");
@@ -552,9 +646,18 @@ mod tests {
             let body = format!(r#"{{"model":"m",{msg},{field}}}"#);
             assert_eq!(param(chat(&body)).as_deref(), Some(expected), "{body}");
         }
-        assert_eq!(param(completion(r#"{"model":"m","prompt":"x","logprobs":6}"#)).as_deref(), Some("logprobs"));
-        assert_eq!(param(completion(r#"{"model":"m","prompt":"x","echo":true}"#)).as_deref(), Some("echo"));
-        assert_eq!(param(completion(r#"{"model":"m"}"#)).as_deref(), Some("prompt"));
+        assert_eq!(
+            param(completion(r#"{"model":"m","prompt":"x","logprobs":6}"#)).as_deref(),
+            Some("logprobs")
+        );
+        assert_eq!(
+            param(completion(r#"{"model":"m","prompt":"x","echo":true}"#)).as_deref(),
+            Some("echo")
+        );
+        assert_eq!(
+            param(completion(r#"{"model":"m"}"#)).as_deref(),
+            Some("prompt")
+        );
     }
 
     #[test]

@@ -50,7 +50,12 @@ impl Reply {
     /// The opening chunk of a streamed chat reply (the assistant's role).
     pub fn opening_chunk(&self) -> Option<Value> {
         (self.meta.endpoint == Endpoint::Chat).then(|| {
-            self.chunk(json!({"role": "assistant", "content": ""}), Value::Null, None, None)
+            self.chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+                None,
+                None,
+            )
         })
     }
 
@@ -101,7 +106,10 @@ impl Reply {
         choice.insert("index".into(), json!(0));
         match self.meta.endpoint {
             Endpoint::Chat => {
-                choice.insert("message".into(), json!({"role": "assistant", "content": self.text}));
+                choice.insert(
+                    "message".into(),
+                    json!({"role": "assistant", "content": self.text}),
+                );
             }
             Endpoint::Completion => {
                 choice.insert("text".into(), json!(self.text));
@@ -133,7 +141,13 @@ impl Reply {
         m
     }
 
-    fn chunk(&self, delta: Value, logprobs: Value, finish: Option<&str>, metrics: Option<Value>) -> Value {
+    fn chunk(
+        &self,
+        delta: Value,
+        logprobs: Value,
+        finish: Option<&str>,
+        metrics: Option<Value>,
+    ) -> Value {
         let mut choice = Map::new();
         choice.insert("index".into(), json!(0));
         match self.meta.endpoint {
@@ -160,7 +174,8 @@ impl Reply {
                     .iter()
                     .map(|t| {
                         let mut entry = alternative(&t.piece, t.logprob.unwrap_or(f32::NAN));
-                        let top: Vec<Value> = t.top.iter().map(|(_, p, lp)| alternative(p, *lp)).collect();
+                        let top: Vec<Value> =
+                            t.top.iter().map(|(_, p, lp)| alternative(p, *lp)).collect();
                         entry["top_logprobs"] = json!(top);
                         entry
                     })
@@ -199,9 +214,9 @@ impl Reply {
             let list: Vec<Value> = tokens
                 .iter()
                 .filter_map(|t| {
-                    t.metrics.map(|m| {
-                        json!({"token": t.id, "entropy": m.entropy, "surprisal": m.surprisal})
-                    })
+                    t.metrics.map(
+                        |m| json!({"token": t.id, "entropy": m.entropy, "surprisal": m.surprisal}),
+                    )
                 })
                 .collect();
             json!(list)

@@ -116,11 +116,15 @@ async fn method_not_allowed() -> ApiError {
 }
 
 async fn chat(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
-    complete(&app, body, Endpoint::Chat).await.unwrap_or_else(IntoResponse::into_response)
+    complete(&app, body, Endpoint::Chat)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn completions(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> Response {
-    complete(&app, body, Endpoint::Completion).await.unwrap_or_else(IntoResponse::into_response)
+    complete(&app, body, Endpoint::Completion)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Whether `name` names the served model: its id, or its file's name with or without `.gguf`.
@@ -145,10 +149,18 @@ async fn complete(
         return Err(ApiError::unknown_model(&req.model, &info.id));
     }
     let prompt = prompt_ids(&info.tokenizer, &req.prompt, info.n_vocab, info.n_ctx)?;
-    if let Some(&(id, _)) = req.sampling.logit_bias.iter().find(|(id, _)| *id as usize >= info.n_vocab) {
+    if let Some(&(id, _)) = req
+        .sampling
+        .logit_bias
+        .iter()
+        .find(|(id, _)| *id as usize >= info.n_vocab)
+    {
         return Err(ApiError::field(
             "logit_bias",
-            format!("token id {id} is outside the vocabulary of {} tokens", info.n_vocab),
+            format!(
+                "token id {id} is outside the vocabulary of {} tokens",
+                info.n_vocab
+            ),
         ));
     }
     let sampler = req
@@ -194,14 +206,19 @@ async fn complete(
     };
     let reply = Reply::new(meta);
     if req.stream {
-        Ok(Sse::new(sse_stream(reply, rx)).keep_alive(KeepAlive::default()).into_response())
+        Ok(Sse::new(sse_stream(reply, rx))
+            .keep_alive(KeepAlive::default())
+            .into_response())
     } else {
         collect(reply, rx).await
     }
 }
 
 /// Waits for the whole reply.
-async fn collect(mut reply: Reply, mut rx: mpsc::UnboundedReceiver<Event>) -> Result<Response, ApiError> {
+async fn collect(
+    mut reply: Reply,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) -> Result<Response, ApiError> {
     while let Some(event) = rx.recv().await {
         match event {
             Event::Token { text, token } => reply.push(&text, token),
@@ -209,7 +226,9 @@ async fn collect(mut reply: Reply, mut rx: mpsc::UnboundedReceiver<Event>) -> Re
             Event::Failed(message) => return Err(ApiError::internal(message)),
         }
     }
-    Err(ApiError::internal("the engine stopped before the reply was complete"))
+    Err(ApiError::internal(
+        "the engine stopped before the reply was complete",
+    ))
 }
 
 /// The reply as server-sent events: one `data:` line per chunk, then `data: [DONE]`. Dropping
@@ -225,14 +244,21 @@ fn sse_stream(
         |(mut reply, mut rx, mut pending, mut ended)| async move {
             loop {
                 if let Some(data) = pending.pop_front() {
-                    return Some((Ok(SseEvent::default().data(data)), (reply, rx, pending, ended)));
+                    return Some((
+                        Ok(SseEvent::default().data(data)),
+                        (reply, rx, pending, ended),
+                    ));
                 }
                 if ended {
                     return None;
                 }
                 match rx.recv().await {
                     Some(Event::Token { text, token }) => {
-                        pending.extend(reply.token_chunk(&text, token.as_ref()).map(|c| c.to_string()));
+                        pending.extend(
+                            reply
+                                .token_chunk(&text, token.as_ref())
+                                .map(|c| c.to_string()),
+                        );
                     }
                     Some(Event::Done(done)) => {
                         pending.extend(reply.closing_chunks(done).iter().map(Value::to_string));
@@ -244,7 +270,8 @@ fn sse_stream(
                         ended = true;
                     }
                     None => {
-                        let e = ApiError::internal("the engine stopped before the reply was complete");
+                        let e =
+                            ApiError::internal("the engine stopped before the reply was complete");
                         pending.push_back(e.body().to_string());
                         ended = true;
                     }

@@ -53,7 +53,11 @@ pub fn token_out(
     metrics: bool,
 ) -> TokenOut {
     let lse = log_sum_exp(logits);
-    let logprob_of = |t: u32| logits.get(t as usize).map_or(f32::NEG_INFINITY, |&x| x - lse);
+    let logprob_of = |t: u32| {
+        logits
+            .get(t as usize)
+            .map_or(f32::NEG_INFINITY, |&x| x - lse)
+    };
     let piece = |t: u32| tokenizer.token_to_piece(t, true).unwrap_or_default();
     let lp = logprob_of(token);
     TokenOut {
@@ -103,9 +107,15 @@ mod tests {
 
     #[test]
     fn top_tokens_match_a_full_sort() {
-        let logits: Vec<f32> = (0..997u32).map(|i| ((i * 7919) % 1013) as f32 * 0.01).collect();
+        let logits: Vec<f32> = (0..997u32)
+            .map(|i| ((i * 7919) % 1013) as f32 * 0.01)
+            .collect();
         let mut order: Vec<u32> = (0..997).collect();
-        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        order.sort_by(|&a, &b| {
+            logits[b as usize]
+                .total_cmp(&logits[a as usize])
+                .then(a.cmp(&b))
+        });
         assert_eq!(top_tokens(&logits, 20), order[..20]);
     }
 }
