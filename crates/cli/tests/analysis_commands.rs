@@ -1,0 +1,153 @@
+//! `ferrolm perplexity`, `kl-divergence` and `analyze` on a real model: one JSON line each
+//! with the documented keys, and errors a person can act on.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn model_path(file_name: &str) -> String {
+    let dir = match std::env::var_os("FERROLM_HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join("models"),
+        None => dirs::cache_dir().unwrap().join("ferrolm").join("models"),
+    };
+    let path = dir.join(file_name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask fetch-models` first",
+        path.display()
+    );
+    path.to_string_lossy().into_owned()
+}
+
+fn smollm2() -> String {
+    model_path("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+fn ferrolm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrolm"))
+        .args(args)
+        .args(["--threads", "2"])
+        .output()
+        .unwrap()
+}
+
+fn json_line(args: &[&str]) -> Value {
+    let out = ferrolm(args);
+    assert!(
+        out.status.success(),
+        "ferrolm {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "--json prints one line: {stdout}"
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// The first part of gpl-3.txt, written to a temporary file.
+fn short_text(dir: &tempfile::TempDir) -> String {
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/golden/texts/gpl-3.txt"),
+    )
+    .unwrap();
+    let path = dir.path().join("short.txt");
+    std::fs::write(&path, &text[..2500]).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn perplexity_and_kl_divergence_print_their_json_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, text) = (smollm2(), short_text(&dir));
+    let p = json_line(&[
+        "perplexity",
+        "-m",
+        &model,
+        "-f",
+        &text,
+        "-c",
+        "128",
+        "--json",
+    ]);
+    let chunks = p["chunks"].as_u64().unwrap();
+    assert!(chunks >= 2);
+    assert_eq!(p["tokens_scored"].as_u64().unwrap(), chunks * 63);
+    let ppl = p["ppl"].as_f64().unwrap();
+    assert!(ppl > 1.0 && ppl < 1000.0, "{ppl}");
+    assert!(p["ppl_stderr"].as_f64().unwrap() > 0.0);
+
+    let k = json_line(&[
+        "kl-divergence",
+        "--base",
+        &model,
+        "-m",
+        &model,
+        "-f",
+        &text,
+        "-c",
+        "128",
+        "--json",
+    ]);
+    assert_eq!(k["mean_kld"].as_f64().unwrap(), 0.0);
+    assert_eq!(k["median_kld"].as_f64().unwrap(), 0.0);
+    assert_eq!(k["same_top_p_percent"].as_f64().unwrap(), 100.0);
+    assert_eq!(k["ppl_base"].as_f64().unwrap(), ppl);
+    assert_eq!(k["ppl_model"].as_f64().unwrap(), ppl);
+}
+
+#[test]
+fn analyze_reports_metrics_attention_and_flow() {
+    let model = smollm2();
+    let prompt = "The capital of France is Paris. The capital of Italy is Rome.";
+    let a = json_line(&["analyze", "-m", &model, "-p", prompt, "--json"]);
+    let n = a["tokens"].as_array().unwrap().len();
+    assert_eq!(a["metrics"].as_array().unwrap().len(), n - 1);
+    assert!(a["metrics"][0]["surprisal"].as_f64().unwrap() > 0.0);
+    assert_eq!(a["attention"]["heads"].as_array().unwrap().len(), 30 * 9);
+    assert_eq!(a["transfer_entropy"].as_array().unwrap().len(), 6);
+
+    let text = ferrolm(&[
+        "analyze",
+        "-m",
+        &model,
+        "-p",
+        prompt,
+        "--no-transfer-entropy",
+    ]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("Attention health per layer") && !text.contains("Transfer entropy"));
+}
+
+#[test]
+fn bad_inputs_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, text) = (smollm2(), short_text(&dir));
+    for (args, needle) in [
+        (
+            vec!["perplexity", "-m", &model, "-f", &text, "-c", "4096"],
+            "needs at least",
+        ),
+        (
+            vec!["perplexity", "-m", &model, "-f", &text, "-c", "2"],
+            "too small",
+        ),
+        (
+            vec!["perplexity", "-m", &model, "-f", "/nonexistent.txt"],
+            "cannot read",
+        ),
+        (
+            vec!["analyze", "-m", &model, "-p", "Hi", "--bins", "1"],
+            "--bins",
+        ),
+    ] {
+        let out = ferrolm(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
