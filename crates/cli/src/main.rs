@@ -35,6 +35,10 @@ enum Command {
     Pull(commands::pull::PullArgs),
     /// Show a model's metadata, hyperparameters, tokenizer, tensors, types and sizes.
     Inspect(commands::inspect::InspectArgs),
+    /// Token ids of a text under a model's vocabulary.
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Requantize a model's weight matrices to another type.
+    Quantize(commands::quantize::QuantizeArgs),
     /// Generate a continuation of a prompt.
     Run(commands::run::RunArgs),
     /// Talk with a model through its chat template.
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Pull(args) => commands::pull::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Quantize(args) => commands::quantize::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Bench(args) => commands::bench::run(args),

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use ferrolm_gguf::{Gguf, keys::general};
-use ferrolm_transformer::{Backend, Batch, CpuBackend, Model};
+use ferrolm_transformer::{Backend, Batch, CudaBackend, Model};
 use serde_json::json;
 
-use super::run::{Loaded, ModelArgs};
+use super::run::{Device, Loaded, ModelArgs};
 use crate::output::print_stdout;
 
 /// Arguments of `ferrolm bench`.
@@ -87,11 +87,44 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
-    let model = Model::load(&gguf, args.model.backend()?)?;
+    match args.model.device {
+        Device::Cpu => {
+            let backend = args.model.backend()?;
+            let threads = backend.threads();
+            bench_on(args, &loaded, &gguf, backend, threads, |_| None)
+        }
+        Device::Cuda => bench_on(
+            args,
+            &loaded,
+            &gguf,
+            ModelArgs::cuda_backend()?,
+            0,
+            |b: &CudaBackend| {
+                b.memory_in_use()
+                    .ok()
+                    .map(|bytes| bytes as f64 / (1024.0 * 1024.0))
+            },
+        ),
+    }
+}
+
+/// Runs the tests on `backend`; `device_mib` reads the device memory in use, where there is one.
+fn bench_on<'w, B: Backend<'w>>(
+    args: &BenchArgs,
+    loaded: &Loaded,
+    gguf: &Gguf<'w>,
+    backend: B,
+    threads: usize,
+    device_mib: impl Fn(&B) -> Option<f64>,
+) -> Result<()> {
+    let model = Model::load(gguf, backend)?;
     let load_ms = loaded.started.elapsed().as_secs_f64() * 1e3;
     let n_ctx = args.depth + args.n_prompt.max(args.n_gen) + 1;
     if n_ctx > model.config().n_ctx_train {
-        eprintln!("note: depth + test length {n_ctx} exceeds the training context {}", model.config().n_ctx_train);
+        eprintln!(
+            "note: depth + test length {n_ctx} exceeds the training context {}",
+            model.config().n_ctx_train
+        );
     }
     let mut bench = Bench::new(&model, n_ctx, args.batch_size)?;
 
@@ -100,9 +133,18 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     let mut results = Vec::new();
     let mut ttft_ms = None;
-    let suffix = if args.depth > 0 { format!(" @ d{}", args.depth) } else { String::new() };
+    let suffix = if args.depth > 0 {
+        format!(" @ d{}", args.depth)
+    } else {
+        String::new()
+    };
     if args.n_prompt > 0 {
-        let mut r = TestResult { name: format!("pp{}{suffix}", args.n_prompt), n_prompt: args.n_prompt, n_gen: 0, samples: vec![] };
+        let mut r = TestResult {
+            name: format!("pp{}{suffix}", args.n_prompt),
+            n_prompt: args.n_prompt,
+            n_gen: 0,
+            samples: vec![],
+        };
         for _ in 0..args.repetitions {
             bench.prefill_from_empty(args.depth)?;
             let t = Instant::now();
@@ -116,9 +158,20 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         results.push(r);
     }
     if args.n_gen > 0 {
-        let name = if args.no_kv_cache { "tg{}{} (no KV cache)" } else { "tg{}{}" };
-        let name = name.replacen("{}", &args.n_gen.to_string(), 1).replacen("{}", &suffix, 1);
-        let mut r = TestResult { name, n_prompt: 0, n_gen: args.n_gen, samples: vec![] };
+        let name = if args.no_kv_cache {
+            "tg{}{} (no KV cache)"
+        } else {
+            "tg{}{}"
+        };
+        let name = name
+            .replacen("{}", &args.n_gen.to_string(), 1)
+            .replacen("{}", &suffix, 1);
+        let mut r = TestResult {
+            name,
+            n_prompt: 0,
+            n_gen: args.n_gen,
+            samples: vec![],
+        };
         for _ in 0..args.repetitions {
             bench.prefill_from_empty(args.depth)?;
             let t = Instant::now();
@@ -129,13 +182,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     bench.run_tokens(1)?;
                 }
             }
-            r.samples.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
+            r.samples
+                .push(args.n_gen as f64 / t.elapsed().as_secs_f64());
         }
         results.push(r);
     }
     let rss = peak_rss_mib();
-    let info = ModelInfo::new(&gguf);
-    let threads = model.backend().threads();
+    let info = ModelInfo::new(gguf);
+    let device_mib = device_mib(model.backend());
+    // Decode reads every weight once per token (only one row of the embeddings).
+    let gbs = |r: &TestResult| (r.n_gen > 0).then(|| r.mean() * info.bytes_per_token as f64 / 1e9);
     if args.json {
         let entries: Vec<_> = results
             .iter()
@@ -157,43 +213,54 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     "load_ms": round(load_ms),
                     "ttft_ms": ttft_ms.map(round),
                     "peak_rss_mib": rss.map(round),
+                    "weights_bytes_per_token": info.bytes_per_token,
+                    "bandwidth_gbs": gbs(r).map(round),
+                    "device_mib": device_mib.map(round),
                 })
             })
             .collect();
         return print_stdout(&format!("{}\n", serde_json::Value::Array(entries)));
     }
     let mut out = String::new();
-    out.push_str("| model | size | params | backend | threads | test | t/s |\n");
-    out.push_str("| --- | ---: | ---: | --- | ---: | --- | ---: |\n");
+    out.push_str("| model | size | params | backend | threads | test | t/s | weights GB/s |\n");
+    out.push_str("| --- | ---: | ---: | --- | ---: | --- | ---: | ---: |\n");
     for r in &results {
         let _ = writeln!(
             out,
-            "| {} | {:.2} MiB | {:.2} M | {} | {threads} | {} | {:.2} ± {:.2} |",
+            "| {} | {:.2} MiB | {:.2} M | {} | {threads} | {} | {:.2} ± {:.2} | {} |",
             info.name,
             info.bytes as f64 / (1024.0 * 1024.0),
             info.params as f64 / 1e6,
             model.backend().name(),
             r.name,
             r.mean(),
-            r.stddev()
+            r.stddev(),
+            gbs(r).map_or_else(|| "-".to_owned(), |g| format!("{g:.0}"))
         );
     }
     let _ = write!(out, "\nload time: {load_ms:.0} ms");
     if let Some(t) = ttft_ms {
-        let _ = write!(out, " | time to first token (pp{}): {t:.0} ms", args.n_prompt);
+        let _ = write!(
+            out,
+            " | time to first token (pp{}): {t:.0} ms",
+            args.n_prompt
+        );
     }
     if let Some(m) = rss {
         let _ = write!(out, " | peak RSS: {m:.0} MiB");
+    }
+    if let Some(m) = device_mib {
+        let _ = write!(out, " | device memory in use: {m:.0} MiB");
     }
     out.push('\n');
     print_stdout(&out)
 }
 
 /// A model with one sequence's cache and activations, fed random tokens.
-struct Bench<'m, 'w> {
-    model: &'m Model<'w, CpuBackend>,
-    kv: <CpuBackend as Backend<'w>>::Kv,
-    state: ferrolm_transformer::State<'w, CpuBackend>,
+struct Bench<'m, 'w, B: Backend<'w>> {
+    model: &'m Model<'w, B>,
+    kv: B::Kv,
+    state: ferrolm_transformer::State<'w, B>,
     tokens: TokenStream,
     len: usize,
     batch_size: usize,
@@ -202,8 +269,8 @@ struct Bench<'m, 'w> {
     seqs: Vec<u32>,
 }
 
-impl<'m, 'w> Bench<'m, 'w> {
-    fn new(model: &'m Model<'w, CpuBackend>, n_ctx: usize, batch_size: usize) -> Result<Self> {
+impl<'m, 'w, B: Backend<'w>> Bench<'m, 'w, B> {
+    fn new(model: &'m Model<'w, B>, n_ctx: usize, batch_size: usize) -> Result<Self> {
         let batch_size = batch_size.min(n_ctx);
         Ok(Self {
             model,
@@ -237,7 +304,12 @@ impl<'m, 'w> Bench<'m, 'w> {
                 self.positions.push((self.len + i) as u32);
             }
             let outputs = [chunk - 1];
-            let batch = Batch { tokens: &self.ids, positions: &self.positions, seqs: &self.seqs[..chunk], outputs: &outputs };
+            let batch = Batch {
+                tokens: &self.ids,
+                positions: &self.positions,
+                seqs: &self.seqs[..chunk],
+                outputs: &outputs,
+            };
             self.model.forward(&mut self.state, &mut self.kv, &batch)?;
             self.len += chunk;
             left -= chunk;
@@ -256,7 +328,10 @@ impl<'m, 'w> Bench<'m, 'w> {
 
     fn argmax(&self) -> u32 {
         let l = self.state.logits();
-        l.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i as u32)
+        l.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i as u32)
     }
 }
 
@@ -264,6 +339,8 @@ struct ModelInfo {
     name: String,
     bytes: u64,
     params: u64,
+    /// Weight bytes a decode step reads: all tensors but the embeddings, unless tied.
+    bytes_per_token: u64,
 }
 
 impl ModelInfo {
@@ -275,8 +352,14 @@ impl ModelInfo {
             .unwrap_or("model")
             .to_owned();
         let views: Vec<_> = gguf.tensor_views().collect();
+        let tied = gguf.tensor("output.weight").is_none();
         Self {
             name,
+            bytes_per_token: views
+                .iter()
+                .filter(|v| tied || v.name != "token_embd.weight")
+                .map(|v| v.data.len() as u64)
+                .sum(),
             bytes: views.iter().map(|v| v.data.len() as u64).sum(),
             params: views.iter().map(ferrolm_gguf::TensorView::n_elements).sum(),
         }

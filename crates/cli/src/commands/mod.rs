@@ -7,5 +7,7 @@ pub mod inspect;
 pub mod kl_divergence;
 pub mod perplexity;
 pub mod pull;
+pub mod quantize;
 pub mod run;
 pub mod serve;
+pub mod tokenize;

@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use ferrolm_gguf::GgufFile;
+use ferrolm_gguf::{Gguf, GgufFile};
 use ferrolm_sampling::{SamplerChain, SamplingConfig};
 use ferrolm_tokenizer::{EncodeOptions, Tokenizer};
 use ferrolm_transformer::backend::cuda::CudaBackend;
-use ferrolm_transformer::{CpuBackend, CpuOptions, GenerateOptions, Precision, Session, StopReason};
+use ferrolm_transformer::{
+    Backend, CpuBackend, CpuOptions, GenerateOptions, Precision, Session, StopReason,
+};
 use serde_json::json;
 
 use crate::models;
@@ -47,6 +49,11 @@ impl ModelArgs {
         models::resolve(self.model.as_deref().unwrap_or(models::DEFAULT_MODEL))
     }
 
+    /// The CUDA backend on the first GPU, or the error saying why it cannot be used.
+    pub fn cuda_backend() -> Result<CudaBackend> {
+        Ok(CudaBackend::new(0)?)
+    }
+
     /// The CPU backend, or the error saying why the chosen device cannot be used.
     pub fn backend(&self) -> Result<CpuBackend> {
         if self.device == Device::Cuda {
@@ -54,7 +61,10 @@ impl ModelArgs {
             bail!("the CUDA backend cannot run models in this build");
         }
         let threads = self.threads.unwrap_or(0);
-        Ok(CpuBackend::new(CpuOptions { threads, precision: Precision::Q8 })?)
+        Ok(CpuBackend::new(CpuOptions {
+            threads,
+            precision: Precision::Q8,
+        })?)
     }
 }
 
@@ -112,15 +122,25 @@ impl Loaded {
     pub fn open(args: &ModelArgs) -> Result<Self> {
         let started = Instant::now();
         let path = args.path()?;
-        let file = GgufFile::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file =
+            GgufFile::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(Self { file, started })
     }
 }
 
 /// The sampler chain the flags describe.
-pub fn sampler(temp: f32, top_k: usize, top_p: f32, min_p: f32, repeat_penalty: f32, seed: Option<u64>) -> Result<SamplerChain> {
+pub fn sampler(
+    temp: f32,
+    top_k: usize,
+    top_p: f32,
+    min_p: f32,
+    repeat_penalty: f32,
+    seed: Option<u64>,
+) -> Result<SamplerChain> {
     let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
     });
     let config = SamplingConfig {
         temperature: temp,
@@ -144,34 +164,70 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let model = ferrolm_transformer::Model::load(&gguf, args.model.backend()?)?;
+    match args.model.device {
+        Device::Cpu => run_on(args, &loaded, &gguf, &tokenizer, args.model.backend()?),
+        Device::Cuda => run_on(args, &loaded, &gguf, &tokenizer, ModelArgs::cuda_backend()?),
+    }
+}
+
+fn run_on<'w, B: Backend<'w>>(
+    args: &RunArgs,
+    loaded: &Loaded,
+    gguf: &Gguf<'w>,
+    tokenizer: &Tokenizer,
+    backend: B,
+) -> Result<()> {
+    let model = ferrolm_transformer::Model::load(gguf, backend)?;
     let load_ms = loaded.started.elapsed().as_secs_f64() * 1e3;
 
-    let options = EncodeOptions { add_special: !args.no_bos, parse_special: args.parse_special };
+    let options = EncodeOptions {
+        add_special: !args.no_bos,
+        parse_special: args.parse_special,
+    };
     let prompt = tokenizer.encode(&args.prompt, options);
     if prompt.is_empty() {
         bail!("the prompt gives no tokens; give some text with -p");
     }
     let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train);
     if prompt.len() >= n_ctx {
-        bail!("the prompt has {} tokens, which fill the context of {n_ctx}; raise -c or shorten the prompt", prompt.len());
+        bail!(
+            "the prompt has {} tokens, which fill the context of {n_ctx}; raise -c or shorten the prompt",
+            prompt.len()
+        );
     }
     let max_tokens = usize::try_from(args.n_predict).unwrap_or(usize::MAX);
-    let mut sampler = sampler(args.temp, args.top_k, args.top_p, args.min_p, args.repeat_penalty, args.seed)?;
+    let mut sampler = sampler(
+        args.temp,
+        args.top_k,
+        args.top_p,
+        args.min_p,
+        args.repeat_penalty,
+        args.seed,
+    )?;
     let mut session = Session::new(&model, n_ctx, 512)?;
 
     let mut text = String::new();
     let mut stdout = std::io::stdout().lock();
-    let generation = session.generate_text(&tokenizer, &prompt, &mut sampler, GenerateOptions { max_tokens }, |piece| {
-        text.push_str(piece);
-        if !args.json {
-            // A closed pipe ends the generation quietly.
-            if stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()).is_err() {
-                return Ok(ControlFlow::Break(()));
+    let generation = session.generate_text(
+        tokenizer,
+        &prompt,
+        &mut sampler,
+        GenerateOptions { max_tokens },
+        |piece| {
+            text.push_str(piece);
+            if !args.json {
+                // A closed pipe ends the generation quietly.
+                if stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    return Ok(ControlFlow::Break(()));
+                }
             }
-        }
-        Ok(ControlFlow::Continue(()))
-    })?;
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
     drop(stdout);
     let timings = json!({
         "load_ms": round2(load_ms),
