@@ -23,6 +23,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use ferrolm_sampling::SamplerChain;
+use ferrolm_tokenizer::{StreamingDecoder, Tokenizer};
 use ferrolm_transformer::{
     Backend, Batch, GenerateOptions, Generation, Model, Session, State, StopReason,
 };
@@ -464,6 +465,43 @@ impl<'m, 'w, B: Backend<'w>> SpeculativeDecoder<'m, 'w, B> {
         }
         generation.decode_time = first_token_at.elapsed();
         Ok((generation, stats))
+    }
+}
+
+impl<'w, B: Backend<'w>> SpeculativeDecoder<'_, 'w, B> {
+    /// [`SpeculativeDecoder::generate`] with the text of each token streamed to `on_text`
+    /// through the tokenizer's streaming decoder (complete UTF-8 characters only), stopping
+    /// at the tokenizer's end-of-generation tokens, as [`Session::generate_text`] does.
+    pub fn generate_text(
+        &mut self,
+        tokenizer: &Tokenizer,
+        prompt: &[u32],
+        sampler: &mut SamplerChain,
+        drafter: &mut dyn Drafter,
+        options: GenerateOptions,
+        mut on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
+    ) -> Result<(Generation, SpeculativeStats)> {
+        let mut decoder = StreamingDecoder::new(tokenizer, false);
+        let result = self.generate(
+            prompt,
+            sampler,
+            drafter,
+            options,
+            |t| tokenizer.is_eog(t),
+            |t| {
+                let text = decoder.push(t)?;
+                if text.is_empty() {
+                    Ok(ControlFlow::Continue(()))
+                } else {
+                    on_text(&text)
+                }
+            },
+        )?;
+        let rest = decoder.finish();
+        if !rest.is_empty() {
+            let _ = on_text(&rest)?;
+        }
+        Ok(result)
     }
 }
 

@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use ferrolm_analysis::speculative::Drafter;
 use ferrolm_analysis::{ModelDrafter, NGramDrafter, SpeculativeDecoder, SpeculativeOptions};
 use ferrolm_sampling::{Preset, SamplingConfig};
-use ferrolm_tokenizer::Tokenizer;
+use ferrolm_tokenizer::{DecodeOptions, Tokenizer};
 use ferrolm_transformer::{CpuBackend, GenerateOptions, Model, Session};
 
 const N_CTX: usize = 256;
@@ -118,4 +118,30 @@ fn gemma3_greedy_speculation_with_ngrams_is_lossless() {
     let want = plain(&model, &tokenizer, prompt);
     let (got, _) = speculative(&model, &tokenizer, prompt, &mut NGramDrafter::default());
     assert_eq!(got, want);
+
+    // The streamed text is the decoded ids.
+    let mut dec =
+        SpeculativeDecoder::new(&model, N_CTX, 512, SpeculativeOptions::default()).unwrap();
+    let mut text = String::new();
+    let options = GenerateOptions {
+        max_tokens: MAX_TOKENS,
+    };
+    let (g, _) = dec
+        .generate_text(
+            &tokenizer,
+            prompt,
+            &mut greedy(),
+            &mut NGramDrafter::default(),
+            options,
+            |piece| {
+                text.push_str(piece);
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+        .unwrap();
+    assert_eq!(g.ids, want);
+    assert_eq!(
+        text,
+        tokenizer.decode(&want, DecodeOptions::default()).unwrap()
+    );
 }
