@@ -232,7 +232,9 @@ fn write_cut_models(tests: &[(String, PathBuf)], dir: &Path) -> Result<u64> {
         .status()
         .with_context(|| format!("cannot run {}", exe.display()))?;
     if !status.success() {
-        bail!("{test} {name} failed ({status}); are the real models here (`cargo xtask fetch-models`)?");
+        bail!(
+            "{test} {name} failed ({status}); are the real models here (`cargo xtask fetch-models`)?"
+        );
     }
     let mut total = 0;
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
