@@ -10,6 +10,17 @@ pub enum AnalysisError {
     /// Running the model failed.
     #[error(transparent)]
     Transformer(#[from] TransformerError),
+    /// A model file could not be opened or read.
+    #[error(transparent)]
+    Gguf(#[from] ferrolm_gguf::GgufError),
+    /// A kind of speculative drafting this build cannot run.
+    #[error("{kind} drafting is not available: {reason}")]
+    UnsupportedDrafter {
+        /// The drafter asked for.
+        kind: String,
+        /// Why it cannot run.
+        reason: String,
+    },
     /// Tokenizing the text failed.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),

@@ -22,10 +22,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use ferrolm_gguf::GgufFile;
 use ferrolm_sampling::SamplerChain;
 use ferrolm_tokenizer::{StreamingDecoder, Tokenizer};
 use ferrolm_transformer::{
-    Backend, Batch, GenerateOptions, Generation, Model, Session, State, StopReason,
+    Backend, Batch, CpuBackend, CpuOptions, GenerateOptions, Generation, Model, Session, State,
+    StopReason,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -502,6 +504,66 @@ impl<'w, B: Backend<'w>> SpeculativeDecoder<'_, 'w, B> {
             let _ = on_text(&rest)?;
         }
         Ok(result)
+    }
+}
+
+/// Everything a speculative generation needs besides the target model.
+pub struct SpeculativeRun<'a> {
+    /// The drafter.
+    pub kind: &'a SpecKind,
+    /// Context size.
+    pub n_ctx: usize,
+    /// Largest prompt batch.
+    pub max_batch: usize,
+    /// Drafting and acceptance settings.
+    pub options: SpeculativeOptions,
+    /// The chain a draft model samples with (no penalties: it never hears which tokens
+    /// were accepted).
+    pub draft_sampler: SamplerChain,
+    /// The CPU backend a draft model runs on.
+    pub draft_backend: CpuOptions,
+}
+
+/// Generates a continuation of `prompt` with speculative decoding, streaming its text:
+/// builds the drafter `run.kind` names (for `draft:PATH`, the model is loaded from the file
+/// on the CPU and must share the target's vocabulary) and runs a [`SpeculativeDecoder`].
+pub fn generate_text_speculative<'w, B: Backend<'w>>(
+    target: &Model<'w, B>,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    sampler: &mut SamplerChain,
+    options: GenerateOptions,
+    run: SpeculativeRun<'_>,
+    on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
+) -> Result<(Generation, SpeculativeStats)> {
+    let mut decoder = SpeculativeDecoder::new(target, run.n_ctx, run.max_batch, run.options)?;
+    match run.kind {
+        SpecKind::NGram => decoder.generate_text(
+            tokenizer,
+            prompt,
+            sampler,
+            &mut NGramDrafter::default(),
+            options,
+            on_text,
+        ),
+        SpecKind::Draft(path) => {
+            let file = GgufFile::open(path)?;
+            let gguf = file.gguf()?;
+            let draft = Model::load(&gguf, CpuBackend::new(run.draft_backend)?)?;
+            let (vt, vd) = (target.config().vocab, draft.config().vocab);
+            if vt != vd {
+                return Err(AnalysisError::VocabularyMismatch {
+                    base: vt,
+                    model: vd,
+                });
+            }
+            let mut drafter = ModelDrafter::new(&draft, run.n_ctx, run.draft_sampler)?;
+            decoder.generate_text(tokenizer, prompt, sampler, &mut drafter, options, on_text)
+        }
+        SpecKind::SelfLayers(n) => Err(AnalysisError::UnsupportedDrafter {
+            kind: format!("self:{n}"),
+            reason: "the transformer cannot yet run only its first layers and output head".into(),
+        }),
     }
 }
 

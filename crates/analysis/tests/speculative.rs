@@ -145,3 +145,56 @@ fn gemma3_greedy_speculation_with_ngrams_is_lossless() {
         tokenizer.decode(&want, DecodeOptions::default()).unwrap()
     );
 }
+
+#[test]
+fn drafters_named_on_the_command_line() {
+    use ferrolm_analysis::AnalysisError;
+    use ferrolm_analysis::speculative::{SpecKind, SpeculativeRun, generate_text_speculative};
+    use ferrolm_transformer::CpuOptions;
+
+    let f = common::open_model(common::SMOLLM2);
+    let g = f.gguf().unwrap();
+    let model = common::cpu_model(&g);
+    let tokenizer = Tokenizer::from_gguf(&g).unwrap();
+    let prompt = &prompts("smollm2.json")[0];
+    let options = GenerateOptions { max_tokens: 12 };
+    let run = |kind: &SpecKind| {
+        let mut text = String::new();
+        let spec = SpeculativeRun {
+            kind,
+            n_ctx: N_CTX,
+            max_batch: 512,
+            options: SpeculativeOptions::default(),
+            draft_sampler: greedy(),
+            draft_backend: CpuOptions {
+                threads: 2,
+                ..CpuOptions::default()
+            },
+        };
+        generate_text_speculative(
+            &model,
+            &tokenizer,
+            prompt,
+            &mut greedy(),
+            options,
+            spec,
+            |p| {
+                text.push_str(p);
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+        .map(|(g, s)| (g.ids, s, text))
+    };
+    let (ids, stats, text) = run(&SpecKind::Draft(common::model_path(common::SMOLLM2))).unwrap();
+    assert_eq!(ids.len(), 12);
+    assert!(stats.accepted > 0 && !text.is_empty());
+    let gemma = SpecKind::Draft(common::model_path(common::GEMMA3));
+    assert!(matches!(
+        run(&gemma),
+        Err(AnalysisError::VocabularyMismatch { .. })
+    ));
+    assert!(matches!(
+        run(&SpecKind::SelfLayers(4)),
+        Err(AnalysisError::UnsupportedDrafter { .. })
+    ));
+}
