@@ -151,3 +151,53 @@ fn bad_inputs_are_one_line_errors() {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn run_adds_metrics_and_speculative_counts_to_its_json() {
+    let model = smollm2();
+    let base = [
+        "run",
+        "-m",
+        &model,
+        "-p",
+        "def is_prime(n):",
+        "-n",
+        "24",
+        "--temp",
+        "0",
+        "--json",
+    ];
+    let plain = json_line(&base);
+    assert!(plain.get("metrics").is_none() && plain.get("speculative").is_none());
+    let ids = plain["ids"].as_array().unwrap();
+
+    let with_metrics = json_line(&[&base[..], &["--metrics"]].concat());
+    assert_eq!(
+        with_metrics["ids"].as_array().unwrap(),
+        ids,
+        "metrics change nothing"
+    );
+    let metrics = with_metrics["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), ids.len());
+    for (m, id) in metrics.iter().zip(ids) {
+        assert_eq!(&m["token"], id);
+        // Greedy picks the most likely token.
+        assert_eq!(m["rank"], 0);
+        assert!(m["entropy"].as_f64().unwrap() >= 0.0);
+    }
+
+    let draft = format!("draft:{model}");
+    for spec in ["ngram", draft.as_str()] {
+        let s = json_line(&[&base[..], &["--spec", spec]].concat());
+        assert_eq!(
+            s["ids"].as_array().unwrap(),
+            ids,
+            "--spec {spec} is lossless under greedy"
+        );
+        let drafted = s["speculative"]["drafted"].as_u64().unwrap();
+        assert!(s["speculative"]["accepted"].as_u64().unwrap() <= drafted);
+    }
+    let out = ferrolm(&["run", "-m", &model, "-p", "Hi", "--spec", "self:2"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("self:2 drafting is not available"));
+}

@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use ferrolm_analysis::MetricsProbe;
+use ferrolm_analysis::speculative::{
+    SpecKind, SpeculativeOptions, SpeculativeRun, generate_text_speculative,
+};
 use ferrolm_gguf::{Gguf, GgufFile};
 use ferrolm_sampling::{SamplerChain, SamplingConfig};
 use ferrolm_tokenizer::{EncodeOptions, Tokenizer};
@@ -70,6 +74,7 @@ impl ModelArgs {
 
 /// Arguments of `ferrolm run`.
 #[derive(Debug, clap::Args)]
+#[allow(clippy::struct_excessive_bools)]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -109,6 +114,12 @@ pub struct RunArgs {
     /// Print one JSON object on one line instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Add each generated token's surprisal, entropy, varentropy and top-10 mass to --json.
+    #[arg(long)]
+    pub metrics: bool,
+    /// Speculative decoding with a drafter: ngram, self:N or draft:PATH.
+    #[arg(long, value_name = "KIND")]
+    pub spec: Option<SpecKind>,
 }
 
 /// A model file opened, with its tokenizer, ready for a backend.
@@ -204,30 +215,71 @@ fn run_on<'w, B: Backend<'w>>(
         args.repeat_penalty,
         args.seed,
     )?;
-    let mut session = Session::new(&model, n_ctx, 512)?;
+    // Metrics come from a probe at the head of the chain; without --metrics there is none.
+    let probe = args.metrics.then(|| MetricsProbe::new(10));
+    if let Some(p) = &probe {
+        sampler = SamplerChain::new().with(p.clone()).with(sampler);
+    }
 
     let mut text = String::new();
     let mut stdout = std::io::stdout().lock();
-    let generation = session.generate_text(
-        tokenizer,
-        &prompt,
-        &mut sampler,
-        GenerateOptions { max_tokens },
-        |piece| {
-            text.push_str(piece);
-            if !args.json {
-                // A closed pipe ends the generation quietly.
-                if stdout
-                    .write_all(piece.as_bytes())
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
-                    return Ok(ControlFlow::Break(()));
-                }
-            }
-            Ok(ControlFlow::Continue(()))
-        },
-    )?;
+    let mut emit = |piece: &str| {
+        text.push_str(piece);
+        // A closed pipe ends the generation quietly.
+        if !args.json
+            && stdout
+                .write_all(piece.as_bytes())
+                .and_then(|()| stdout.flush())
+                .is_err()
+        {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    };
+    let options = GenerateOptions { max_tokens };
+    let (generation, speculative) = match &args.spec {
+        None => {
+            let mut session = Session::new(&model, n_ctx, 512)?;
+            let generation =
+                session
+                    .generate_text(tokenizer, &prompt, &mut sampler, options, |p| Ok(emit(p)))?;
+            (generation, None)
+        }
+        Some(kind) => {
+            let run = SpeculativeRun {
+                kind,
+                n_ctx,
+                max_batch: 512,
+                options: SpeculativeOptions {
+                    seed: args.seed.unwrap_or(0),
+                    ..SpeculativeOptions::default()
+                },
+                // The draft model samples like the target but without penalties.
+                draft_sampler: self::sampler(
+                    args.temp,
+                    args.top_k,
+                    args.top_p,
+                    args.min_p,
+                    1.0,
+                    args.seed.map(|s| s.wrapping_add(1)),
+                )?,
+                draft_backend: CpuOptions {
+                    threads: args.model.threads.unwrap_or(0),
+                    precision: Precision::Q8,
+                },
+            };
+            let (generation, stats) = generate_text_speculative(
+                &model,
+                tokenizer,
+                &prompt,
+                &mut sampler,
+                options,
+                run,
+                |p| Ok(emit(p)),
+            )?;
+            (generation, Some(stats))
+        }
+    };
     drop(stdout);
     let timings = json!({
         "load_ms": round2(load_ms),
@@ -242,13 +294,20 @@ fn run_on<'w, B: Backend<'w>>(
         eprintln!("\nstopped: the context of {n_ctx} tokens is full (raise -c for longer output)");
     }
     if args.json {
-        let line = json!({
+        let mut line = json!({
             "prompt_ids": prompt,
             "ids": generation.ids,
             "text": text,
             "stop": stop_name(generation.stop),
             "timings": timings,
         });
+        if let Some(p) = &probe {
+            line["metrics"] = json!(p.take());
+        }
+        if let Some(s) = &speculative {
+            line["speculative"] =
+                json!({"drafted": s.drafted, "accepted": s.accepted, "rounds": s.rounds});
+        }
         print_stdout(&format!("{line}\n"))
     } else {
         print_stdout("\n")?;
@@ -259,6 +318,15 @@ fn run_on<'w, B: Backend<'w>>(
             generation.ids.len().saturating_sub(1),
             generation.decode_tokens_per_second()
         );
+        if let Some(s) = &speculative {
+            eprintln!(
+                "speculative: {} drafted, {} accepted ({:.1}%) in {} target passes",
+                s.drafted,
+                s.accepted,
+                100.0 * s.acceptance_rate(),
+                s.rounds
+            );
+        }
         Ok(())
     }
 }
