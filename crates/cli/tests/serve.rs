@@ -334,6 +334,12 @@ async fn streamed_chat_chunks_add_up_to_the_whole_reply_with_metrics() {
             let lp = &choice["logprobs"]["content"][0];
             assert_eq!(lp["top_logprobs"].as_array().unwrap().len(), 3);
             assert_eq!(lp["top_logprobs"][0]["token"], lp["token"]);
+            // Two computations of one number: the analysis crate's surprisal and -logprob.
+            let surprisal = m[0]["surprisal"].as_f64().unwrap();
+            assert!(
+                (surprisal + lp["logprob"].as_f64().unwrap()).abs() < 1e-3,
+                "{m} {lp}"
+            );
         }
     }
     assert_eq!(
@@ -348,6 +354,8 @@ async fn streamed_chat_chunks_add_up_to_the_whole_reply_with_metrics() {
         );
         // A greedy token's surprisal is the min-entropy, which never exceeds the entropy.
         assert!(h.is_finite() && s >= 0.0 && s <= h + 1e-4, "{m}");
+        assert_eq!(m["rank"], 0, "greedy picks the most likely token: {m}");
+        assert!(m["varentropy"].as_f64().unwrap() >= 0.0, "{m}");
     }
     assert!(
         metrics

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 
-use crate::commands::run::ModelArgs;
+use ferrolm_transformer::backend::cuda::CudaBackend;
+
+use crate::commands::run::{Device, ModelArgs};
 use crate::models::DEFAULT_MODEL;
 use crate::serve::{ServerOptions, serve};
 
@@ -34,18 +36,19 @@ pub struct ServeArgs {
 
 /// Serves until SIGINT or SIGTERM.
 pub fn run(args: &ServeArgs) -> Result<()> {
-    let backend = args.model.backend()?;
     let spec = args.model.model.as_deref().unwrap_or(DEFAULT_MODEL);
-    serve(
-        &ServerOptions {
-            model: spec.to_owned(),
-            host: args.host.clone(),
-            port: args.port,
-            n_ctx: args.ctx_size as usize,
-            slots: args.parallel as usize,
-            queue: args.queue as usize,
-            max_batch: args.batch_size as usize,
-        },
-        backend,
-    )
+    let options = ServerOptions {
+        model: spec.to_owned(),
+        host: args.host.clone(),
+        port: args.port,
+        n_ctx: args.ctx_size as usize,
+        slots: args.parallel as usize,
+        queue: args.queue as usize,
+        max_batch: args.batch_size as usize,
+    };
+    let model = args.model.clone();
+    match args.model.device {
+        Device::Cpu => serve(&options, move || model.backend()),
+        Device::Cuda => serve(&options, || Ok(CudaBackend::new(0)?)),
+    }
 }

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use ferrolm_gguf::GgufFile;
 use ferrolm_sampling::SamplerChain;
 use ferrolm_tokenizer::{StreamingDecoder, Tokenizer};
-use ferrolm_transformer::{Backend, Batch, CpuBackend, Model, SeqId, State};
+use ferrolm_transformer::{Backend, Batch, Model, SeqId, State};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -158,10 +158,14 @@ impl EngineHandle {
     }
 }
 
-/// Loads the model on a new thread and starts the engine there; returns once the model is
-/// ready (or failed to load). The thread ends when every [`EngineHandle`] is dropped and the
-/// last active sequence is done.
-pub fn start(config: EngineConfig, backend: CpuBackend) -> Result<(EngineHandle, JoinHandle<()>)> {
+/// Makes the backend (on the engine thread, which then owns it), loads the model and starts
+/// the engine; returns once the model is ready (or failed to load). The thread ends when
+/// every [`EngineHandle`] is dropped and the last active sequence is done.
+pub fn start<B, F>(config: EngineConfig, make_backend: F) -> Result<(EngineHandle, JoinHandle<()>)>
+where
+    B: for<'w> Backend<'w>,
+    F: FnOnce() -> Result<B> + Send + 'static,
+{
     let (submit, jobs) = mpsc::channel(config.queue.max(1));
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let stats = Arc::new(EngineStats::default());
@@ -169,7 +173,7 @@ pub fn start(config: EngineConfig, backend: CpuBackend) -> Result<(EngineHandle,
     let slots = config.slots;
     let thread = std::thread::Builder::new()
         .name("ferrolm-engine".into())
-        .spawn(move || run(&config, backend, jobs, &engine_stats, &ready_tx))
+        .spawn(move || run(&config, make_backend, jobs, &engine_stats, &ready_tx))
         .context("cannot start the engine thread")?;
     match ready_rx.recv() {
         Ok(Ok(info)) => Ok((
@@ -194,18 +198,25 @@ pub fn start(config: EngineConfig, backend: CpuBackend) -> Result<(EngineHandle,
 
 type Ready = std::sync::mpsc::SyncSender<Result<Arc<ModelInfo>>>;
 
-fn run(
+fn run<B, F>(
     config: &EngineConfig,
-    backend: CpuBackend,
+    make_backend: F,
     jobs: mpsc::Receiver<Job>,
     stats: &EngineStats,
     ready: &Ready,
-) {
-    let file = match GgufFile::open(&config.model_path) {
-        Ok(f) => f,
+) where
+    B: for<'w> Backend<'w>,
+    F: FnOnce() -> Result<B>,
+{
+    let loaded = make_backend().and_then(|backend| {
+        let file = GgufFile::open(&config.model_path)
+            .with_context(|| format!("cannot open {}", config.model_path.display()))?;
+        Ok((backend, file))
+    });
+    let (backend, file) = match loaded {
+        Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(anyhow::Error::new(e)
-                .context(format!("cannot open {}", config.model_path.display()))));
+            let _ = ready.send(Err(e));
             return;
         }
     };

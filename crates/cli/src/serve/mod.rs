@@ -16,7 +16,7 @@ pub mod token;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ferrolm_transformer::CpuBackend;
+use ferrolm_transformer::Backend;
 use tracing::info;
 
 use crate::models;
@@ -42,9 +42,13 @@ pub struct ServerOptions {
     pub max_batch: usize,
 }
 
-/// Loads the model, listens, and serves until SIGINT or SIGTERM; then stops taking
+/// Loads the model on the backend `make_backend` makes, listens, and serves until SIGINT or SIGTERM; then stops taking
 /// connections, lets the replies in progress finish, and returns.
-pub fn serve(options: &ServerOptions, backend: CpuBackend) -> Result<()> {
+pub fn serve<B, F>(options: &ServerOptions, make_backend: F) -> Result<()>
+where
+    B: for<'w> Backend<'w>,
+    F: FnOnce() -> Result<B> + Send + 'static,
+{
     let path = models::resolve(&options.model)?;
     let (engine, thread) = engine::start(
         EngineConfig {
@@ -55,7 +59,7 @@ pub fn serve(options: &ServerOptions, backend: CpuBackend) -> Result<()> {
             queue: options.queue,
             max_batch: options.max_batch,
         },
-        backend,
+        make_backend,
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -214,9 +214,15 @@ impl Reply {
             let list: Vec<Value> = tokens
                 .iter()
                 .filter_map(|t| {
-                    t.metrics.map(
-                        |m| json!({"token": t.id, "entropy": m.entropy, "surprisal": m.surprisal}),
-                    )
+                    t.metrics.map(|m| {
+                        json!({
+                            "token": t.id,
+                            "entropy": m.entropy,
+                            "surprisal": m.surprisal,
+                            "varentropy": m.varentropy,
+                            "rank": m.rank,
+                        })
+                    })
                 })
                 .collect();
             json!(list)

@@ -1,9 +1,11 @@
 //! What a response can say about each generated token: its log-probability, the most likely
-//! alternatives, and the entropy and surprisal of the distribution it was drawn from. All of
+//! alternatives, and `ferrolm-analysis`'s per-token metrics of the distribution it was drawn
+//! from (entropy, surprisal, varentropy, rank). All of
 //! them come from the model's own distribution (the softmax of the raw logits), before any
 //! sampling setting reshapes it.
 
-use ferrolm_sampling::{entropy, log_sum_exp};
+use ferrolm_analysis::token_metrics;
+use ferrolm_sampling::log_sum_exp;
 use ferrolm_tokenizer::Tokenizer;
 
 /// One generated token and what the request asked about it.
@@ -17,7 +19,7 @@ pub struct TokenOut {
     pub logprob: Option<f32>,
     /// The most likely tokens with their pieces and log-probabilities, best first.
     pub top: Vec<(u32, Vec<u8>, f32)>,
-    /// Entropy and surprisal, when metrics are wanted.
+    /// Per-token metrics, when they are wanted.
     pub metrics: Option<Metrics>,
 }
 
@@ -25,9 +27,13 @@ pub struct TokenOut {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metrics {
     /// Shannon entropy of the next-token distribution.
-    pub entropy: f32,
+    pub entropy: f64,
     /// `-ln p(token)` of the chosen token.
-    pub surprisal: f32,
+    pub surprisal: f64,
+    /// Variance of the surprisal under the distribution (nats²).
+    pub varentropy: f64,
+    /// Tokens more likely than the chosen one (0: it was the most likely).
+    pub rank: usize,
 }
 
 impl TokenOut {
@@ -44,7 +50,7 @@ impl TokenOut {
 }
 
 /// Describes `token`, drawn from `logits`: `logprobs` alternatives with log-probabilities
-/// (if `Some`), entropy and surprisal (if `metrics`).
+/// (if `Some`), the per-token metrics (if `metrics`; absent when no logit is finite).
 pub fn token_out(
     tokenizer: &Tokenizer,
     logits: &[f32],
@@ -68,10 +74,15 @@ pub fn token_out(
             .into_iter()
             .map(|t| (t, piece(t), logprob_of(t)))
             .collect(),
-        metrics: metrics.then(|| Metrics {
-            entropy: entropy(logits).unwrap_or(f32::NAN),
-            surprisal: -lp,
-        }),
+        metrics: metrics
+            .then(|| token_metrics(logits, token, 1).ok())
+            .flatten()
+            .map(|m| Metrics {
+                entropy: m.entropy,
+                surprisal: m.surprisal,
+                varentropy: m.varentropy,
+                rank: m.rank,
+            }),
     }
 }
 
