@@ -77,6 +77,14 @@ pub enum TransformerError {
         /// The context size.
         n_ctx: usize,
     },
+    /// A partial forward pass asked for a number of blocks the model does not have.
+    #[error("cannot run {requested} of the model's {n_layer} layers (1 to {n_layer})")]
+    LayerCount {
+        /// Blocks asked for.
+        requested: usize,
+        /// Blocks of the model.
+        n_layer: usize,
+    },
     /// The requested device is not available in this build or on this machine.
     #[error("device {device} is not available: {reason}")]
     DeviceUnavailable {

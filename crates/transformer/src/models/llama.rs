@@ -76,10 +76,11 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
     s: &mut State<'w, B>,
     kv: &mut B::Kv,
     batch: &Batch<'_>,
+    n_layers: usize,
 ) -> Result<()> {
     s.set_rows(b, batch.len(), batch.outputs.len())?;
     b.embed(&w.token_embd, batch.tokens, 1.0, &mut s.x)?;
-    for (il, (layer, lc)) in w.layers.iter().zip(&c.layers).enumerate() {
+    for (il, (layer, lc)) in w.layers.iter().zip(&c.layers).take(n_layers).enumerate() {
         // Attention.
         b.rms_norm_prepare(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn, &mut s.xn_in)?;
         b.matmul(&layer.wq, &s.xn_in, &mut s.q)?;

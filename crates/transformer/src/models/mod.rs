@@ -105,8 +105,15 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
 
     /// A KV cache for `n_seq` sequences of up to `n_ctx` positions.
     pub fn kv_cache(&self, n_ctx: usize, n_seq: usize) -> Result<B::Kv> {
+        self.kv_cache_layers(n_ctx, n_seq, self.config.n_layer)
+    }
+
+    /// A KV cache of only the first `n_layers` blocks, enough for
+    /// [`Model::forward_layers`] with up to that many.
+    pub fn kv_cache_layers(&self, n_ctx: usize, n_seq: usize, n_layers: usize) -> Result<B::Kv> {
+        self.check_layers(n_layers)?;
         self.backend.kv_cache(KvLayout {
-            n_layer: self.config.n_layer,
+            n_layer: n_layers,
             n_head_kv: self.config.n_head_kv,
             head_dim: self.config.head_dim,
             n_ctx,
@@ -128,12 +135,27 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
         kv: &mut B::Kv,
         batch: &Batch<'_>,
     ) -> Result<()> {
+        self.forward_layers(state, kv, batch, self.config.n_layer)
+    }
+
+    /// [`Model::forward`] through only the first `n_layers` blocks, then the output norm
+    /// and head: the early-exit logits a self-speculative drafter samples from. `kv` needs
+    /// at least `n_layers` layers ([`Model::kv_cache_layers`]); with every layer this is
+    /// `forward`.
+    pub fn forward_layers(
+        &self,
+        state: &mut State<'w, B>,
+        kv: &mut B::Kv,
+        batch: &Batch<'_>,
+        n_layers: usize,
+    ) -> Result<()> {
+        self.check_layers(n_layers)?;
         validate(batch, state, self.config.vocab)?;
         let b = &self.backend;
         b.kv_reserve(kv, batch)?;
         let result = b.run(|| match &self.weights {
-            Weights::Llama(w) => llama::forward(w, &self.config, b, state, kv, batch),
-            Weights::Gemma3(w) => gemma3::forward(w, &self.config, b, state, kv, batch),
+            Weights::Llama(w) => llama::forward(w, &self.config, b, state, kv, batch, n_layers),
+            Weights::Gemma3(w) => gemma3::forward(w, &self.config, b, state, kv, batch, n_layers),
         });
         if result.is_err() {
             // Leave the cache as it was before the batch.
@@ -155,6 +177,19 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
             &state.logits,
             &mut state.logits_host[..batch.outputs.len() * self.config.vocab],
         )
+    }
+}
+
+impl<'w, B: Backend<'w>> Model<'w, B> {
+    fn check_layers(&self, n_layers: usize) -> Result<()> {
+        let n_layer = self.config.n_layer;
+        if n_layers == 0 || n_layers > n_layer {
+            return Err(TransformerError::LayerCount {
+                requested: n_layers,
+                n_layer,
+            });
+        }
+        Ok(())
     }
 }
 
