@@ -55,8 +55,8 @@ pub use error::{AnalysisError, Result};
 pub use kl_divergence::{KlDivergence, kl_divergence};
 pub use perplexity::{Perplexity, PerplexityOptions, perplexity, perplexity_of_text};
 pub use speculative::{
-    Drafter, ModelDrafter, NGramDrafter, SpecKind, SpeculativeDecoder, SpeculativeOptions,
-    SpeculativeStats,
+    Drafter, ModelDrafter, NGramDrafter, SelfDrafter, SpecKind, SpeculativeDecoder,
+    SpeculativeOptions, SpeculativeStats,
 };
 pub use token_metrics::{MetricsProbe, MetricsRecorder, TokenMetrics, token_metrics};
 pub use transfer_entropy::transfer_entropy;

@@ -15,7 +15,8 @@
 //! the target's argmax and the output is plain greedy decoding's.
 //!
 //! The target's KV cache rolls back (truncates) the positions of rejected tokens; a draft
-//! model's session keeps the longest prefix it shares with the accepted sequence.
+//! model's session, or the separate cache of a self-speculative drafter's first layers,
+//! keeps the longest prefix it shares with the accepted sequence.
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -220,6 +221,114 @@ impl<'w, B: Backend<'w>> Drafter for ModelDrafter<'_, 'w, B> {
             });
             if i + 1 < max {
                 self.session.feed(&[token])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Drafts with the target model's own first `N` layers and its output norm and head
+/// (self-speculative, early exit), sampling each token with its own sampler chain. It keeps
+/// a KV cache of those layers only, holding the longest prefix it shares with the context.
+pub struct SelfDrafter<'m, 'w, B: Backend<'w>> {
+    model: &'m Model<'w, B>,
+    n_layers: usize,
+    kv: B::Kv,
+    state: State<'w, B>,
+    tokens: Vec<u32>,
+    n_ctx: usize,
+    max_batch: usize,
+    positions: Vec<u32>,
+    seqs: Vec<u32>,
+    chain: SamplerChain,
+}
+
+impl<'m, 'w, B: Backend<'w>> SelfDrafter<'m, 'w, B> {
+    /// A drafter running the first `n_layers` of `model` (fewer than all of them) over up to
+    /// `n_ctx` positions.
+    pub fn new(
+        model: &'m Model<'w, B>,
+        n_layers: usize,
+        n_ctx: usize,
+        chain: SamplerChain,
+    ) -> Result<Self> {
+        let n_layer = model.config().n_layer;
+        if n_layers == 0 || n_layers >= n_layer {
+            return Err(AnalysisError::InvalidInput {
+                what: "self-speculative drafting",
+                reason: format!(
+                    "self:{n_layers} with a model of {n_layer} layers (N must be 1 to {})",
+                    n_layer.saturating_sub(1)
+                ),
+            });
+        }
+        let max_batch = n_ctx.clamp(1, 512);
+        Ok(Self {
+            model,
+            n_layers,
+            kv: model.kv_cache_layers(n_ctx, 1, n_layers)?,
+            state: model.state(max_batch, 1)?,
+            tokens: Vec::with_capacity(n_ctx),
+            n_ctx,
+            max_batch,
+            positions: Vec::with_capacity(max_batch),
+            seqs: vec![0; max_batch],
+            chain,
+        })
+    }
+
+    /// Runs `tokens` after those the cache holds; the early-exit logits after the last one
+    /// are then in the state.
+    fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        for chunk in tokens.chunks(self.max_batch) {
+            let start = self.tokens.len() as u32;
+            self.positions.clear();
+            self.positions.extend(start..start + chunk.len() as u32);
+            let outputs = [chunk.len() - 1];
+            let batch = Batch {
+                tokens: chunk,
+                positions: &self.positions,
+                seqs: &self.seqs[..chunk.len()],
+                outputs: &outputs,
+            };
+            self.model
+                .forward_layers(&mut self.state, &mut self.kv, &batch, self.n_layers)?;
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+}
+
+impl<'w, B: Backend<'w>> Drafter for SelfDrafter<'_, 'w, B> {
+    fn draft(&mut self, context: &[u32], max: usize, out: &mut Vec<Draft>) -> Result<()> {
+        let room = self.n_ctx.saturating_sub(context.len());
+        let max = max.min(room);
+        if max == 0 || context.is_empty() {
+            return Ok(());
+        }
+        // Keep the longest prefix shared with the context (rejected drafts roll back), but
+        // always run the last context token so its logits are fresh.
+        let common = self
+            .tokens
+            .iter()
+            .zip(context)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(context.len() - 1);
+        self.model.backend().kv_truncate(&mut self.kv, 0, common)?;
+        self.tokens.truncate(common);
+        self.feed(&context[common..])?;
+        for i in 0..max {
+            let token = self
+                .chain
+                .sample(self.state.logits())
+                .map_err(ferrolm_transformer::TransformerError::from)?;
+            out.push(Draft {
+                token,
+                q: TokenDistribution::of_chain(&self.chain, token),
+            });
+            if i + 1 < max {
+                self.feed(&[token])?;
             }
         }
         Ok(())
@@ -517,8 +626,8 @@ pub struct SpeculativeRun<'a> {
     pub max_batch: usize,
     /// Drafting and acceptance settings.
     pub options: SpeculativeOptions,
-    /// The chain a draft model samples with (no penalties: it never hears which tokens
-    /// were accepted).
+    /// The chain a draft model or the target's first layers sample with (no penalties: it
+    /// never hears which tokens were accepted).
     pub draft_sampler: SamplerChain,
     /// The CPU backend a draft model runs on.
     pub draft_backend: CpuOptions,
@@ -526,7 +635,8 @@ pub struct SpeculativeRun<'a> {
 
 /// Generates a continuation of `prompt` with speculative decoding, streaming its text:
 /// builds the drafter `run.kind` names (for `draft:PATH`, the model is loaded from the file
-/// on the CPU and must share the target's vocabulary) and runs a [`SpeculativeDecoder`].
+/// on the CPU and must share the target's vocabulary; `self:N` runs on the target's own
+/// backend) and runs a [`SpeculativeDecoder`].
 pub fn generate_text_speculative<'w, B: Backend<'w>>(
     target: &Model<'w, B>,
     tokenizer: &Tokenizer,
@@ -560,10 +670,10 @@ pub fn generate_text_speculative<'w, B: Backend<'w>>(
             let mut drafter = ModelDrafter::new(&draft, run.n_ctx, run.draft_sampler)?;
             decoder.generate_text(tokenizer, prompt, sampler, &mut drafter, options, on_text)
         }
-        SpecKind::SelfLayers(n) => Err(AnalysisError::UnsupportedDrafter {
-            kind: format!("self:{n}"),
-            reason: "the transformer cannot yet run only its first layers and output head".into(),
-        }),
+        SpecKind::SelfLayers(n) => {
+            let mut drafter = SelfDrafter::new(target, *n, run.n_ctx, run.draft_sampler)?;
+            decoder.generate_text(tokenizer, prompt, sampler, &mut drafter, options, on_text)
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Speculative decoding on real models: with a greedy chain the output is plain greedy
-//! decoding's, whatever the drafter.
+//! decoding's, whatever the drafter (n-grams, another model, the target's first layers).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -7,7 +7,9 @@ mod common;
 use std::ops::ControlFlow;
 
 use ferrolm_analysis::speculative::Drafter;
-use ferrolm_analysis::{ModelDrafter, NGramDrafter, SpeculativeDecoder, SpeculativeOptions};
+use ferrolm_analysis::{
+    ModelDrafter, NGramDrafter, SelfDrafter, SpeculativeDecoder, SpeculativeOptions,
+};
 use ferrolm_sampling::{Preset, SamplingConfig};
 use ferrolm_tokenizer::{DecodeOptions, Tokenizer};
 use ferrolm_transformer::{CpuBackend, GenerateOptions, Model, Session};
@@ -105,6 +107,17 @@ fn smollm2_greedy_speculation_is_lossless() {
         assert!(os.drafted > 0);
         assert!(os.accepted * 10 >= os.drafted * 9, "{os:?}");
         assert!(os.rounds * 2 <= want.len(), "{os:?}");
+        // Early exits draft worse than the whole model but never change greedy output; more
+        // layers agree with the target more often.
+        let mut rates = vec![];
+        for n in [10, 20] {
+            let mut early = SelfDrafter::new(&target, n, N_CTX, greedy()).unwrap();
+            let (got, st) = speculative(&target, &tokenizer, &prompt, &mut early);
+            assert_eq!(got, want, "self:{n} drafts");
+            assert!(st.drafted > 0 && st.accepted <= st.drafted, "{st:?}");
+            rates.push(st.acceptance_rate());
+        }
+        assert!(rates[1] > rates[0], "{rates:?}");
     }
 }
 
@@ -193,8 +206,20 @@ fn drafters_named_on_the_command_line() {
         run(&gemma),
         Err(AnalysisError::VocabularyMismatch { .. })
     ));
-    assert!(matches!(
-        run(&SpecKind::SelfLayers(4)),
-        Err(AnalysisError::UnsupportedDrafter { .. })
-    ));
+    let (self_ids, self_stats, self_text) = run(&SpecKind::SelfLayers(20)).unwrap();
+    assert_eq!(self_ids, ids);
+    assert!(self_stats.drafted > 0 && !self_text.is_empty());
+    let n_layer = model.config().n_layer;
+    for bad in [n_layer, n_layer + 5] {
+        let err = run(&SpecKind::SelfLayers(bad)).unwrap_err();
+        assert!(
+            matches!(err, AnalysisError::InvalidInput { .. }),
+            "self:{bad}: {err}"
+        );
+        assert!(
+            err.to_string().contains(&format!("{n_layer} layers")),
+            "{err}"
+        );
+    }
+    assert!(SelfDrafter::new(&model, 0, N_CTX, greedy()).is_err());
 }
