@@ -282,6 +282,49 @@ fn simd_dots_match_scalar_references() {
     }
 }
 
+/// Every level's kernels of the 32-value formats against the scalar
+/// references on short rows of any block count, so that the multi-block
+/// steps of the wide kernels and their leftover blocks are both exercised.
+#[test]
+fn simd_dots_match_scalar_references_at_odd_block_counts() {
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Iq4Nl,
+    ];
+    for isa in Isa::available() {
+        for ty in types {
+            let fast = simd::dot_q8_kernel(ty, isa).expect("kernel");
+            let slow = simd::dot_q8_kernel(ty, Isa::Scalar).expect("kernel");
+            for blocks in 1..=23 {
+                let n = elements(ty, blocks);
+                let mut row = random_row(ty, blocks, &mut rng);
+                if ty == GgmlType::Q8_0 {
+                    // The most negative quant has no positive counterpart in i8.
+                    row[2] = 0x80;
+                }
+                let w = decode(ty, &row, n);
+                for planes in [Planes::One, Planes::Two] {
+                    let mut acts = QuantizedActivations::new();
+                    acts.quantize_planes(&random_activations(n, &mut rng), n, planes)
+                        .expect("shape");
+                    let act = acts.row(0).expect("row");
+                    let scale: f32 = (0..n).map(|i| (w[i] * act.value(i)).abs()).sum();
+                    let (a, b) = (fast(&row, act), slow(&row, act));
+                    assert!(
+                        (a - b).abs() <= 1e-5 * scale + 1e-7,
+                        "{ty} {isa:?} {blocks} blocks {planes:?}: simd {a} vs scalar {b} (scale {scale})"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn f32_dots_match_decoded_arithmetic() {
     let mut rng = ChaCha8Rng::seed_from_u64(6);

@@ -30,7 +30,8 @@ pub(crate) enum Isa {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
-    /// [`Isa::Avx2`] plus AVX-512F, used where the wider registers pay (f32 tiles).
+    /// [`Isa::Avx2`] plus AVX-512F, used where the wider registers pay (f32
+    /// tiles, and Q8_0 integer dots where AVX-512 VNNI is present too).
     Avx512,
 }
 
@@ -76,9 +77,20 @@ pub(crate) fn isa() -> Isa {
     *ISA.get_or_init(Isa::detect)
 }
 
+/// Whether the AVX-512 VNNI integer kernels may run, detected once.
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VNNI.get_or_init(avx512::has_vnni)
+}
+
 /// The quantized-activation dot product for weights of `ty` at level `isa`,
 /// or `None` when `ty` has none.
 pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && ty == GgmlType::Q8_0 && has_vnni() {
+        return Some(avx512::dot_q8_0);
+    }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         let f: DotQ8Fn = match ty {
