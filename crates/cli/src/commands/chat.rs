@@ -6,10 +6,11 @@ use std::io::{BufRead as _, Write as _};
 use std::ops::ControlFlow;
 
 use anyhow::{Result, bail};
-use ferrolm_tokenizer::{ChatMessage, EncodeOptions, Tokenizer};
+use ferrolm_tokenizer::{ChatMessage, Tokenizer};
 use ferrolm_transformer::{GenerateOptions, Model, Session, StopReason};
 
 use super::run::{Loaded, ModelArgs, context_size, sampler};
+use crate::serve::prompt::chat_prompt;
 
 /// Arguments of `ferrolm chat`.
 #[derive(Debug, clap::Args)]
@@ -50,14 +51,25 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let template = tokenizer.chat_template()?;
+    // A model without a usable template fails here, before the model loads.
+    tokenizer.chat_template()?;
     let model = Model::load(&gguf, args.model.backend()?)?;
     let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train);
     let mut session = Session::new(&model, n_ctx, 512)?;
-    let mut sampler = sampler(args.temp, args.top_k, args.top_p, args.min_p, args.repeat_penalty, args.seed)?;
+    let mut sampler = sampler(
+        args.temp,
+        args.top_k,
+        args.top_p,
+        args.min_p,
+        args.repeat_penalty,
+        args.seed,
+    )?;
     let start: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
     let mut messages = start.clone();
-    eprintln!("chatting with {} ({n_ctx} tokens of context); /reset starts over, Ctrl-D leaves", gguf.architecture()?);
+    eprintln!(
+        "chatting with {} ({n_ctx} tokens of context); /reset starts over, Ctrl-D leaves",
+        gguf.architecture()?
+    );
 
     let stdin = std::io::stdin();
     let mut line = String::new();
@@ -80,12 +92,14 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             continue;
         }
         messages.push(ChatMessage::user(input));
-        let text = template.render(&messages, true)?;
-        // The rendered text carries the template's own special tokens (BOS included).
-        let prompt = tokenizer.encode(&text, EncodeOptions { add_special: false, parse_special: true });
+        // The same prompt `ferrolm serve` builds for these messages.
+        let prompt = chat_prompt(&tokenizer, &messages)?;
         if prompt.len() >= n_ctx {
             messages.pop();
-            bail!("the conversation has {} tokens, which fill the context of {n_ctx}; /reset or raise -c", prompt.len());
+            bail!(
+                "the conversation has {} tokens, which fill the context of {n_ctx}; /reset or raise -c",
+                prompt.len()
+            );
         }
         let mut reply = String::new();
         let mut stdout = std::io::stdout().lock();
@@ -93,11 +107,17 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             &tokenizer,
             &prompt,
             &mut sampler,
-            GenerateOptions { max_tokens: args.n_predict },
+            GenerateOptions {
+                max_tokens: args.n_predict,
+            },
             |piece| {
                 reply.push_str(piece);
                 // A closed stdout ends the reply; the next prompt notices the end of input.
-                if stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                if stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
                     return Ok(ControlFlow::Break(()));
                 }
                 Ok(ControlFlow::Continue(()))

@@ -45,6 +45,32 @@ pub struct ModelArgs {
     /// CPU threads (default: one per core).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Activations in the CPU's matrix products: q16 (integer kernels on ~16-bit
+    /// activations, within about 1e-4 of exact), q8 (8-bit, as llama.cpp; fastest, but far
+    /// enough from exact to change greedy answers) or f32 (exact, slowest).
+    #[arg(long, value_enum, default_value_t = CpuPrecision::Q16)]
+    pub precision: CpuPrecision,
+}
+
+/// `--precision`: how the CPU backend feeds activations to the weight products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CpuPrecision {
+    /// 8-bit activations.
+    Q8,
+    /// About 16-bit activations (two 8-bit planes).
+    Q16,
+    /// f32 activations.
+    F32,
+}
+
+impl From<CpuPrecision> for Precision {
+    fn from(p: CpuPrecision) -> Self {
+        match p {
+            CpuPrecision::Q8 => Precision::Q8,
+            CpuPrecision::Q16 => Precision::Q16,
+            CpuPrecision::F32 => Precision::F32,
+        }
+    }
 }
 
 impl ModelArgs {
@@ -67,7 +93,7 @@ impl ModelArgs {
         let threads = self.threads.unwrap_or(0);
         Ok(CpuBackend::new(CpuOptions {
             threads,
-            precision: Precision::Q8,
+            precision: self.precision.into(),
         })?)
     }
 }
@@ -265,7 +291,7 @@ fn run_on<'w, B: Backend<'w>>(
                 )?,
                 draft_backend: CpuOptions {
                     threads: args.model.threads.unwrap_or(0),
-                    precision: Precision::Q8,
+                    precision: args.model.precision.into(),
                 },
             };
             let (generation, stats) = generate_text_speculative(
