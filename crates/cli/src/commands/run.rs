@@ -45,10 +45,10 @@ pub struct ModelArgs {
     /// CPU threads (default: one per core).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
-    /// Activations in the CPU's matrix products: q16 (integer kernels on ~16-bit
-    /// activations, within about 1e-4 of exact), q8 (8-bit, as llama.cpp; fastest, but far
-    /// enough from exact to change greedy answers) or f32 (exact, slowest).
-    #[arg(long, value_enum, default_value_t = CpuPrecision::Q16)]
+    /// Activations in the CPU's matrix products: q8 (8-bit, llama.cpp's scheme; fastest),
+    /// q16 (integer kernels on two 8-bit planes, within about 1e-4 of exact; slower at
+    /// decode for now) or f32 (exact, slowest).
+    #[arg(long, value_enum, default_value_t = CpuPrecision::Q8)]
     pub precision: CpuPrecision,
 }
 
