@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferrolm_quant::{GgmlType, MatScratch, Precision, QMatrix, quantize_row, row_size};
+use rayon::prelude::*;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
@@ -77,6 +78,46 @@ fn matvec(c: &mut Criterion) {
     g.finish();
 }
 
+/// Gemma 3's tied output head (262144 × 640, Q8_0, 178 MB) against one
+/// vector, next to a plain two-thread read of the same bytes: the bound a
+/// memory-bound kernel can reach.
+fn head(c: &mut Criterion) {
+    let pool = pool();
+    let (ty, cols, rows) = (GgmlType::Q8_0, 640, 262_144);
+    let data = weights(ty, rows, cols);
+    let m = QMatrix::new(ty, rows, cols, &data).expect("matrix");
+    let x = values(cols, 3);
+    let mut y = vec![0.0f32; rows];
+    let mut g = c.benchmark_group("head");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("read", |b| {
+        pool.install(|| {
+            b.iter(|| {
+                let per_thread = data.len().div_ceil(THREADS);
+                data.par_chunks(per_thread)
+                    .map(|c| {
+                        let (words, _) = c.as_chunks::<64>();
+                        words.iter().fold(0u8, |acc, w| acc ^ w[0] ^ w[63])
+                    })
+                    .reduce(|| 0, |a, b| a ^ b)
+            });
+        });
+    });
+    for precision in [Precision::Q8, Precision::Q16] {
+        let mut scratch = MatScratch::new(precision);
+        let id = format!("{}/{cols}x{rows}/{precision:?}", ty.name());
+        g.bench_function(id, |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    m.matvec(black_box(&x), &mut y, &mut scratch)
+                        .expect("matvec");
+                });
+            });
+        });
+    }
+    g.finish();
+}
+
 fn matmul(c: &mut Criterion) {
     let pool = pool();
     let shapes = [
@@ -122,6 +163,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    targets = matvec, matmul
+    targets = matvec, head, matmul
 }
 criterion_main!(benches);

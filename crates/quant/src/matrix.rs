@@ -402,15 +402,21 @@ impl<'a> QMatrix<'a> {
     }
 
     fn forward_q8(&self, acts: &QuantizedActivations, kernel: DotQ8Fn, y: &mut [f32]) {
+        let multi = simd::dot_q8_rows_kernel(self.ty, simd::isa());
         let n = acts.rows();
         if n == 1 {
             let Some(act) = acts.row(0) else { return };
             let chunk = Self::task_rows(self.rows, self.cols);
             y.par_chunks_mut(chunk).enumerate().for_each(|(t, ys)| {
                 let first = t * chunk;
-                let rows = self.data[first * self.row_bytes..].chunks_exact(self.row_bytes);
-                for (y, row) in ys.iter_mut().zip(rows) {
-                    *y = kernel(row, act);
+                let data = &self.data[first * self.row_bytes..][..ys.len() * self.row_bytes];
+                match multi {
+                    Some(rows) => rows(data, self.row_bytes, act, ys),
+                    None => {
+                        for (y, row) in ys.iter_mut().zip(data.chunks_exact(self.row_bytes)) {
+                            *y = kernel(row, act);
+                        }
+                    }
                 }
             });
             return;

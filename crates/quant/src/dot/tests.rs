@@ -411,3 +411,65 @@ fn public_dots_reject_bad_lengths_and_types() {
     assert!(super::supports_quantized(GgmlType::Q6K) && !super::supports_quantized(GgmlType::Bf16));
     assert!(super::supports_f32(GgmlType::Bf16) && !super::supports_f32(GgmlType::Q8K));
 }
+
+/// The multi-row kernels against the scalar reference row by row: odd row
+/// counts (so the leftover rows after the four-row steps run too), odd and
+/// even block counts, rows starting at odd addresses, both plane counts.
+#[test]
+fn multi_row_kernels_match_scalar_references() {
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    for isa in Isa::available() {
+        for ty in Q8_TYPES {
+            let Some(multi) = simd::dot_q8_rows_kernel(ty, isa) else {
+                continue;
+            };
+            let slow = simd::dot_q8_kernel(ty, Isa::Scalar).expect("kernel");
+            for case in 0..cases() / 4 + 4 {
+                // Past 16 blocks the scale gathers take more than one step.
+                let blocks = if ty.block_size() == 32 {
+                    rng.random_range(1..45)
+                } else {
+                    rng.random_range(1..5)
+                };
+                let n = elements(ty, blocks);
+                let rows = rng.random_range(1..12);
+                // Rows at odd addresses every other case.
+                let pad = case % 2;
+                let mut data = vec![0u8; pad];
+                for _ in 0..rows {
+                    let mut row = random_row(ty, blocks, &mut rng);
+                    if ty == GgmlType::Q8_0 {
+                        row[2] = 0x80;
+                    }
+                    data.extend_from_slice(&row);
+                }
+                let data = &data[pad..];
+                let row_bytes = data.len() / rows;
+                for planes in [Planes::One, Planes::Two] {
+                    let mut acts = QuantizedActivations::new();
+                    acts.quantize_planes(&random_activations(n, &mut rng), n, planes)
+                        .expect("shape");
+                    let act = acts.row(0).expect("row");
+                    let mut got = vec![f32::NAN; rows];
+                    multi(data, row_bytes, act, &mut got);
+                    for (r, (row, &a)) in data.chunks_exact(row_bytes).zip(&got).enumerate() {
+                        let w = decode(ty, row, n);
+                        let scale: f32 = (0..n).map(|i| (w[i] * act.value(i)).abs()).sum();
+                        let b = slow(row, act);
+                        assert!(
+                            (a - b).abs() <= 1e-5 * scale + 1e-7,
+                            "{ty} {isa:?} {blocks} blocks row {r}/{rows} {planes:?}: {a} vs {b}"
+                        );
+                    }
+                    let mut alone = [f32::NAN];
+                    multi(&data[..row_bytes], row_bytes, act, &mut alone);
+                    assert_eq!(
+                        alone[0].to_bits(),
+                        got[0].to_bits(),
+                        "{ty} {isa:?}: a row alone differs from the same row in a group"
+                    );
+                }
+            }
+        }
+    }
+}

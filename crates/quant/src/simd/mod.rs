@@ -18,6 +18,9 @@ use crate::dot::reference;
 
 /// A weight row against one quantized activation row.
 pub(crate) type DotQ8Fn = fn(&[u8], ActRow<'_>) -> f32;
+/// Consecutive weight rows (`out.len()` rows of `row_bytes` each) against
+/// one quantized activation row: `fn(data, row_bytes, act, out)`.
+pub(crate) type DotQ8RowsFn = fn(&[u8], usize, ActRow<'_>, &mut [f32]);
 /// A weight row of a float type (raw bytes) against f32 values.
 pub(crate) type DotF32Fn = fn(&[u8], &[f32]) -> f32;
 /// A SIMD decoder of a weight row to f32.
@@ -127,6 +130,18 @@ pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
         _ => return None,
     };
     Some(f)
+}
+
+/// A kernel that multiplies several weight rows of `ty` per call (sharing
+/// activation loads between them), where level `isa` has one; each row's
+/// result does not depend on how many rows a call takes.
+pub(crate) fn dot_q8_rows_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8RowsFn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 && ty == GgmlType::Q8_0 && has_vnni() {
+        return Some(avx512::dot_q8_0_rows);
+    }
+    let _ = (ty, isa);
+    None
 }
 
 /// The f32-activation dot product for a float weight type, or `None` for
