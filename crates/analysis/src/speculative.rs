@@ -18,6 +18,7 @@
 //! model's session, or the separate cache of a self-speculative drafter's first layers,
 //! keeps the longest prefix it shares with the accepted sequence.
 
+use std::fmt;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -367,6 +368,17 @@ impl FromStr for SpecKind {
     }
 }
 
+/// The command-line name: `ngram`, `self:N` or `draft:PATH`.
+impl fmt::Display for SpecKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NGram => f.write_str("ngram"),
+            Self::SelfLayers(n) => write!(f, "self:{n}"),
+            Self::Draft(path) => write!(f, "draft:{}", path.display()),
+        }
+    }
+}
+
 /// Drafting and acceptance counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SpeculativeStats {
@@ -634,9 +646,8 @@ pub struct SpeculativeRun<'a> {
 }
 
 /// Generates a continuation of `prompt` with speculative decoding, streaming its text:
-/// builds the drafter `run.kind` names (for `draft:PATH`, the model is loaded from the file
-/// on the CPU and must share the target's vocabulary; `self:N` runs on the target's own
-/// backend) and runs a [`SpeculativeDecoder`].
+/// [`generate_speculative`] with the tokenizer's streaming decoder and end-of-generation
+/// tokens, as [`Session::generate_text`] does.
 pub fn generate_text_speculative<'w, B: Backend<'w>>(
     target: &Model<'w, B>,
     tokenizer: &Tokenizer,
@@ -644,17 +655,56 @@ pub fn generate_text_speculative<'w, B: Backend<'w>>(
     sampler: &mut SamplerChain,
     options: GenerateOptions,
     run: SpeculativeRun<'_>,
-    on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
+    mut on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
+) -> Result<(Generation, SpeculativeStats)> {
+    let mut decoder = StreamingDecoder::new(tokenizer, false);
+    let result = generate_speculative(
+        target,
+        prompt,
+        sampler,
+        options,
+        run,
+        |t| tokenizer.is_eog(t),
+        |t| {
+            let text = decoder.push(t)?;
+            if text.is_empty() {
+                Ok(ControlFlow::Continue(()))
+            } else {
+                on_text(&text)
+            }
+        },
+    )?;
+    let rest = decoder.finish();
+    if !rest.is_empty() {
+        let _ = on_text(&rest)?;
+    }
+    Ok(result)
+}
+
+/// Generates a continuation of `prompt` with speculative decoding, with the stopping rules
+/// and callback of [`SpeculativeDecoder::generate`]: builds the drafter `run.kind` names
+/// (for `draft:PATH`, the model is loaded from the file on the CPU and must share the
+/// target's vocabulary; `self:N` runs on the target's own backend) and runs a
+/// [`SpeculativeDecoder`]. The drafter starts empty, so its own pass over the prompt falls
+/// in the generation's decode time.
+pub fn generate_speculative<'w, B: Backend<'w>>(
+    target: &Model<'w, B>,
+    prompt: &[u32],
+    sampler: &mut SamplerChain,
+    options: GenerateOptions,
+    run: SpeculativeRun<'_>,
+    is_end: impl Fn(u32) -> bool,
+    on_token: impl FnMut(u32) -> Result<ControlFlow<()>>,
 ) -> Result<(Generation, SpeculativeStats)> {
     let mut decoder = SpeculativeDecoder::new(target, run.n_ctx, run.max_batch, run.options)?;
     match run.kind {
-        SpecKind::NGram => decoder.generate_text(
-            tokenizer,
+        SpecKind::NGram => decoder.generate(
             prompt,
             sampler,
             &mut NGramDrafter::default(),
             options,
-            on_text,
+            is_end,
+            on_token,
         ),
         SpecKind::Draft(path) => {
             let file = GgufFile::open(path)?;
@@ -668,11 +718,11 @@ pub fn generate_text_speculative<'w, B: Backend<'w>>(
                 });
             }
             let mut drafter = ModelDrafter::new(&draft, run.n_ctx, run.draft_sampler)?;
-            decoder.generate_text(tokenizer, prompt, sampler, &mut drafter, options, on_text)
+            decoder.generate(prompt, sampler, &mut drafter, options, is_end, on_token)
         }
         SpecKind::SelfLayers(n) => {
             let mut drafter = SelfDrafter::new(target, *n, run.n_ctx, run.draft_sampler)?;
-            decoder.generate_text(tokenizer, prompt, sampler, &mut drafter, options, on_text)
+            decoder.generate(prompt, sampler, &mut drafter, options, is_end, on_token)
         }
     }
 }
@@ -818,6 +868,9 @@ mod tests {
             "draft:/m/a:b.gguf".parse::<SpecKind>().unwrap(),
             SpecKind::Draft(PathBuf::from("/m/a:b.gguf"))
         );
+        for name in ["ngram", "self:6", "draft:/m/a:b.gguf"] {
+            assert_eq!(name.parse::<SpecKind>().unwrap().to_string(), name);
+        }
         for bad in ["", "self:0", "self:x", "draft:", "lookup", "ngram:3"] {
             assert!(bad.parse::<SpecKind>().is_err(), "{bad}");
         }

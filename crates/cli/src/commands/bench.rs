@@ -3,17 +3,33 @@
 //! `tgN` runs N single-token decode steps; `--depth D` first fills the cache with D tokens
 //! (not timed); `--no-kv-cache` recomputes the whole prefix at every decode step instead of
 //! reusing the cache. Works on models without a vocabulary.
+//!
+//! `--attention` runs the decode test a second time, interleaved with the first, with the
+//! CPU backend recording every attention weight, so the table shows what capture costs and
+//! that leaving it off costs nothing. `--spec KIND` replaces the random-token tests with
+//! greedy decoding of a real prompt, plain and speculative (see [`speculative`]).
+
+mod speculative;
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
+use ferrolm_analysis::SpecKind;
 use ferrolm_gguf::{Gguf, keys::general};
-use ferrolm_transformer::{Backend, Batch, CudaBackend, Model};
+use ferrolm_tokenizer::{EncodeOptions, Tokenizer};
+use ferrolm_transformer::{Backend, Batch, CpuBackend, CpuOptions, CudaBackend, Model};
 use serde_json::json;
 
+use super::perplexity::read_text;
 use super::run::{Device, Loaded, ModelArgs};
 use crate::output::print_stdout;
+use speculative::{SpecBench, SpecSummary};
+
+/// The `--spec` prompt when none is given: open-ended text.
+const DEFAULT_SPEC_PROMPT: &str =
+    "Write a short story about a lighthouse keeper who finds a message in a bottle.";
 
 /// Arguments of `ferrolm bench`.
 #[derive(Debug, clap::Args)]
@@ -41,16 +57,54 @@ pub struct BenchArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also run the decode test with the attention weights recorded (CPU only).
+    #[arg(long, conflicts_with = "spec")]
+    pub attention: bool,
+    /// Compare greedy decoding of a real prompt with speculative decoding by this drafter
+    /// (ngram, self:N or draft:PATH) instead of the random-token tests; needs a vocabulary.
+    #[arg(long, value_name = "KIND", conflicts_with_all = ["depth", "no_kv_cache"])]
+    pub spec: Option<SpecKind>,
+    /// The prompt of --spec (default: a short open-ended request).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        requires = "spec",
+        conflicts_with = "spec_prompt_file"
+    )]
+    pub spec_prompt: Option<String>,
+    /// A file holding the prompt of --spec.
+    #[arg(long, value_name = "FILE", requires = "spec")]
+    pub spec_prompt_file: Option<PathBuf>,
+    /// Most tokens drafted per round with --spec.
+    #[arg(long, default_value_t = 4, requires = "spec")]
+    pub draft_len: usize,
 }
 
 struct TestResult {
     name: String,
     n_prompt: usize,
     n_gen: usize,
+    /// Tokens in the cache when the timed part starts.
+    depth: usize,
     samples: Vec<f64>, // tokens per second, one per repetition
+    /// Attention rows recorded per repetition, when capture was on.
+    attention_rows: Option<usize>,
+    speculative: Option<SpecSummary>,
 }
 
 impl TestResult {
+    fn new(name: String, n_prompt: usize, n_gen: usize, depth: usize) -> Self {
+        Self {
+            name,
+            n_prompt,
+            n_gen,
+            depth,
+            samples: vec![],
+            attention_rows: None,
+            speculative: None,
+        }
+    }
+
     fn mean(&self) -> f64 {
         self.samples.iter().sum::<f64>() / self.samples.len().max(1) as f64
     }
@@ -77,6 +131,16 @@ impl TokenStream {
     }
 }
 
+/// Starts (`true`) or stops (`false`) recording attention weights; on stopping, drops
+/// what was recorded and returns how many rows that was.
+type Capture<B> = fn(&B, bool) -> usize;
+
+fn cpu_capture(backend: &CpuBackend, on: bool) -> usize {
+    let rows = backend.take_attention().len();
+    backend.record_attention(on);
+    rows
+}
+
 /// Runs the tests and prints the table (or JSON).
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.repetitions == 0 {
@@ -85,13 +149,31 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.batch_size == 0 {
         bail!("-b must be at least 1");
     }
+    if args.attention && args.model.device != Device::Cpu {
+        bail!("--attention records attention weights on the CPU backend only");
+    }
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
+    let spec = match &args.spec {
+        Some(kind) => Some(spec_bench(args, kind, &gguf)?),
+        None => None,
+    };
+    let spec = spec.as_ref();
     match args.model.device {
         Device::Cpu => {
             let backend = args.model.backend()?;
             let threads = backend.threads();
-            bench_on(args, &loaded, &gguf, backend, threads, |_| None)
+            let capture = args.attention.then_some(cpu_capture as Capture<CpuBackend>);
+            bench_on(
+                args,
+                &loaded,
+                &gguf,
+                backend,
+                threads,
+                |_| None,
+                capture,
+                spec,
+            )
         }
         Device::Cuda => bench_on(
             args,
@@ -104,11 +186,56 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                     .ok()
                     .map(|bytes| bytes as f64 / (1024.0 * 1024.0))
             },
+            None,
+            spec,
         ),
     }
 }
 
-/// Runs the tests on `backend`; `device_mib` reads the device memory in use, where there is one.
+/// The `--spec` comparison the flags describe, with its prompt tokenized.
+fn spec_bench<'a>(args: &BenchArgs, kind: &'a SpecKind, gguf: &Gguf<'_>) -> Result<SpecBench<'a>> {
+    if args.n_gen < 2 {
+        bail!("--spec needs -n of at least 2 (decode speed is timed after the first token)");
+    }
+    let Some(tokenizer) = Tokenizer::from_gguf_if_present(gguf)? else {
+        bail!(
+            "--spec needs a vocabulary to tokenize its prompt, and {} has none \
+             (tokenizer.ggml.model is no_vocab or absent); bench it without --spec",
+            args.model.path()?.display()
+        );
+    };
+    let text = match (&args.spec_prompt, &args.spec_prompt_file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(path)) => read_text(path)?,
+        (None, None) => DEFAULT_SPEC_PROMPT.to_owned(),
+    };
+    let prompt = tokenizer.encode(
+        &text,
+        EncodeOptions {
+            add_special: true,
+            parse_special: false,
+        },
+    );
+    if prompt.is_empty() {
+        bail!("the --spec prompt gives no tokens");
+    }
+    Ok(SpecBench {
+        kind,
+        prompt,
+        n_gen: args.n_gen,
+        repetitions: args.repetitions,
+        batch_size: args.batch_size,
+        draft_len: args.draft_len,
+        draft_backend: CpuOptions {
+            threads: args.model.threads.unwrap_or(0),
+            precision: args.model.precision.into(),
+        },
+    })
+}
+
+/// Runs the tests on `backend`; `device_mib` reads the device memory in use, where there
+/// is one; `capture` switches attention recording, where `--attention` asks for it.
+#[allow(clippy::too_many_arguments)]
 fn bench_on<'w, B: Backend<'w>>(
     args: &BenchArgs,
     loaded: &Loaded,
@@ -116,82 +243,24 @@ fn bench_on<'w, B: Backend<'w>>(
     backend: B,
     threads: usize,
     device_mib: impl Fn(&B) -> Option<f64>,
+    capture: Option<Capture<B>>,
+    spec: Option<&SpecBench<'_>>,
 ) -> Result<()> {
     let model = Model::load(gguf, backend)?;
     let load_ms = loaded.started.elapsed().as_secs_f64() * 1e3;
-    let n_ctx = args.depth + args.n_prompt.max(args.n_gen) + 1;
-    if n_ctx > model.config().n_ctx_train {
-        eprintln!(
-            "note: depth + test length {n_ctx} exceeds the training context {}",
-            model.config().n_ctx_train
-        );
-    }
-    let mut bench = Bench::new(&model, n_ctx, args.batch_size)?;
-
-    // Warm-up (not reported): touches the weights and the buffers once.
-    bench.prefill_from_empty(args.depth.min(8) + 8)?;
-
-    let mut results = Vec::new();
-    let mut ttft_ms = None;
-    let suffix = if args.depth > 0 {
-        format!(" @ d{}", args.depth)
-    } else {
-        String::new()
+    let (results, ttft_ms) = match spec {
+        Some(spec) => (spec.measure(&model)?.into(), None),
+        None => random_token_tests(args, &model, capture)?,
     };
-    if args.n_prompt > 0 {
-        let mut r = TestResult {
-            name: format!("pp{}{suffix}", args.n_prompt),
-            n_prompt: args.n_prompt,
-            n_gen: 0,
-            samples: vec![],
-        };
-        for _ in 0..args.repetitions {
-            bench.prefill_from_empty(args.depth)?;
-            let t = Instant::now();
-            bench.run_tokens(args.n_prompt)?;
-            let secs = t.elapsed().as_secs_f64();
-            let first = bench.argmax();
-            ttft_ms.get_or_insert(t.elapsed().as_secs_f64() * 1e3);
-            std::hint::black_box(first);
-            r.samples.push(args.n_prompt as f64 / secs);
-        }
-        results.push(r);
-    }
-    if args.n_gen > 0 {
-        let name = if args.no_kv_cache {
-            "tg{}{} (no KV cache)"
-        } else {
-            "tg{}{}"
-        };
-        let name = name
-            .replacen("{}", &args.n_gen.to_string(), 1)
-            .replacen("{}", &suffix, 1);
-        let mut r = TestResult {
-            name,
-            n_prompt: 0,
-            n_gen: args.n_gen,
-            samples: vec![],
-        };
-        for _ in 0..args.repetitions {
-            bench.prefill_from_empty(args.depth)?;
-            let t = Instant::now();
-            if args.no_kv_cache {
-                bench.decode_without_cache(args.depth, args.n_gen)?;
-            } else {
-                for _ in 0..args.n_gen {
-                    bench.run_tokens(1)?;
-                }
-            }
-            r.samples
-                .push(args.n_gen as f64 / t.elapsed().as_secs_f64());
-        }
-        results.push(r);
-    }
     let rss = peak_rss_mib();
     let info = ModelInfo::new(gguf);
     let device_mib = device_mib(model.backend());
-    // Decode reads every weight once per token (only one row of the embeddings).
-    let gbs = |r: &TestResult| (r.n_gen > 0).then(|| r.mean() * info.bytes_per_token as f64 / 1e9);
+    // Decode reads every weight once per token (only one row of the embeddings); a
+    // speculative pass checks several tokens per read, so the figure means nothing there.
+    let gbs = |r: &TestResult| {
+        (r.n_gen > 0 && r.speculative.is_none())
+            .then(|| r.mean() * info.bytes_per_token as f64 / 1e9)
+    };
     if args.json {
         let entries: Vec<_> = results
             .iter()
@@ -200,7 +269,7 @@ fn bench_on<'w, B: Backend<'w>>(
                     "test": r.name,
                     "n_prompt": r.n_prompt,
                     "n_gen": r.n_gen,
-                    "n_depth": args.depth,
+                    "n_depth": r.depth,
                     "kv_cache": !args.no_kv_cache,
                     "avg_ts": round(r.mean()),
                     "stddev_ts": round(r.stddev()),
@@ -216,6 +285,9 @@ fn bench_on<'w, B: Backend<'w>>(
                     "weights_bytes_per_token": info.bytes_per_token,
                     "bandwidth_gbs": gbs(r).map(round),
                     "device_mib": device_mib.map(round),
+                    "attention_capture": r.attention_rows.is_some(),
+                    "attention_rows": r.attention_rows,
+                    "speculative": r.speculative.as_ref().map(SpecSummary::to_json),
                 })
             })
             .collect();
@@ -238,6 +310,16 @@ fn bench_on<'w, B: Backend<'w>>(
             gbs(r).map_or_else(|| "-".to_owned(), |g| format!("{g:.0}"))
         );
     }
+    if let Some(s) = results.iter().find_map(|r| r.speculative.as_ref()) {
+        out.push('\n');
+        s.write_table(&mut out, args.repetitions);
+    }
+    if let Some(rows) = results.iter().find_map(|r| r.attention_rows) {
+        let _ = write!(
+            out,
+            "\nattention capture recorded {rows} rows (layer × head × query) per repetition\n"
+        );
+    }
     let _ = write!(out, "\nload time: {load_ms:.0} ms");
     if let Some(t) = ttft_ms {
         let _ = write!(
@@ -254,6 +336,82 @@ fn bench_on<'w, B: Backend<'w>>(
     }
     out.push('\n');
     print_stdout(&out)
+}
+
+/// llama-bench's `ppN` and `tgN` tests on random tokens (and `tgN` with attention capture);
+/// returns the results and the time to the first token of the first prefill.
+fn random_token_tests<'w, B: Backend<'w>>(
+    args: &BenchArgs,
+    model: &Model<'w, B>,
+    capture: Option<Capture<B>>,
+) -> Result<(Vec<TestResult>, Option<f64>)> {
+    let n_ctx = args.depth + args.n_prompt.max(args.n_gen) + 1;
+    if n_ctx > model.config().n_ctx_train {
+        eprintln!(
+            "note: depth + test length {n_ctx} exceeds the training context {}",
+            model.config().n_ctx_train
+        );
+    }
+    let mut bench = Bench::new(model, n_ctx, args.batch_size)?;
+
+    // Warm-up (not reported): touches the weights and the buffers once.
+    bench.prefill_from_empty((args.depth.min(8) + 8).min(n_ctx))?;
+
+    let mut results = Vec::new();
+    let mut ttft_ms = None;
+    let suffix = if args.depth > 0 {
+        format!(" @ d{}", args.depth)
+    } else {
+        String::new()
+    };
+    if args.n_prompt > 0 {
+        let mut r = TestResult::new(
+            format!("pp{}{suffix}", args.n_prompt),
+            args.n_prompt,
+            0,
+            args.depth,
+        );
+        for _ in 0..args.repetitions {
+            bench.prefill_from_empty(args.depth)?;
+            let t = Instant::now();
+            bench.run_tokens(args.n_prompt)?;
+            let secs = t.elapsed().as_secs_f64();
+            let first = bench.argmax();
+            ttft_ms.get_or_insert(t.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(first);
+            r.samples.push(args.n_prompt as f64 / secs);
+        }
+        results.push(r);
+    }
+    if args.n_gen > 0 {
+        let cache = if args.no_kv_cache {
+            " (no KV cache)"
+        } else {
+            ""
+        };
+        let name = format!("tg{}{suffix}{cache}", args.n_gen);
+        let mut off = TestResult::new(name.clone(), 0, args.n_gen, args.depth);
+        let mut on = TestResult::new(
+            format!("{name} (attention capture)"),
+            0,
+            args.n_gen,
+            args.depth,
+        );
+        // Interleaved, so a change in the machine's load hits both alike.
+        for _ in 0..args.repetitions {
+            off.samples.push(bench.decode_test(args, None)?.0);
+            if let Some(capture) = capture {
+                let (ts, rows) = bench.decode_test(args, Some(capture))?;
+                on.samples.push(ts);
+                on.attention_rows = Some(rows);
+            }
+        }
+        results.push(off);
+        if capture.is_some() {
+            results.push(on);
+        }
+    }
+    Ok((results, ttft_ms))
 }
 
 /// A model with one sequence's cache and activations, fed random tokens.
@@ -315,6 +473,30 @@ impl<'m, 'w, B: Backend<'w>> Bench<'m, 'w, B> {
             left -= chunk;
         }
         Ok(())
+    }
+
+    /// One repetition of the decode test: tokens per second, and the attention rows
+    /// recorded when `capture` is given (it is on for the timed steps only).
+    fn decode_test(
+        &mut self,
+        args: &BenchArgs,
+        capture: Option<Capture<B>>,
+    ) -> Result<(f64, usize)> {
+        self.prefill_from_empty(args.depth)?;
+        if let Some(capture) = capture {
+            capture(self.model.backend(), true);
+        }
+        let t = Instant::now();
+        if args.no_kv_cache {
+            self.decode_without_cache(args.depth, args.n_gen)?;
+        } else {
+            for _ in 0..args.n_gen {
+                self.run_tokens(1)?;
+            }
+        }
+        let ts = args.n_gen as f64 / t.elapsed().as_secs_f64();
+        let rows = capture.map_or(0, |capture| capture(self.model.backend(), false));
+        Ok((ts, rows))
     }
 
     /// Generation without reusing the cache: step `i` runs the whole prefix of
