@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 
 use ferrolm_gguf::{GgmlType, TensorView};
+use ferrolm_quant::dot::Planes;
 use ferrolm_quant::{Input, Precision, QMatrix, QuantizedActivations};
 use rayon::prelude::*;
 
@@ -35,7 +36,8 @@ pub struct CpuBackend {
 pub struct CpuOptions {
     /// Worker threads (0: one per available core).
     pub threads: usize,
-    /// How activations enter matrix products: [`Precision::Q8`] (fast) or
+    /// How activations enter matrix products: [`Precision::Q8`] (fast),
+    /// [`Precision::Q16`] (two 8-bit planes, near exact) or
     /// [`Precision::F32`] (exact: weights decoded, f32 activations).
     pub precision: Precision,
 }
@@ -124,7 +126,8 @@ impl CpuBuffer {
     }
 }
 
-/// Activations prepared for matrix products: their 8-bit form (fast path) and the f32 values.
+/// Activations prepared for matrix products: their 8-bit form (one or two
+/// planes, the fast paths) and the f32 values.
 #[derive(Debug)]
 pub struct CpuPrepared {
     x: Vec<f32>,
@@ -224,7 +227,8 @@ impl<'w> Backend<'w> for CpuBackend {
     }
 
     fn prepared(&self, rows: usize, cols: usize) -> Result<Self::Prepared> {
-        let quantized = (self.precision == Precision::Q8).then(QuantizedActivations::new);
+        let quantized = matches!(self.precision, Precision::Q8 | Precision::Q16)
+            .then(QuantizedActivations::new);
         Ok(CpuPrepared {
             x: Vec::with_capacity(rows * cols),
             cols,
@@ -316,7 +320,12 @@ impl<'w> Backend<'w> for CpuBackend {
         if let Some(q) = &mut out.quantized
             && x.cols.is_multiple_of(ferrolm_quant::dot::ACT_BLOCK)
         {
-            q.quantize(&x.data, x.cols)?;
+            let planes = if self.precision == Precision::Q16 {
+                Planes::Two
+            } else {
+                Planes::One
+            };
+            q.quantize_planes(&x.data, x.cols, planes)?;
             out.quantized_fresh = true;
         }
         Ok(())
