@@ -52,12 +52,56 @@ pub(super) fn gemm_f32(xp: &[f32], w: &[f32], cols: usize, out: &mut [f32]) {
     unsafe { gemm_f32_impl(xp, w, cols, out) }
 }
 
-/// The features [`dot_q8_0`] and [`dot_q8_0_rows`] need beyond [`super::Isa::Avx512`].
+/// The features the integer kernels need beyond [`super::Isa::Avx512`].
 pub(super) fn has_vnni() -> bool {
     std::is_x86_feature_detected!("avx512bw")
         && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vnni")
 }
+
+/// The 32-value block formats the multi-row kernel reads, as const
+/// parameters: each one's size, where its quants start, and how they turn
+/// into unsigned bytes.
+mod format {
+    pub(super) const Q4_0: u8 = 0;
+    pub(super) const Q4_1: u8 = 1;
+    pub(super) const Q5_0: u8 = 2;
+    pub(super) const Q5_1: u8 = 3;
+    pub(super) const Q8_0: u8 = 4;
+}
+
+/// Bytes per block of format `F`.
+const fn block_bytes(f: u8) -> usize {
+    match f {
+        format::Q4_0 => 18,
+        format::Q4_1 => 20,
+        format::Q5_0 => 22,
+        format::Q5_1 => 24,
+        _ => 34,
+    }
+}
+
+/// The offset the unsigned quants of format `F` carry (`w = q - offset`);
+/// Q8_0's signed quants are made unsigned by adding 128.
+const fn quant_offset(f: u8) -> i8 {
+    match f {
+        format::Q4_0 => 8,
+        format::Q5_0 => 16,
+        format::Q8_0 => -128,
+        _ => 0,
+    }
+}
+
+/// Whether format `F` has an f16 minimum after its scale (`x = d·q + m`).
+const fn has_min(f: u8) -> bool {
+    matches!(f, format::Q4_1 | format::Q5_1)
+}
+
+/// Weight rows per step of the multi-row kernel: they share each activation
+/// load and its offset correction.
+const KERNEL_ROWS: usize = 4;
+/// How far ahead of the rows being multiplied their successors are fetched.
+const PREFETCH_BYTES: usize = 2048;
 
 #[target_feature(enable = "avx2")]
 #[inline]
@@ -66,55 +110,101 @@ fn load_i8x32(b: &[i8; 32]) -> __m256i {
     unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
 }
 
-/// Bytes of a Q8_0 block: an f16 scale, then 32 quants.
-const Q8_0_BYTES: usize = 34;
-/// Weight rows per step of [`dot_q8_0_rows`]: they share each activation
-/// load and its offset correction.
-const Q8_0_ROWS: usize = 4;
-/// How far ahead of the rows being multiplied their successors are fetched.
-const PREFETCH_BYTES: usize = 2048;
-
-/// The 32 quants of a Q8_0 block.
+/// The 32 bytes of `b` from `at` on.
 #[target_feature(enable = "avx2")]
 #[inline]
-fn q8_0_quants(b: &[u8; Q8_0_BYTES]) -> __m256i {
-    // SAFETY: bytes 2..34 of `b` are readable; the load has no alignment requirement.
-    unsafe { _mm256_loadu_si256(b.as_ptr().add(2).cast()) }
+fn load_bytes32<const N: usize>(b: &[u8; N], at: usize) -> __m256i {
+    assert!(at + 32 <= N);
+    // SAFETY: bytes `at..at + 32` of `b` are readable (checked above, at
+    // compile time for constant `at`); the load has no alignment requirement.
+    unsafe { _mm256_loadu_si256(b.as_ptr().add(at).cast()) }
 }
 
-/// The scales of up to 16 consecutive Q8_0 blocks as floats, zero past
-/// the last block, gathered from the 34-byte stride.
+/// The 16 bytes of `b` from `at` on.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn load_bytes16<const N: usize>(b: &[u8; N], at: usize) -> __m128i {
+    assert!(at + 16 <= N);
+    // SAFETY: bytes `at..at + 16` of `b` are readable (checked above).
+    unsafe { _mm_loadu_si128(b.as_ptr().add(at).cast()) }
+}
+
+/// The quants of block `b` (and of `next` when present, else zeros) as 64
+/// unsigned bytes in element order.
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+#[inline]
+fn block_quants<const F: u8, const N: usize>(b: &[u8; N], next: Option<&[u8; N]>) -> __m512i {
+    if F == format::Q8_0 {
+        let lo = load_bytes32(b, 2);
+        let w = match next {
+            Some(n) => _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), load_bytes32(n, 2)),
+            None => _mm512_zextsi256_si512(lo),
+        };
+        return _mm512_xor_si512(w, _mm512_set1_epi8(-128));
+    }
+    // Nibbles: element j in the low half of byte j, j + 16 in the high half.
+    let qs_at = N - 16;
+    let lo = load_bytes16(b, qs_at);
+    let pair = match next {
+        Some(n) => _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), load_bytes16(n, qs_at)),
+        None => _mm256_zextsi128_si256(lo),
+    };
+    let spread = _mm512_permutexvar_epi64(
+        _mm512_set_epi64(3, 2, 3, 2, 1, 0, 1, 0),
+        _mm512_castsi256_si512(pair),
+    );
+    let shifted = _mm512_srlv_epi64(spread, _mm512_set_epi64(4, 4, 0, 0, 4, 4, 0, 0));
+    let w = _mm512_and_si512(shifted, _mm512_set1_epi8(0x0F));
+    if matches!(F, format::Q5_0 | format::Q5_1) {
+        let qh_at = qs_at - 4;
+        let high = |b: &[u8; N]| {
+            u64::from(u32::from_le_bytes([
+                b[qh_at],
+                b[qh_at + 1],
+                b[qh_at + 2],
+                b[qh_at + 3],
+            ]))
+        };
+        let bits = high(b) | next.map_or(0, |n| high(n) << 32);
+        return _mm512_mask_add_epi8(w, bits, w, _mm512_set1_epi8(0x10));
+    }
+    w
+}
+
+/// Up to 16 f16 fields at byte `at` of consecutive blocks, as floats, zero
+/// past the last block: gathered from the block stride.
 #[target_feature(enable = "avx512f,avx512bw,f16c")]
 #[inline]
-fn q8_0_scales16(blocks: &[[u8; Q8_0_BYTES]]) -> __m512 {
+fn gather_f16x16<const N: usize>(blocks: &[[u8; N]], at: usize) -> __m512 {
+    assert!(at + 4 <= N);
     let count = blocks.len().min(16);
     let mask = ((1u32 << count) - 1) as __mmask16;
-    let stride = Q8_0_BYTES as i32;
     let offsets = _mm512_mullo_epi32(
         _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-        _mm512_set1_epi32(stride),
+        _mm512_set1_epi32(N as i32),
     );
-    // SAFETY: each active lane reads the first 4 bytes of one of the first
-    // `count` blocks, all inside `blocks`; inactive lanes read nothing.
+    // SAFETY: each active lane reads bytes `at..at + 4` of one of the first
+    // `count` blocks, all inside `blocks` (`at + 4 <= N` checked above);
+    // inactive lanes read nothing.
     let bits = unsafe {
         _mm512_mask_i32gather_epi32::<1>(
             _mm512_setzero_si512(),
             mask,
             offsets,
-            blocks.as_ptr().cast(),
+            blocks.as_ptr().cast::<u8>().add(at).cast(),
         )
     };
     _mm512_cvtph_ps(_mm512_cvtepi32_epi16(bits))
 }
 
-/// Up to 16 activation block scales starting at `d[0]`, zero past the end.
+/// Up to 16 floats from `v[0]` on, zero past the end.
 #[target_feature(enable = "avx512f")]
 #[inline]
-fn act_scales16(d: &[f32]) -> __m512 {
-    let count = d.len().min(16);
+fn load_f32x16_masked(v: &[f32]) -> __m512 {
+    let count = v.len().min(16);
     let mask = ((1u32 << count) - 1) as __mmask16;
-    // SAFETY: the mask enables only the first `count` floats, all inside `d`.
-    unsafe { _mm512_maskz_loadu_ps(mask, d.as_ptr()) }
+    // SAFETY: the mask enables only the first `count` floats, all inside `v`.
+    unsafe { _mm512_maskz_loadu_ps(mask, v.as_ptr()) }
 }
 
 /// Activation blocks `b` and `b + 1` (or `b` and zeros when `!pair`).
@@ -129,64 +219,65 @@ fn load_act_pair(q: &[[i8; 32]], b: usize, pair: bool) -> __m512i {
     }
 }
 
-/// `R` Q8_0 rows against one activation row. The weights are made
-/// unsigned (`w + 128`) so that one `vpdpbusd` multiplies them by the signed
-/// activations; the `128·Σa` this adds is the same for every row and is
-/// taken off once per activation load. Each row keeps a vector accumulator
-/// that is reduced once at the end.
+/// `R` rows of format `F` (blocks of `N` bytes) against one activation row.
+/// The quants are taken as unsigned bytes (`q = w + offset`) so that one
+/// `vpdpbusd` multiplies them by the signed activations; the `offset·Σa`
+/// this adds is the same for every row, so it is computed once per
+/// activation load and starts each row's sum. Each row keeps a vector
+/// accumulator, scaled per block by a lane permutation of 16 gathered
+/// scales, and reduced once at the end.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn dot_q8_0_rows_impl<const R: usize, const TWO: bool>(
-    rows: [&[[u8; Q8_0_BYTES]]; R],
+fn dot_rows_impl<const F: u8, const N: usize, const R: usize, const TWO: bool>(
+    rows: [&[[u8; N]]; R],
     act: ActRow<'_>,
     out: &mut [f32],
 ) {
     let nb = act.d.len();
     let (aq, _) = act.qs.as_chunks::<32>();
     let (aq2, _) = act.qs2.as_chunks::<32>();
-    let bias = _mm512_set1_epi8(-128);
+    let offset = _mm512_set1_epi8(quant_offset(F));
     let zero = _mm512_setzero_si512();
+    let neg_corr = |a: __m512i| {
+        if quant_offset(F) == 0 {
+            zero
+        } else {
+            _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, a))
+        }
+    };
     let mut acc = [_mm512_setzero_ps(); R];
     for c0 in (0..nb).step_by(16) {
         let m = (nb - c0).min(16);
-        let ad = act_scales16(&act.d[c0..]);
+        let ad = load_f32x16_masked(&act.d[c0..]);
         let s: [__m512; R] =
-            std::array::from_fn(|r| _mm512_mul_ps(q8_0_scales16(&rows[r][c0..c0 + m]), ad));
+            std::array::from_fn(|r| _mm512_mul_ps(gather_f16x16(&rows[r][c0..c0 + m], 0), ad));
+        if has_min(F) {
+            let sums = load_f32x16_masked(&act.dsum[c0..]);
+            for (acc, row) in acc.iter_mut().zip(rows) {
+                *acc = _mm512_fmadd_ps(gather_f16x16(&row[c0..c0 + m], 2), sums, *acc);
+            }
+        }
         let mut lanes = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
         for j in (0..m).step_by(2) {
             let b = c0 + j;
             let pair = j + 1 < m;
             let a = load_act_pair(aq, b, pair);
-            let a2 = if TWO {
-                load_act_pair(aq2, b, pair)
+            let corr = neg_corr(a);
+            let (a2, corr2) = if TWO {
+                let a2 = load_act_pair(aq2, b, pair);
+                (a2, neg_corr(a2))
             } else {
-                zero
-            };
-            let neg_corr = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, a));
-            let neg_corr2 = if TWO {
-                _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, bias, a2))
-            } else {
-                zero
+                (zero, zero)
             };
             for r in 0..R {
-                let ahead = rows[r]
-                    .as_ptr()
-                    .wrapping_byte_add(PREFETCH_BYTES + b * Q8_0_BYTES);
+                let ahead = rows[r].as_ptr().wrapping_byte_add(PREFETCH_BYTES + b * N);
                 // A hint only: it never faults, whatever the address.
                 _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                let lo = q8_0_quants(&rows[r][b]);
-                let w = if pair {
-                    _mm512_inserti64x4::<1>(
-                        _mm512_castsi256_si512(lo),
-                        q8_0_quants(&rows[r][b + 1]),
-                    )
-                } else {
-                    _mm512_zextsi256_si512(lo)
-                };
-                let w = _mm512_xor_si512(w, bias);
-                let mut dot = _mm512_dpbusd_epi32(neg_corr, w, a);
+                let next = if pair { Some(&rows[r][b + 1]) } else { None };
+                let w = block_quants::<F, N>(&rows[r][b], next);
+                let mut dot = _mm512_dpbusd_epi32(corr, w, a);
                 if TWO {
                     dot = _mm512_dpbusd_epi32(_mm512_slli_epi32::<8>(dot), w, a2);
-                    dot = _mm512_add_epi32(dot, neg_corr2);
+                    dot = _mm512_add_epi32(dot, corr2);
                 }
                 let scale = _mm512_permutexvar_ps(lanes, s[r]);
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
@@ -199,42 +290,70 @@ fn dot_q8_0_rows_impl<const R: usize, const TWO: bool>(
     }
 }
 
-/// Q8_0 weights against one quantized activation row (AVX-512 VNNI): the
-/// one-row case of [`dot_q8_0_rows`], so both give the same result.
-pub(super) fn dot_q8_0(row: &[u8], act: ActRow<'_>) -> f32 {
-    let (blocks, _) = row.as_chunks::<Q8_0_BYTES>();
-    let mut out = [0.0];
-    run_q8_0_rows([blocks], act, &mut out);
-    out[0]
+fn run_rows<const F: u8, const N: usize, const R: usize>(
+    rows: [&[[u8; N]]; R],
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    if act.qs2.is_empty() {
+        // SAFETY: only called after AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI
+        // were detected (see `super::dot_q8_rows_kernel`).
+        unsafe { dot_rows_impl::<F, N, R, false>(rows, act, out) }
+    } else {
+        // SAFETY: as above.
+        unsafe { dot_rows_impl::<F, N, R, true>(rows, act, out) }
+    }
 }
 
-/// Consecutive Q8_0 rows (`out.len()` of `row_bytes` each, in `data`)
-/// against one quantized activation row (AVX-512 VNNI), four rows a step.
-pub(super) fn dot_q8_0_rows(data: &[u8], row_bytes: usize, act: ActRow<'_>, out: &mut [f32]) {
-    let nb = row_bytes / Q8_0_BYTES;
-    let (blocks, _) = data.as_chunks::<Q8_0_BYTES>();
-    let mut rows = blocks.chunks_exact(nb.max(1));
-    let groups = out.chunks_mut(Q8_0_ROWS);
-    for ys in groups {
-        if ys.len() == Q8_0_ROWS {
-            let four: [&[[u8; Q8_0_BYTES]]; Q8_0_ROWS] =
+/// Consecutive rows of format `F` (`out.len()` of `row_bytes` each, in
+/// `data`) against one quantized activation row, four rows a step.
+fn dot_rows<const F: u8, const N: usize>(
+    data: &[u8],
+    row_bytes: usize,
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    let (blocks, _) = data.as_chunks::<N>();
+    let mut rows = blocks.chunks_exact((row_bytes / N).max(1));
+    for ys in out.chunks_mut(KERNEL_ROWS) {
+        if ys.len() == KERNEL_ROWS {
+            let group: [&[[u8; N]]; KERNEL_ROWS] =
                 std::array::from_fn(|_| rows.next().unwrap_or(&[]));
-            run_q8_0_rows(four, act, ys);
+            run_rows::<F, N, KERNEL_ROWS>(group, act, ys);
         } else {
             for y in ys.chunks_mut(1) {
-                run_q8_0_rows([rows.next().unwrap_or(&[])], act, y);
+                run_rows::<F, N, 1>([rows.next().unwrap_or(&[])], act, y);
             }
         }
     }
 }
 
-fn run_q8_0_rows<const R: usize>(rows: [&[[u8; Q8_0_BYTES]]; R], act: ActRow<'_>, out: &mut [f32]) {
-    if act.qs2.is_empty() {
-        // SAFETY: only called after AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI
-        // were detected (see `super::dot_q8_rows_kernel`).
-        unsafe { dot_q8_0_rows_impl::<R, false>(rows, act, out) }
-    } else {
-        // SAFETY: as above.
-        unsafe { dot_q8_0_rows_impl::<R, true>(rows, act, out) }
-    }
+/// One row through [`dot_rows`]' one-row case, so both give the same result.
+fn dot_row<const F: u8, const N: usize>(row: &[u8], act: ActRow<'_>) -> f32 {
+    let (blocks, _) = row.as_chunks::<N>();
+    let mut out = [0.0];
+    run_rows::<F, N, 1>([blocks], act, &mut out);
+    out[0]
+}
+
+macro_rules! vnni_kernels {
+    ($($format:ident, $row:ident, $rows:ident;)*) => {$(
+        #[doc = concat!(stringify!($format), " weights against one quantized activation row (AVX-512 VNNI).")]
+        pub(super) fn $row(row: &[u8], act: ActRow<'_>) -> f32 {
+            dot_row::<{ format::$format }, { block_bytes(format::$format) }>(row, act)
+        }
+
+        #[doc = concat!("Consecutive ", stringify!($format), " rows against one quantized activation row (AVX-512 VNNI), four rows a step.")]
+        pub(super) fn $rows(data: &[u8], row_bytes: usize, act: ActRow<'_>, out: &mut [f32]) {
+            dot_rows::<{ format::$format }, { block_bytes(format::$format) }>(data, row_bytes, act, out);
+        }
+    )*};
+}
+
+vnni_kernels! {
+    Q4_0, dot_q4_0, dot_q4_0_rows;
+    Q4_1, dot_q4_1, dot_q4_1_rows;
+    Q5_0, dot_q5_0, dot_q5_0_rows;
+    Q5_1, dot_q5_1, dot_q5_1_rows;
+    Q8_0, dot_q8_0, dot_q8_0_rows;
 }

@@ -91,8 +91,18 @@ fn has_vnni() -> bool {
 /// or `None` when `ty` has none.
 pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && ty == GgmlType::Q8_0 && has_vnni() {
-        return Some(avx512::dot_q8_0);
+    if isa == Isa::Avx512 && has_vnni() {
+        let f: Option<DotQ8Fn> = match ty {
+            GgmlType::Q4_0 => Some(avx512::dot_q4_0),
+            GgmlType::Q4_1 => Some(avx512::dot_q4_1),
+            GgmlType::Q5_0 => Some(avx512::dot_q5_0),
+            GgmlType::Q5_1 => Some(avx512::dot_q5_1),
+            GgmlType::Q8_0 => Some(avx512::dot_q8_0),
+            _ => None,
+        };
+        if f.is_some() {
+            return f;
+        }
     }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
@@ -137,8 +147,15 @@ pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
 /// result does not depend on how many rows a call takes.
 pub(crate) fn dot_q8_rows_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8RowsFn> {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 && ty == GgmlType::Q8_0 && has_vnni() {
-        return Some(avx512::dot_q8_0_rows);
+    if isa == Isa::Avx512 && has_vnni() {
+        return match ty {
+            GgmlType::Q4_0 => Some(avx512::dot_q4_0_rows),
+            GgmlType::Q4_1 => Some(avx512::dot_q4_1_rows),
+            GgmlType::Q5_0 => Some(avx512::dot_q5_0_rows),
+            GgmlType::Q5_1 => Some(avx512::dot_q5_1_rows),
+            GgmlType::Q8_0 => Some(avx512::dot_q8_0_rows),
+            _ => None,
+        };
     }
     let _ = (ty, isa);
     None
