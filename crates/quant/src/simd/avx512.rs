@@ -357,3 +357,257 @@ vnni_kernels! {
     Q5_1, dot_q5_1, dot_q5_1_rows;
     Q8_0, dot_q8_0, dot_q8_0_rows;
 }
+
+/// Bytes of a Q4_K super-block: `d`, `dmin`, 12 bytes of packed 6-bit
+/// scales and minimums, 128 bytes of nibbles.
+const Q4_K_BYTES: usize = 144;
+/// Bytes of a Q6_K super-block: 128 bytes of low nibbles, 64 of high
+/// crumbs, 16 signed scales, `d`.
+const Q6_K_BYTES: usize = 210;
+
+/// An f16 field at byte `at` of `b`, as a float.
+fn f16_at<const N: usize>(b: &[u8; N], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The 64 bytes of `b` from `at` on.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn load_bytes64<const N: usize>(b: &[u8; N], at: usize) -> __m512i {
+    assert!(at + 64 <= N);
+    // SAFETY: bytes `at..at + 64` of `b` are readable (checked above).
+    unsafe { _mm512_loadu_si512(b.as_ptr().add(at).cast()) }
+}
+
+/// The 64 activation quants from `at` on.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn load_act64(q: &[i8], at: usize) -> __m512i {
+    let q: &[i8; 64] = q[at..at + 64].try_into().unwrap_or(&[0; 64]);
+    // SAFETY: `q` is 64 readable bytes; the load has no alignment requirement.
+    unsafe { _mm512_loadu_si512(q.as_ptr().cast()) }
+}
+
+/// The eight 6-bit scales (low 8 bytes) and minimums (high 8 bytes) of a
+/// Q4_K/Q5_K super-block from their 12 packed bytes, four at a time.
+fn k4_scales_mins(packed: &[u8]) -> [u8; 16] {
+    let word =
+        |i: usize| u32::from_le_bytes([packed[i], packed[i + 1], packed[i + 2], packed[i + 3]]);
+    let (a, b, c) = (word(0), word(4), word(8));
+    let sc_lo = a & 0x3F3F_3F3F;
+    let m_lo = b & 0x3F3F_3F3F;
+    let sc_hi = (c & 0x0F0F_0F0F) | ((a >> 2) & 0x3030_3030);
+    let m_hi = ((c >> 4) & 0x0F0F_0F0F) | ((b >> 2) & 0x3030_3030);
+    let mut out = [0u8; 16];
+    for (chunk, v) in out.chunks_exact_mut(4).zip([sc_lo, sc_hi, m_lo, m_hi]) {
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// `R` rows of Q4_K (`K6 = false`) or Q6_K (`K6 = true`) super-blocks of
+/// `N` bytes against one activation row, 64 values per integer product.
+/// Q4_K's minimums enter through the activation block sums; Q6_K's offset
+/// of 32 through a shared `32·Σa` as in [`dot_rows_impl`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn dot_k_rows_impl<const K6: bool, const N: usize, const R: usize, const TWO: bool>(
+    rows: [&[[u8; N]]; R],
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    let supers = act.d.len() / 8;
+    let zero = _mm512_setzero_si512();
+    let offset = _mm512_set1_epi8(32);
+    let nibble = _mm512_set1_epi8(0x0F);
+    let neg_corr = |a: __m512i| {
+        if K6 {
+            _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, a))
+        } else {
+            zero
+        }
+    };
+    let mut acc = [_mm512_setzero_ps(); R];
+    for sb in 0..supers {
+        let ad = load_f32x16_masked(&act.d[8 * sb..8 * sb + 8]);
+        // Lane `i` of each row's scale vector scales the products of its
+        // `i`-th group: 32 values for Q4_K, 16 for Q6_K.
+        let s: [__m512; R] = std::array::from_fn(|r| {
+            let b = &rows[r][sb];
+            if K6 {
+                let sc: &[u8; 16] = b[192..208].try_into().unwrap_or(&[0; 16]);
+                let sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load_bytes16(sc, 0)));
+                let ad16 = _mm512_permutexvar_ps(
+                    _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0),
+                    ad,
+                );
+                _mm512_mul_ps(_mm512_mul_ps(sc, ad16), _mm512_set1_ps(f16_at(b, 208)))
+            } else {
+                let sm = k4_scales_mins(&b[4..16]);
+                let v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(load_bytes16(&sm, 0)));
+                let sc = _mm512_mul_ps(v, _mm512_set1_ps(f16_at(b, 0)));
+                let mins = _mm512_mul_ps(
+                    _mm512_shuffle_f32x4::<0b01_00_11_10>(v, v),
+                    _mm512_set1_ps(-f16_at(b, 2)),
+                );
+                let sums = load_f32x16_masked(&act.dsum[8 * sb..8 * sb + 8]);
+                acc[r] = _mm512_fmadd_ps(mins, sums, acc[r]);
+                _mm512_mul_ps(sc, ad)
+            }
+        });
+        for z in 0..4 {
+            let at = 256 * sb + 64 * z;
+            let a = load_act64(act.qs, at);
+            let corr = neg_corr(a);
+            let (a2, corr2) = if TWO {
+                let a2 = load_act64(act.qs2, at);
+                (a2, neg_corr(a2))
+            } else {
+                (zero, zero)
+            };
+            let lanes = if K6 {
+                let k = 4 * z as i32;
+                _mm512_set_epi32(
+                    k + 3,
+                    k + 3,
+                    k + 3,
+                    k + 3,
+                    k + 2,
+                    k + 2,
+                    k + 2,
+                    k + 2,
+                    k + 1,
+                    k + 1,
+                    k + 1,
+                    k + 1,
+                    k,
+                    k,
+                    k,
+                    k,
+                )
+            } else {
+                let k = 2 * z as i32;
+                _mm512_set_epi32(
+                    k + 1,
+                    k + 1,
+                    k + 1,
+                    k + 1,
+                    k + 1,
+                    k + 1,
+                    k + 1,
+                    k + 1,
+                    k,
+                    k,
+                    k,
+                    k,
+                    k,
+                    k,
+                    k,
+                    k,
+                )
+            };
+            for r in 0..R {
+                let b = &rows[r][sb];
+                let ahead = rows[r]
+                    .as_ptr()
+                    .wrapping_byte_add(PREFETCH_BYTES + sb * N + 64 * z);
+                // A hint only: it never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                let w = if K6 {
+                    // Half `z / 2`: nibbles of 64 low bytes, crumbs of 32 high bytes.
+                    let low = load_bytes64(b, 64 * (z / 2));
+                    let qh = load_bytes32(b, 128 + 32 * (z / 2));
+                    let high = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(qh),
+                        _mm256_srli_epi16::<2>(qh),
+                    );
+                    let (low, high) = if z % 2 == 0 {
+                        (low, high)
+                    } else {
+                        (_mm512_srli_epi16::<4>(low), _mm512_srli_epi16::<4>(high))
+                    };
+                    let high = _mm512_and_si512(high, _mm512_set1_epi8(3));
+                    _mm512_or_si512(_mm512_and_si512(low, nibble), _mm512_slli_epi16::<4>(high))
+                } else {
+                    let q = load_bytes32(b, 16 + 32 * z);
+                    let both = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(q),
+                        _mm256_srli_epi16::<4>(q),
+                    );
+                    _mm512_and_si512(both, nibble)
+                };
+                let mut dot = _mm512_dpbusd_epi32(corr, w, a);
+                if TWO {
+                    dot = _mm512_dpbusd_epi32(_mm512_slli_epi32::<8>(dot), w, a2);
+                    dot = _mm512_add_epi32(dot, corr2);
+                }
+                let scale = _mm512_permutexvar_ps(lanes, s[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
+            }
+        }
+    }
+    for (y, acc) in out.iter_mut().zip(acc) {
+        *y = _mm512_reduce_add_ps(acc);
+    }
+}
+
+fn run_k_rows<const K6: bool, const N: usize, const R: usize>(
+    rows: [&[[u8; N]]; R],
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    if act.qs2.is_empty() {
+        // SAFETY: only called after AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI
+        // were detected (see `super::dot_q8_rows_kernel`).
+        unsafe { dot_k_rows_impl::<K6, N, R, false>(rows, act, out) }
+    } else {
+        // SAFETY: as above.
+        unsafe { dot_k_rows_impl::<K6, N, R, true>(rows, act, out) }
+    }
+}
+
+fn dot_k_rows<const K6: bool, const N: usize>(
+    data: &[u8],
+    row_bytes: usize,
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    let (blocks, _) = data.as_chunks::<N>();
+    let mut rows = blocks.chunks_exact((row_bytes / N).max(1));
+    for ys in out.chunks_mut(KERNEL_ROWS) {
+        if ys.len() == KERNEL_ROWS {
+            let group: [&[[u8; N]]; KERNEL_ROWS] =
+                std::array::from_fn(|_| rows.next().unwrap_or(&[]));
+            run_k_rows::<K6, N, KERNEL_ROWS>(group, act, ys);
+        } else {
+            for y in ys.chunks_mut(1) {
+                run_k_rows::<K6, N, 1>([rows.next().unwrap_or(&[])], act, y);
+            }
+        }
+    }
+}
+
+/// Q4_K weights against one quantized activation row (AVX-512 VNNI).
+pub(super) fn dot_q4_k(row: &[u8], act: ActRow<'_>) -> f32 {
+    let (blocks, _) = row.as_chunks::<Q4_K_BYTES>();
+    let mut out = [0.0];
+    run_k_rows::<false, Q4_K_BYTES, 1>([blocks], act, &mut out);
+    out[0]
+}
+
+/// Consecutive Q4_K rows against one quantized activation row (AVX-512 VNNI).
+pub(super) fn dot_q4_k_rows(data: &[u8], row_bytes: usize, act: ActRow<'_>, out: &mut [f32]) {
+    dot_k_rows::<false, Q4_K_BYTES>(data, row_bytes, act, out);
+}
+
+/// Q6_K weights against one quantized activation row (AVX-512 VNNI).
+pub(super) fn dot_q6_k(row: &[u8], act: ActRow<'_>) -> f32 {
+    let (blocks, _) = row.as_chunks::<Q6_K_BYTES>();
+    let mut out = [0.0];
+    run_k_rows::<true, Q6_K_BYTES, 1>([blocks], act, &mut out);
+    out[0]
+}
+
+/// Consecutive Q6_K rows against one quantized activation row (AVX-512 VNNI).
+pub(super) fn dot_q6_k_rows(data: &[u8], row_bytes: usize, act: ActRow<'_>, out: &mut [f32]) {
+    dot_k_rows::<true, Q6_K_BYTES>(data, row_bytes, act, out);
+}

@@ -98,6 +98,8 @@ pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
             GgmlType::Q5_0 => Some(avx512::dot_q5_0),
             GgmlType::Q5_1 => Some(avx512::dot_q5_1),
             GgmlType::Q8_0 => Some(avx512::dot_q8_0),
+            GgmlType::Q4K => Some(avx512::dot_q4_k),
+            GgmlType::Q6K => Some(avx512::dot_q6_k),
             _ => None,
         };
         if f.is_some() {
@@ -154,6 +156,8 @@ pub(crate) fn dot_q8_rows_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8RowsFn> 
             GgmlType::Q5_0 => Some(avx512::dot_q5_0_rows),
             GgmlType::Q5_1 => Some(avx512::dot_q5_1_rows),
             GgmlType::Q8_0 => Some(avx512::dot_q8_0_rows),
+            GgmlType::Q4K => Some(avx512::dot_q4_k_rows),
+            GgmlType::Q6K => Some(avx512::dot_q6_k_rows),
             _ => None,
         };
     }
