@@ -2,14 +2,19 @@
 //! for measuring speed where the real file cannot go.
 //!
 //! `synth_model spec REAL.gguf SPEC.gguf` keeps only the architecture metadata and the list
-//! of tensors (a few KiB); `synth_model write SPEC.gguf OUT.gguf` writes the full-size model
-//! (`tokenizer.ggml.model = "no_vocab"`).
+//! of tensors (a few KiB); `synth_model spec-vocab REAL.gguf SPEC.gguf` keeps the tokenizer
+//! too (about 2 MiB for a 50k vocabulary), for runs that need text in and out, such as a
+//! server under load. `synth_model write SPEC.gguf OUT.gguf` writes the full-size model, with
+//! the spec's tokenizer or, without one, `tokenizer.ggml.model = "no_vocab"`.
 use ferrolm_gguf::keys::general;
 use ferrolm_gguf::{GgmlType, GgufFile, GgufWriter, OwnedMetadataValue};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let (mode, input, output) = (&args[1], &args[2], &args[3]);
+    let [_, mode, input, output] = args.as_slice() else {
+        return Err("usage: synth_model spec|spec-vocab|write IN.gguf OUT.gguf".into());
+    };
+    let keep_vocab = mode == "spec-vocab" || mode == "write";
     let file = GgufFile::open(input)?;
     let gguf = file.gguf()?;
     let arch = gguf.architecture()?;
@@ -18,11 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if key.starts_with(&format!("{arch}."))
             || *key == general::ARCHITECTURE
             || key.starts_with("synth.")
+            || (keep_vocab && key.starts_with("tokenizer."))
         {
             w.add_metadata(key, OwnedMetadataValue::from(value));
         }
     }
-    if mode == "spec" {
+    if mode.starts_with("spec") {
         for (i, t) in gguf.tensors().iter().enumerate() {
             let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
             w.add_metadata(&format!("synth.{i}.name"), t.name);
@@ -31,7 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         w.add_metadata("synth.count", gguf.tensors().len() as u32);
     } else {
-        w.add_metadata("tokenizer.ggml.model", "no_vocab");
+        if gguf.get_str("tokenizer.ggml.model").is_err() {
+            w.add_metadata("tokenizer.ggml.model", "no_vocab");
+        }
         let n = gguf.get_u32("synth.count")? as usize;
         for i in 0..n {
             let name = gguf.get_str(&format!("synth.{i}.name"))?;

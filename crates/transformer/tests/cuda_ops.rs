@@ -288,7 +288,8 @@ fn check_matvec(dev: &CudaDevice, ty: WeightType, rows: usize, cols: usize, seed
 fn matvec_matches_reference_for_every_type_and_awkward_shapes() {
     let Some(dev) = device() else { return };
     // Shapes: one partial window, several windows with a partial last one, rows that do not
-    // fill the last block of warps, and rows whose byte length is not a multiple of 16.
+    // fill the last block of warps, rows whose byte length is not a multiple of 16, and more
+    // rows than the GPU runs at once.
     for (i, ty) in WeightType::ALL.into_iter().enumerate() {
         let seed = 100 + i as u64;
         if ty.block_elems() == 32 {
@@ -300,6 +301,8 @@ fn matvec_matches_reference_for_every_type_and_awkward_shapes() {
             check_matvec(dev, ty, 130, 256 * 19, seed + 10);
         }
         check_matvec(dev, ty, 256, 4096, seed + 30);
+        // A grid of thousands of blocks, more than the GPU holds at once.
+        check_matvec(dev, ty, 20_011, 512, seed + 40);
     }
 }
 

@@ -77,6 +77,11 @@ impl StepGraph {
     pub fn is_empty(&self) -> bool {
         self.launches.is_empty()
     }
+
+    /// Queues one replay of the whole step.
+    pub fn launch(&self) -> Result<(), CudaError> {
+        self.graph.launch()
+    }
 }
 
 /// What [`CudaDevice::end_step`] did.

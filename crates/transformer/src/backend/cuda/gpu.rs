@@ -175,6 +175,19 @@ impl CudaBackend {
         self.shared().graph.as_ref().map(StepGraph::len)
     }
 
+    /// GPU time of one replay of the step graph in microseconds (median of `reps` after two
+    /// warm-up replays), without the host's share of a step; `None` before a graph is built.
+    /// A replay recomputes the last single-token step (same token, same position, the same
+    /// cache slot written with the same values), so it changes no state.
+    pub fn time_step_graph(&self, reps: usize) -> Result<Option<f64>> {
+        let sh = self.shared();
+        let Some(graph) = sh.graph.as_ref() else {
+            return Ok(None);
+        };
+        let (median_us, _) = crate::cuda::time_op(&self.dev, reps, || graph.launch())?;
+        Ok(Some(median_us))
+    }
+
     fn shared(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -42,6 +42,11 @@ impl CudaBackend {
     pub fn memory_in_use(&self) -> Result<usize> {
         match self.never {}
     }
+
+    /// GPU time of one replay of the step graph (never reached in this build).
+    pub fn time_step_graph(&self, _reps: usize) -> Result<Option<f64>> {
+        match self.never {}
+    }
 }
 
 impl<'w> Backend<'w> for CudaBackend {
