@@ -1,5 +1,6 @@
 //! Kernels chosen at run time for the CPU found: AVX2 + FMA + F16C on
-//! x86-64 when present, else the portable scalar code of [`crate::dot::reference`].
+//! x86-64 when present (AVX-512 where it pays), else the portable scalar
+//! code of [`crate::dot::reference`].
 //!
 //! All `unsafe` of the crate's arithmetic lives below this module: loads
 //! and stores through pointers derived from fixed-size array references, and
@@ -34,7 +35,8 @@ pub(crate) enum Isa {
     /// x86-64 with AVX2, FMA and F16C.
     Avx2,
     /// [`Isa::Avx2`] plus AVX-512F, used where the wider registers pay (f32
-    /// tiles, and Q8_0 integer dots where AVX-512 VNNI is present too).
+    /// tiles, and the integer dots of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and
+    /// Q6_K where AVX-512 VNNI is present too).
     Avx512,
 }
 
