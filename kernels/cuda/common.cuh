@@ -143,17 +143,16 @@ __device__ __forceinline__ void matvec_load_window(const u8* __restrict__ w, siz
     }
 }
 
+// The calling warp computes row `row` of W (of `nrows`); see matvec_impl.
 template <class T>
-__device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* __restrict__ xq,
-                                            const float2* __restrict__ xds, const float* residual,
-                                            float* y, float* add_to, int nrows, int ncols) {
+__device__ __forceinline__ void matvec_row(const u8* __restrict__ w, const i8* __restrict__ xq,
+                                           const float2* __restrict__ xds, const float* residual,
+                                           float* y, float* add_to, int row, int nrows, int ncols) {
     typedef MatvecWindow<T> Win;
     __shared__ __align__(16) uint4 stage[MV_WARPS][Win::WORDS_PER_LANE * WARP_SIZE];
 
     const int warp = threadIdx.x / WARP_SIZE;
     const int lane = threadIdx.x % WARP_SIZE;
-    const int row = blockIdx.x * MV_WARPS + warp;
-    if (row >= nrows) return;  // whole warps leave; only warp-level barriers follow
 
     // blockIdx.y picks one of several input vectors (a small batch), each with its own output.
     const size_t vec = blockIdx.y;
@@ -211,6 +210,38 @@ __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* 
     }
 }
 
+template <class T>
+__device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* __restrict__ xq,
+                                            const float2* __restrict__ xds, const float* residual,
+                                            float* y, float* add_to, int nrows, int ncols) {
+    const int row = blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE;
+    if (row >= nrows) return;  // whole warps leave; only warp-level barriers follow
+    matvec_row<T>(w, xq, xds, residual, y, add_to, row, nrows, ncols);
+}
+
+// Up to three products that share their input (a layer's query, key and value projections, or
+// its gate and up projections) in one launch: y_m = W_m · x. The rows of the three matrices are
+// numbered one after another and each warp takes one, so the launch costs what one matvec over
+// rows0 + rows1 + rows2 rows costs. All matrices have the same type and `ncols` columns.
+template <class T>
+__device__ __forceinline__ void matvec3_impl(const u8* __restrict__ w0, const u8* __restrict__ w1,
+                                             const u8* __restrict__ w2, const i8* __restrict__ xq,
+                                             const float2* __restrict__ xds, float* y0, float* y1,
+                                             float* y2, int rows0, int rows1, int rows2, int ncols) {
+    int row = blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE;
+    if (row < rows0) {
+        matvec_row<T>(w0, xq, xds, nullptr, y0, nullptr, row, rows0, ncols);
+        return;
+    }
+    row -= rows0;
+    if (row < rows1) {
+        matvec_row<T>(w1, xq, xds, nullptr, y1, nullptr, row, rows1, ncols);
+        return;
+    }
+    row -= rows1;
+    if (row < rows2) matvec_row<T>(w2, xq, xds, nullptr, y2, nullptr, row, rows2, ncols);
+}
+
 // Stores the 32 values of one item (64-byte aligned in f16, 128 in f32) with 16-byte stores:
 // a thread's 32 scalar stores at a 64-byte stride from its neighbours touched one sector per lane
 // per instruction; four or eight wide stores fill the same bytes in far fewer transactions.
@@ -264,6 +295,12 @@ __device__ __forceinline__ void get_rows_impl(const u8* __restrict__ w, const i3
         matvec_##name(const u8* __restrict__ w, const i8* __restrict__ xq, const float2* __restrict__ xds, \
                       const float* residual, float* y, float* add_to, int nrows, int ncols) {         \
         matvec_impl<T>(w, xq, xds, residual, y, add_to, nrows, ncols);                                \
+    }                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                          \
+        matvec3_##name(const u8* __restrict__ w0, const u8* __restrict__ w1, const u8* __restrict__ w2, \
+                       const i8* __restrict__ xq, const float2* __restrict__ xds, float* y0, float* y1, \
+                       float* y2, int rows0, int rows1, int rows2, int ncols) {                      \
+        matvec3_impl<T>(w0, w1, w2, xq, xds, y0, y1, y2, rows0, rows1, rows2, ncols);                 \
     }                                                                                                 \
     extern "C" __global__ void get_rows_##name##_f32(const u8* __restrict__ w, const i32* __restrict__ ids, \
                                                       int row0, float* __restrict__ out, int nrows,     \

@@ -70,6 +70,7 @@ macro_rules! quant_module {
             source: include_str!(concat!("../cuda/", $name, ".cu")),
             kernels: &[
                 concat!("matvec_", $name),
+                concat!("matvec3_", $name),
                 concat!("get_rows_", $name, "_f32"),
                 concat!("get_rows_", $name, "_f16"),
             ],

@@ -262,3 +262,77 @@ fn matvec_add_writes_the_product_and_adds_it_to_the_residual() {
         );
     }
 }
+
+#[test]
+fn matvec_many_equals_one_matvec_per_matrix() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng(15);
+    let cols = 640usize;
+    // Row counts that do not fill a block of warps, so a block straddles two matrices.
+    let shapes = [vec![301usize, 97, 97], vec![150, 403]];
+    for ty in [WeightType::Q4_1, WeightType::Q5_0, WeightType::Q8_0] {
+        for rows in &shapes {
+            for n_vec in [1usize, 3] {
+                let rb = ty.row_bytes(cols).unwrap();
+                let mats: Vec<QuantMatrix> = rows
+                    .iter()
+                    .map(|&r| {
+                        let mut bytes: Vec<u8> = (0..r * rb)
+                            .map(|_| ((rng.f32() + 1.0) * 127.9) as u8)
+                            .collect();
+                        for b in bytes.chunks_exact_mut(ty.block_bytes()) {
+                            b[0..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+                            if ty == WeightType::Q4_1 {
+                                b[2..4].copy_from_slice(&f16::from_f32(-0.05).to_le_bytes());
+                            }
+                        }
+                        QuantMatrix::upload(dev, ty, r, cols, &bytes).unwrap()
+                    })
+                    .collect();
+                let x = rng.vec(n_vec * cols, 1.0);
+                let mut act = Q8Activations::new(dev, n_vec * cols).unwrap();
+                dev.quantize_q8(&upload(dev, &x), &mut act).unwrap();
+                let mut fused: Vec<CudaSlice<f32>> = rows
+                    .iter()
+                    .map(|&r| upload(dev, &vec![f32::NAN; n_vec * r]))
+                    .collect();
+                let refs: Vec<&QuantMatrix> = mats.iter().collect();
+                let mut outs: Vec<&mut CudaSlice<f32>> = fused.iter_mut().collect();
+                dev.matvec_many(&refs, &act, n_vec, &mut outs).unwrap();
+                for (m, (w, got)) in mats.iter().zip(&fused).enumerate() {
+                    let mut want = upload(dev, &vec![f32::NAN; n_vec * w.rows()]);
+                    dev.matvec_batch(w, &act, n_vec, &mut want, false).unwrap();
+                    let (got, want) = (download(dev, got), download(dev, &want));
+                    assert!(
+                        got.iter().all(|v| v.is_finite()),
+                        "{ty:?} matrix {m}: unwritten output"
+                    );
+                    assert_eq!(got, want, "{ty:?} rows {rows:?} matrix {m} n_vec {n_vec}");
+                }
+            }
+        }
+        // Matrices of different widths are refused rather than misread.
+        let other = QuantMatrix::upload(
+            dev,
+            ty,
+            4,
+            cols * 2,
+            &vec![0u8; 4 * ty.row_bytes(cols * 2).unwrap()],
+        )
+        .unwrap();
+        let first = QuantMatrix::upload(
+            dev,
+            ty,
+            4,
+            cols,
+            &vec![0u8; 4 * ty.row_bytes(cols).unwrap()],
+        )
+        .unwrap();
+        let act = Q8Activations::new(dev, 2 * cols).unwrap();
+        let (mut a, mut b) = (upload(dev, &[0.0f32; 4]), upload(dev, &[0.0f32; 4]));
+        assert!(
+            dev.matvec_many(&[&first, &other], &act, 1, &mut [&mut a, &mut b])
+                .is_err()
+        );
+    }
+}

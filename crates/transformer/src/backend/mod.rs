@@ -199,6 +199,20 @@ pub trait Backend<'w>: Sync {
         self.glu(gate, up, act)?;
         self.prepare(gate, prepared)
     }
+    /// `outs[m] = x · ws[m]ᵀ` for matrices that share their input (a layer's query, key and
+    /// value projections; its gate and up projections): [`Backend::matmul`] on each, which a
+    /// backend may run as one pass.
+    fn matmul_many(
+        &self,
+        ws: &[&Self::Matrix],
+        x: &Self::Prepared,
+        outs: &mut [&mut Self::Buffer],
+    ) -> Result<()> {
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            self.matmul(w, x, out)?;
+        }
+        Ok(())
+    }
     /// `out = x · Wᵀ`, then `residual += out`: a sub-layer's output projection and the residual
     /// connection ([`Backend::matmul`] and [`Backend::add`], which a backend may fuse).
     fn matmul_add(

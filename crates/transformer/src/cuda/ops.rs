@@ -2,7 +2,7 @@
 //! kernel's shape contract and then queues the launch on the device's stream.
 #![allow(unsafe_code)]
 
-use cudarc::driver::{CudaStream, DevicePtr, DevicePtrMut, LaunchConfig};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig};
 
 use super::attention::ATT_WARPS;
 use super::launch::{Arg, gemm_f16_f32, launch};
@@ -213,6 +213,74 @@ impl CudaDevice {
         let add_to = ptr_mut(add_to, self.stream());
         // SAFETY: check_matvec and the line above compared every buffer with the launch's shapes.
         unsafe { self.matvec_raw(&MatvecLaunch { add_to, ..m }) }
+    }
+
+    /// `ys[m][v] = ws[m] · x[v]` for two or three matrices of one type and width that share
+    /// their input (a layer's query, key and value projections; its gate and up projections),
+    /// in one launch, for `n_vec` vectors as in [`CudaDevice::matvec_batch`].
+    pub fn matvec_many(
+        &self,
+        ws: &[&QuantMatrix],
+        x: &Q8Activations,
+        n_vec: usize,
+        ys: &mut [&mut CudaSlice<f32>],
+    ) -> Result<(), CudaError> {
+        let unsupported = |what: String| CudaError::Unsupported {
+            op: "matvec_many",
+            what,
+        };
+        let Some(first) = ws.first() else {
+            return Err(unsupported("no matrices".into()));
+        };
+        if ws.len() > 3 || ws.len() != ys.len() {
+            return Err(unsupported(format!(
+                "{} matrices and {} outputs (at most three of each, as many outputs as matrices)",
+                ws.len(),
+                ys.len()
+            )));
+        }
+        if ws
+            .iter()
+            .any(|w| w.weight_type() != first.weight_type() || w.cols() != first.cols())
+        {
+            return Err(unsupported("matrices of different types or widths".into()));
+        }
+        if n_vec == 0 || n_vec > 65_535 {
+            return Err(unsupported(format!("{n_vec} input vectors in one launch")));
+        }
+        need("matvec", "x", n_vec * first.cols(), x.len())?;
+        let s = self.stream();
+        let mut w_ptrs = [0u64; 3];
+        let mut y_ptrs = [0u64; 3];
+        let mut rows = [0usize; 3];
+        for (m, (w, y)) in ws.iter().zip(ys.iter_mut()).enumerate() {
+            need("matvec", "y", n_vec * w.rows(), y.len())?;
+            w_ptrs[m] = ptr(w.data(), s);
+            y_ptrs[m] = ptr_mut(*y, s);
+            rows[m] = w.rows();
+        }
+        let args = [
+            Arg::Ptr(w_ptrs[0]),
+            Arg::Ptr(w_ptrs[1]),
+            Arg::Ptr(w_ptrs[2]),
+            Arg::Ptr(ptr(&x.q, s)),
+            Arg::Ptr(ptr(&x.ds, s)),
+            Arg::Ptr(y_ptrs[0]),
+            Arg::Ptr(y_ptrs[1]),
+            Arg::Ptr(y_ptrs[2]),
+            Arg::I32(dim("matvec", "rows", rows[0])?),
+            Arg::I32(dim("matvec", "rows", rows[1])?),
+            Arg::I32(dim("matvec", "rows", rows[2])?),
+            Arg::I32(dim("matvec", "cols", first.cols())?),
+        ];
+        let blocks = grid_for(rows.iter().sum(), MATVEC_WARPS as u32)?;
+        #[allow(clippy::cast_possible_truncation)] // n_vec <= 65535, checked above
+        let grid = (blocks, n_vec as u32, 1);
+        self.run(
+            first.weight_type().matvec3_kernel(),
+            cfg(grid, (MATVEC_WARPS * 32) as u32),
+            &args,
+        )
     }
 
     fn check_matvec(

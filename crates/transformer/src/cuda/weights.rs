@@ -89,6 +89,18 @@ impl WeightType {
         }
     }
 
+    /// The decode kernel of this type for up to three matrices that share their input.
+    pub const fn matvec3_kernel(self) -> &'static str {
+        match self {
+            Self::Q4_0 => "matvec3_q4_0",
+            Self::Q4_1 => "matvec3_q4_1",
+            Self::Q5_0 => "matvec3_q5_0",
+            Self::Q8_0 => "matvec3_q8_0",
+            Self::Q4K => "matvec3_q4_k",
+            Self::Q6K => "matvec3_q6_k",
+        }
+    }
+
     /// The dequantization kernel of this type, to f32 or to f16.
     pub const fn get_rows_kernel(self, f16: bool) -> &'static str {
         match (self, f16) {

@@ -83,9 +83,11 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
     for (il, (layer, lc)) in w.layers.iter().zip(&c.layers).take(n_layers).enumerate() {
         // Attention.
         b.rms_norm_prepare(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn, &mut s.xn_in)?;
-        b.matmul(&layer.wq, &s.xn_in, &mut s.q)?;
-        b.matmul(&layer.wk, &s.xn_in, &mut s.k)?;
-        b.matmul(&layer.wv, &s.xn_in, &mut s.v)?;
+        b.matmul_many(
+            &[&layer.wq, &layer.wk, &layer.wv],
+            &s.xn_in,
+            &mut [&mut s.q, &mut s.k, &mut s.v],
+        )?;
         b.rope_qk(&mut s.q, &mut s.k, c.head_dim, batch.positions, &lc.rope)?;
         let params = AttentionParams {
             n_head: c.n_head,
@@ -100,8 +102,11 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
 
         // Feed-forward.
         b.rms_norm_prepare(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.xn, &mut s.xn_in)?;
-        b.matmul(&layer.w_gate, &s.xn_in, &mut s.gate)?;
-        b.matmul(&layer.w_up, &s.xn_in, &mut s.up)?;
+        b.matmul_many(
+            &[&layer.w_gate, &layer.w_up],
+            &s.xn_in,
+            &mut [&mut s.gate, &mut s.up],
+        )?;
         b.glu_prepare(&mut s.gate, &s.up, Glu::Silu, &mut s.ffn_in)?;
         b.matmul_add(&layer.w_down, &s.ffn_in, &mut s.proj, &mut s.x)?;
     }

@@ -470,6 +470,53 @@ impl<'w> Backend<'w> for CudaBackend {
         }
     }
 
+    fn matmul_many(
+        &self,
+        ws: &[&Self::Matrix],
+        x: &Self::Prepared,
+        outs: &mut [&mut Self::Buffer],
+    ) -> Result<()> {
+        check("matmul_many", "outputs", ws.len(), outs.len())?;
+        // Decode-sized batches take one launch per run of neighbouring matrices of one type
+        // (Q4_K_M's query and key, then its Q6_K value); a prompt's tensor-core products run
+        // product by product.
+        let Some(q8) = x.q8.as_ref().filter(|_| matches!(x.form, Form::Q8)) else {
+            for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                self.matmul(w, x, out)?;
+            }
+            return Ok(());
+        };
+        let mut i = 0;
+        while i < ws.len() {
+            let same =
+                |w: &&QuantMatrix| w.weight_type() == ws[i].weight_type() && w.cols() == x.cols;
+            let run = ws[i..]
+                .iter()
+                .take(3)
+                .take_while(|w| same(w))
+                .count()
+                .max(1);
+            let (run_ws, run_outs) = (&ws[i..i + run], &mut outs[i..i + run]);
+            for (w, out) in run_ws.iter().zip(run_outs.iter()) {
+                check("matmul", "output width", w.rows(), out.cols)?;
+                check("matmul", "output rows", x.rows, out.rows)?;
+            }
+            match run_outs {
+                [a, b] => {
+                    let ys = &mut [&mut a.data, &mut b.data];
+                    self.dev.matvec_many(run_ws, q8, x.rows, ys)?;
+                }
+                [a, b, c] => {
+                    let ys = &mut [&mut a.data, &mut b.data, &mut c.data];
+                    self.dev.matvec_many(run_ws, q8, x.rows, ys)?;
+                }
+                _ => self.matmul(run_ws[0], x, run_outs[0])?,
+            }
+            i += run;
+        }
+        Ok(())
+    }
+
     fn rope(
         &self,
         x: &mut Self::Buffer,
