@@ -277,6 +277,10 @@ fn dot_rows_impl<const F: u8, const N: usize, const R: usize, const TWO: bool>(
                 let ahead = rows[r].as_ptr().wrapping_byte_add(PREFETCH_BYTES + b * N);
                 // A hint only: it never faults, whatever the address.
                 _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                if 2 * N > 64 {
+                    // A pair of Q8_0 blocks is longer than a cache line.
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_byte_add(64).cast());
+                }
                 let next = if pair { Some(&rows[r][b + 1]) } else { None };
                 let w = block_quants::<F, N>(&rows[r][b], next);
                 let mut dot = _mm512_dpbusd_epi32(corr, w, a);
@@ -371,8 +375,11 @@ const Q4_K_BYTES: usize = 144;
 const Q6_K_BYTES: usize = 210;
 
 /// An f16 field at byte `at` of `b`, as a float.
+#[target_feature(enable = "f16c")]
+#[inline]
 fn f16_at<const N: usize>(b: &[u8; N], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+    let bits = u16::from_le_bytes([b[at], b[at + 1]]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
 /// The 64 bytes of `b` from `at` on.

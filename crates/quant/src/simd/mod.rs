@@ -168,7 +168,7 @@ pub(crate) fn dot_q8_rows_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8RowsFn> 
 }
 
 /// The f32-activation dot product for a float weight type, or `None` for
-/// quantized types (those go through [`dequant_kernel`]).
+/// quantized types (those go through a [`Dequantizer`]).
 pub(crate) fn dot_f32_kernel(ty: GgmlType, isa: Isa) -> Option<DotF32Fn> {
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
