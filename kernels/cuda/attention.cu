@@ -158,27 +158,32 @@ ATTN_SPLIT_KERNEL(256, 8, 4)
 ATTN_SPLIT_KERNEL(256, 8, 8)
 
 // Merges the partials of each (query, head): out = sum_p e^(m_p - M) acc_p / sum_p e^(m_p - M) l_p.
-// One block per (head, query), one thread per dimension.
+// One block per (head, query), one thread per dimension (blockDim.x = head_dim, a multiple of
+// 32). With xq given, out is also quantized for the output projection as quantize_q8 would
+// (every group of 32 lies inside one head), which saves that launch.
 extern "C" __global__ void attn_combine(const float* __restrict__ part_acc, const float2* __restrict__ part_ml,
-                                        float* __restrict__ out, int n_heads, int head_dim, int nparts) {
+                                        float* __restrict__ out, i8* __restrict__ xq,
+                                        float2* __restrict__ xds, int n_heads, int head_dim, int nparts) {
     const int h = blockIdx.x;
     const int qi = blockIdx.y;
+    const int d = threadIdx.x;
     const size_t base = ((size_t)qi * n_heads + h) * nparts;
     float mx = -INFINITY;
     for (int p = 0; p < nparts; ++p) mx = fmaxf(mx, part_ml[base + p].x);
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-        float num = 0.0f;
-        float den = 0.0f;
-        if (mx > -INFINITY) {
-            for (int p = 0; p < nparts; ++p) {
-                const float2 ml = part_ml[base + p];
-                if (ml.y > 0.0f) {
-                    const float w = expf(ml.x - mx);
-                    num += w * part_acc[(base + p) * head_dim + d];
-                    den += w * ml.y;
-                }
+    float num = 0.0f;
+    float den = 0.0f;
+    if (mx > -INFINITY) {
+        for (int p = 0; p < nparts; ++p) {
+            const float2 ml = part_ml[base + p];
+            if (ml.y > 0.0f) {
+                const float w = expf(ml.x - mx);
+                num += w * part_acc[(base + p) * head_dim + d];
+                den += w * ml.y;
             }
         }
-        out[((size_t)qi * n_heads + h) * head_dim + d] = den > 0.0f ? num / den : 0.0f;
     }
+    const float v = den > 0.0f ? num / den : 0.0f;
+    const size_t i = ((size_t)qi * n_heads + h) * head_dim + d;
+    out[i] = v;
+    if (xq) quantize_group(v, d % WARP_SIZE, xq + (i - d % WARP_SIZE), xds + i / WARP_SIZE);
 }

@@ -4,12 +4,16 @@
 // computes exactly what its two unfused kernels compute.
 #include "common.cuh"
 
-// y = x / sqrt(mean(x^2) + eps) * w for each of the gridDim.x rows of n (a multiple of 32), and
-// y quantized into xq / xds as quantize_q8 would. One block per row; x may be y.
-extern "C" __global__ void rmsnorm_q8(const float* x, const float* __restrict__ w, float* y,
-                                      i8* __restrict__ xq, float2* __restrict__ xds, int n, float eps) {
+// y = x / sqrt(mean(x^2) + eps) * w for each of the gridDim.y rows of n (a multiple of 32), and
+// y quantized into xq / xds as quantize_q8 would. Every block of a row sums the squares of the
+// whole row (a re-read from L2, in the same order in every block, so all get the same scale) and
+// then normalizes and quantizes one group of 32 per warp: groups run side by side instead of
+// one after another in a single block. x must not be y.
+extern "C" __global__ void rmsnorm_q8(const float* __restrict__ x, const float* __restrict__ w,
+                                      float* __restrict__ y, i8* __restrict__ xq,
+                                      float2* __restrict__ xds, int n, float eps) {
     __shared__ float scratch[32];
-    const size_t row = blockIdx.x;
+    const size_t row = blockIdx.y;
     const float* xr = x + row * n;
     float* yr = y + row * n;
     float ss = 0.0f;
@@ -17,9 +21,8 @@ extern "C" __global__ void rmsnorm_q8(const float* x, const float* __restrict__ 
     ss = block_sum(ss, scratch);
     const float r = rsqrtf(ss / (float)n + eps);
     const int lane = threadIdx.x % WARP_SIZE;
-    const int warp = threadIdx.x / WARP_SIZE;
-    const int nwarps = blockDim.x / WARP_SIZE;
-    for (int g = warp; g < n / 32; g += nwarps) {
+    const int g = blockIdx.x * (blockDim.x / WARP_SIZE) + threadIdx.x / WARP_SIZE;
+    if (g < n / 32) {
         const int i = g * 32 + lane;
         const float v = xr[i] * r * w[i];
         yr[i] = v;

@@ -655,16 +655,26 @@ fn check_attention(dev: &CudaDevice, c: &AttnCase, seed: u64) {
     };
     let mut ws = AttentionWorkspace::new(dev, nq, nh, hd, c.n_splits).unwrap();
     let mut out = poisoned(dev, nq * nh * hd);
+    // Decode also quantizes its output in the combining launch: it must equal quantize_q8.
+    let mut fused_q8 = Q8Activations::new(dev, nq * nh * hd).unwrap();
     dev.attention(
         &layer,
         &upload(dev, &q),
         &mut out,
+        Some(&mut fused_q8),
         &params,
         &batch,
         c.n_splits,
         &mut ws,
     )
     .unwrap();
+    let mut separate_q8 = Q8Activations::new(dev, nq * nh * hd).unwrap();
+    dev.quantize_q8(&out, &mut separate_q8).unwrap();
+    assert_eq!(
+        fused_q8.download(dev).unwrap(),
+        separate_q8.download(dev).unwrap(),
+        "decode d{hd}: quantized attention output"
+    );
     let out = download(dev, &out);
     for s in 0..nq {
         let want = reference(s, c.lens[s] - 1, &q[s * nh * hd..(s + 1) * nh * hd]);
@@ -697,6 +707,7 @@ fn check_attention(dev: &CudaDevice, c: &AttnCase, seed: u64) {
         &layer,
         &upload(dev, &q),
         &mut out,
+        None,
         &params,
         &batch,
         1,

@@ -170,6 +170,24 @@ pub trait Backend<'w>: Sync {
         params: &AttentionParams,
         out: &mut Self::Buffer,
     ) -> Result<()>;
+    /// [`Backend::attention`], then `out` prepared into `prepared` as [`Backend::prepare`]
+    /// does, which a backend may fuse.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_prepare(
+        &self,
+        kv: &mut Self::Kv,
+        layer: usize,
+        batch: &Batch<'_>,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        params: &AttentionParams,
+        out: &mut Self::Buffer,
+        prepared: &mut Self::Prepared,
+    ) -> Result<()> {
+        self.attention(kv, layer, batch, q, k, v, params, out)?;
+        self.prepare(out, prepared)
+    }
     /// `x += y`.
     fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer) -> Result<()>;
     /// `gate = act(gate) * up`.

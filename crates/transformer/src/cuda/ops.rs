@@ -48,6 +48,8 @@ struct MatvecLaunch {
 const REDUCE_THREADS: u32 = 256;
 const ARGMAX_THREADS: u32 = 1024;
 const ELEMENTWISE_THREADS: u32 = 256;
+/// Threads per block of `rmsnorm_q8`: one warp per group of 32 values.
+const RMSNORM_Q8_THREADS: usize = 1024;
 const MATVEC_WARPS: usize = 4;
 
 fn ptr<T>(buf: &impl DevicePtr<T>, stream: &CudaStream) -> u64 {
@@ -341,7 +343,7 @@ impl CudaDevice {
     }
 
     /// `y = rms_norm(x) · w` over `rows` rows of `n` (a multiple of 32) and `y` quantized into
-    /// `out`, in one launch; `x` may be `y`'s buffer.
+    /// `out`, in one launch (`x` and `y` are distinct buffers).
     pub fn rmsnorm_q8(
         &self,
         x: &impl DevicePtr<f32>,
@@ -393,11 +395,19 @@ impl CudaDevice {
             Arg::I32(dim("rmsnorm_q8", "n", n)?),
             Arg::F32(eps),
         ];
-        let grid = u32::try_from(rows).map_err(|_| CudaError::Unsupported {
+        let too_many = |what: &str| CudaError::Unsupported {
             op: "rmsnorm_q8",
-            what: format!("{rows} rows"),
-        })?;
-        self.run("rmsnorm_q8", cfg((grid, 1, 1), REDUCE_THREADS), &args)
+            what: format!("{rows} rows of {n} values: too many {what} for one launch"),
+        };
+        // One warp per group of 32; every block of a row reduces the whole row first.
+        let threads = n.min(RMSNORM_Q8_THREADS);
+        let groups = u32::try_from(n.div_ceil(threads)).map_err(|_| too_many("groups"))?;
+        let rows = u32::try_from(rows)
+            .ok()
+            .filter(|&r| r <= 65_535)
+            .ok_or_else(|| too_many("rows"))?;
+        #[allow(clippy::cast_possible_truncation)] // at most RMSNORM_Q8_THREADS
+        self.run("rmsnorm_q8", cfg((groups, rows, 1), threads as u32), &args)
     }
 
     /// `gate = act(gate) · up` over `n` values (a multiple of 32) and the result quantized into
@@ -1002,13 +1012,17 @@ impl CudaDevice {
     }
 
     /// Attention of each query (`q` = `[n_queries][n_heads][head_dim]`, f32) over its
-    /// sequence's cached tokens, into `out` (same shape). The tokens are split `n_splits`
-    /// ways (flash-decoding); more splits keep the GPU busy when there are few queries.
+    /// sequence's cached tokens, into `out` (same shape), and, with `quantized`, `out`
+    /// quantized into it as [`CudaDevice::quantize_q8`] would, in the same launch. The tokens
+    /// are split `n_splits` ways (flash-decoding); more splits keep the GPU busy when there are
+    /// few queries.
+    #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
         layer: &PagedKvLayer,
         q: &impl DevicePtr<f32>,
         out: &mut impl DevicePtrMut<f32>,
+        quantized: Option<&mut Q8Activations>,
         p: &AttentionParams,
         batch: &QueryBatch<'_>,
         n_splits: usize,
@@ -1051,6 +1065,15 @@ impl CudaDevice {
         let n = batch.n_queries * p.n_heads * p.head_dim;
         need("attention", "q", n, q.len())?;
         need("attention", "out", n, out.len())?;
+        if let Some(q8) = &quantized {
+            need("attention", "quantized output", n, q8.len())?;
+        }
+        if p.head_dim == 0 || !p.head_dim.is_multiple_of(32) || p.head_dim > 1024 {
+            return Err(CudaError::Unsupported {
+                op: "attention",
+                what: format!("heads of {} dimensions", p.head_dim),
+            });
+        }
         let nparts = n_splits * ATT_WARPS;
         if !ws.fits(batch.n_queries * p.n_heads * nparts, p.head_dim) {
             return Err(CudaError::Shape {
@@ -1089,10 +1112,16 @@ impl CudaDevice {
         );
         let kernel = format!("attn_split_d{}_g{maxg}", p.head_dim);
         self.run(&kernel, cfg(grid, (ATT_WARPS * 32) as u32), &split_args)?;
+        let (xq, xds) = match quantized {
+            Some(q8) => (ptr_mut(&mut q8.q, s), ptr_mut(&mut q8.ds, s)),
+            None => (0, 0),
+        };
         let combine_args = [
             Arg::Ptr(ptr(&ws.acc, s)),
             Arg::Ptr(ptr(&ws.ml, s)),
             Arg::Ptr(ptr_mut(out, s)),
+            Arg::Ptr(xq),
+            Arg::Ptr(xds),
             Arg::I32(dim("attention", "n_heads", p.n_heads)?),
             Arg::I32(dim("attention", "head_dim", p.head_dim)?),
             Arg::I32(dim("attention", "parts", nparts)?),

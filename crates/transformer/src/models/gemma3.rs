@@ -114,8 +114,17 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
             scale: c.attn_scale,
             window: lc.window,
         };
-        b.attention(kv, il, batch, &s.q, &s.k, &s.v, &params, &mut s.att)?;
-        b.prepare(&s.att, &mut s.att_in)?;
+        b.attention_prepare(
+            kv,
+            il,
+            batch,
+            &s.q,
+            &s.k,
+            &s.v,
+            &params,
+            &mut s.att,
+            &mut s.att_in,
+        )?;
         b.matmul(&layer.wo, &s.att_in, &mut s.proj)?;
         b.rms_norm(&mut s.proj, &layer.post_attn_norm, c.rms_eps)?;
         b.add(&mut s.x, &s.proj)?;

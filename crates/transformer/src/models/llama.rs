@@ -96,8 +96,17 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
             scale: c.attn_scale,
             window: lc.window,
         };
-        b.attention(kv, il, batch, &s.q, &s.k, &s.v, &params, &mut s.att)?;
-        b.prepare(&s.att, &mut s.att_in)?;
+        b.attention_prepare(
+            kv,
+            il,
+            batch,
+            &s.q,
+            &s.k,
+            &s.v,
+            &params,
+            &mut s.att,
+            &mut s.att_in,
+        )?;
         b.matmul_add(&layer.wo, &s.att_in, &mut s.proj, &mut s.x)?;
 
         // Feed-forward.

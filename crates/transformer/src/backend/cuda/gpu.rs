@@ -192,6 +192,89 @@ impl CudaBackend {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Appends the batch's keys and values to layer `layer` of the cache and runs attention
+    /// into `out` (and, with `quantized`, `out` quantized in the same launch).
+    #[allow(clippy::too_many_arguments)]
+    fn attention_into(
+        &self,
+        kv: &mut CudaKv,
+        layer: usize,
+        batch: &Batch<'_>,
+        [q, k, v]: [&CudaBuffer; 3],
+        p: &AttentionParams,
+        out: &mut CudaBuffer,
+        quantized: Option<&mut Q8Activations>,
+    ) -> Result<()> {
+        let (hd, n) = (p.head_dim, batch.len());
+        check("attention", "query width", p.n_head * hd, q.cols)?;
+        check("attention", "key width", p.n_head_kv * hd, k.cols)?;
+        check("attention", "value width", p.n_head_kv * hd, v.cols)?;
+        check("attention", "output width", q.cols, out.cols)?;
+        for (what, rows) in [
+            ("query rows", q.rows),
+            ("key rows", k.rows),
+            ("value rows", v.rows),
+            ("output rows", out.rows),
+            ("positions", batch.positions.len()),
+            ("sequence ids", batch.seqs.len()),
+        ] {
+            check("attention", what, n, rows)?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        kv.check_seqs(batch.seqs)?;
+        let layout = kv.layout();
+        check("attention", "kv heads", layout.n_head_kv, p.n_head_kv)?;
+        check("attention", "head width", layout.head_dim, hd)?;
+        let max_blocks = kv.max_blocks;
+        let CudaKv {
+            layers, table_dev, ..
+        } = kv;
+        let cache = layers
+            .get_mut(layer)
+            .ok_or_else(|| shape_error("attention", "layer", layout.n_layer, layer))?;
+
+        let mut sh = self.shared();
+        let Shared {
+            staging, attention, ..
+        } = &mut *sh;
+        staging.positions.set(&self.dev, batch.positions)?;
+        staging.seqs.set(&self.dev, batch.seqs)?;
+        let splits = if n <= SPLIT_MAX_QUERIES {
+            layout.n_ctx.div_ceil(SPLIT_SPAN).clamp(1, MAX_SPLITS)
+        } else {
+            1
+        };
+        let ws = self.attention_workspace(attention, n * p.n_head * splits, hd)?;
+        let qb = QueryBatch {
+            n_queries: n,
+            q_seq: &staging.seqs.dev,
+            pos: &staging.positions.dev,
+            block_table: table_dev,
+            max_blocks,
+        };
+        self.dev.kv_append(cache, &k.data, &v.data, &qb)?;
+        let params = cuda::AttentionParams {
+            n_heads: p.n_head,
+            n_kv_heads: p.n_head_kv,
+            head_dim: hd,
+            scale: p.scale,
+            window: p.window.unwrap_or(0),
+        };
+        self.dev.attention(
+            cache,
+            &q.data,
+            &mut out.data,
+            quantized,
+            &params,
+            &qb,
+            splits,
+            ws,
+        )?;
+        Ok(())
+    }
+
     /// Room in the attention workspace for `units` (query, head, split) triples of `head_dim`.
     fn attention_workspace<'a>(
         &self,
@@ -562,66 +645,35 @@ impl<'w> Backend<'w> for CudaBackend {
         p: &AttentionParams,
         out: &mut Self::Buffer,
     ) -> Result<()> {
-        let (hd, n) = (p.head_dim, batch.len());
-        check("attention", "query width", p.n_head * hd, q.cols)?;
-        check("attention", "key width", p.n_head_kv * hd, k.cols)?;
-        check("attention", "value width", p.n_head_kv * hd, v.cols)?;
-        check("attention", "output width", q.cols, out.cols)?;
-        for (what, rows) in [
-            ("query rows", q.rows),
-            ("key rows", k.rows),
-            ("value rows", v.rows),
-            ("output rows", out.rows),
-            ("positions", batch.positions.len()),
-            ("sequence ids", batch.seqs.len()),
-        ] {
-            check("attention", what, n, rows)?;
-        }
-        if n == 0 {
-            return Ok(());
-        }
-        kv.check_seqs(batch.seqs)?;
-        let layout = kv.layout();
-        check("attention", "kv heads", layout.n_head_kv, p.n_head_kv)?;
-        check("attention", "head width", layout.head_dim, hd)?;
-        let max_blocks = kv.max_blocks;
-        let CudaKv {
-            layers, table_dev, ..
-        } = kv;
-        let cache = layers
-            .get_mut(layer)
-            .ok_or_else(|| shape_error("attention", "layer", layout.n_layer, layer))?;
+        self.attention_into(kv, layer, batch, [q, k, v], p, out, None)
+    }
 
-        let mut sh = self.shared();
-        let Shared {
-            staging, attention, ..
-        } = &mut *sh;
-        staging.positions.set(&self.dev, batch.positions)?;
-        staging.seqs.set(&self.dev, batch.seqs)?;
-        let splits = if n <= SPLIT_MAX_QUERIES {
-            layout.n_ctx.div_ceil(SPLIT_SPAN).clamp(1, MAX_SPLITS)
-        } else {
-            1
-        };
-        let ws = self.attention_workspace(attention, n * p.n_head * splits, hd)?;
-        let qb = QueryBatch {
-            n_queries: n,
-            q_seq: &staging.seqs.dev,
-            pos: &staging.positions.dev,
-            block_table: table_dev,
-            max_blocks,
-        };
-        self.dev.kv_append(cache, &k.data, &v.data, &qb)?;
-        let params = cuda::AttentionParams {
-            n_heads: p.n_head,
-            n_kv_heads: p.n_head_kv,
-            head_dim: hd,
-            scale: p.scale,
-            window: p.window.unwrap_or(0),
-        };
-        self.dev
-            .attention(cache, &q.data, &mut out.data, &params, &qb, splits, ws)?;
-        Ok(())
+    fn attention_prepare(
+        &self,
+        kv: &mut Self::Kv,
+        layer: usize,
+        batch: &Batch<'_>,
+        q: &Self::Buffer,
+        k: &Self::Buffer,
+        v: &Self::Buffer,
+        p: &AttentionParams,
+        out: &mut Self::Buffer,
+        prepared: &mut Self::Prepared,
+    ) -> Result<()> {
+        // Decode-sized batches quantize the output inside the attention's last launch.
+        let n = batch.len();
+        match &mut prepared.q8 {
+            Some(q8) if (1..=MATVEC_MAX_ROWS).contains(&n) && prepared.cols == out.cols => {
+                self.attention_into(kv, layer, batch, [q, k, v], p, out, Some(q8))?;
+                prepared.rows = n;
+                prepared.form = Form::Q8;
+                Ok(())
+            }
+            _ => {
+                self.attention(kv, layer, batch, q, k, v, p, out)?;
+                self.prepare(out, prepared)
+            }
+        }
     }
 
     fn add(&self, x: &mut Self::Buffer, y: &Self::Buffer) -> Result<()> {
