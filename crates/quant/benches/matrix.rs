@@ -115,6 +115,18 @@ fn head(c: &mut Criterion) {
             });
         });
     }
+    // Four sequences decoding together: still one pass over the weights.
+    let x4 = values(4 * cols, 5);
+    let mut y4 = vec![0.0f32; 4 * rows];
+    let mut scratch = MatScratch::new(Precision::Q8);
+    g.bench_function(format!("{}/{cols}x{rows}/Q8x4", ty.name()), |b| {
+        pool.install(|| {
+            b.iter(|| {
+                m.matmul(black_box(&x4), 4, &mut y4, &mut scratch)
+                    .expect("matmul");
+            });
+        });
+    });
     g.finish();
 }
 

@@ -41,7 +41,7 @@ use rayon::prelude::*;
 
 use crate::QuantError;
 use crate::dot::{F32Dot, Planes, QuantizedActivations};
-use crate::simd::{self, Dequantizer, DotQ8Fn};
+use crate::simd::{self, Dequantizer, DotQ8Fn, DotQ8RowsFn};
 
 /// How activations enter the dot products of one vector (decode) or a few.
 ///
@@ -202,6 +202,11 @@ pub struct QMatrix<'a> {
 const MIN_TASK_VALUES: usize = 64 * 1024;
 /// Multiply-adds from which a product is split finer than one task per thread.
 const LARGE_PRODUCT: usize = 4 << 20;
+/// Activation rows the integer path multiplies per pass over the weights
+/// (larger batches take the f32 tiles anyway).
+const Q8_BATCH: usize = 16;
+/// Bytes of weights a batch of activations passes over while they stay in L1.
+const Q8_TILE_BYTES: usize = 16 << 10;
 /// Kernel weight-row groups decoded together on the f32 prefill path.
 const F32_TILE_WROWS: usize = 2;
 
@@ -421,22 +426,24 @@ impl<'a> QMatrix<'a> {
             });
             return;
         }
-        // Split by activation rows: each task reads every weight row once
-        // and, while it is in L1, multiplies it with all of its activations.
-        let chunk = Self::task_rows(n, self.rows * self.cols);
-        y.par_chunks_mut(chunk * self.rows)
-            .enumerate()
-            .for_each(|(t, ys)| {
-                let first = t * chunk;
-                let count = ys.len() / self.rows;
-                for (r, row) in self.data.chunks_exact(self.row_bytes).enumerate() {
-                    for c in 0..count {
-                        if let Some(act) = acts.row(first + c) {
-                            ys[c * self.rows + r] = kernel(row, act);
-                        }
-                    }
-                }
-            });
+        // Split by weight rows, each task for every activation, so the
+        // weights are read from memory once whatever the batch.
+        let chunk = Self::task_rows(self.rows, self.cols * n.min(Q8_BATCH));
+        for (g, ys) in y.chunks_mut(Q8_BATCH * self.rows).enumerate() {
+            let mut parts: [&mut [f32]; Q8_BATCH] = std::array::from_fn(|_| Default::default());
+            for (part, y) in parts.iter_mut().zip(ys.chunks_mut(self.rows)) {
+                *part = y;
+            }
+            let batch = Q8Batch {
+                m: self,
+                acts,
+                first_act: g * Q8_BATCH,
+                chunk,
+                kernel,
+                multi,
+            };
+            batch.run(0, parts);
+        }
     }
 
     fn forward_f32_rows(&self, x: &[f32], dot: F32Dot, y: &mut [f32]) {
@@ -512,6 +519,65 @@ impl<'a> QMatrix<'a> {
                     }
                 });
             });
+    }
+}
+
+/// One pass of up to [`Q8_BATCH`] activation rows over a matrix on the
+/// integer path.
+struct Q8Batch<'a, 'm> {
+    m: &'a QMatrix<'m>,
+    acts: &'a QuantizedActivations,
+    /// The activation row multiplied into `parts[0]`.
+    first_act: usize,
+    /// Weight rows per task at most.
+    chunk: usize,
+    kernel: DotQ8Fn,
+    multi: Option<DotQ8RowsFn>,
+}
+
+impl Q8Batch<'_, '_> {
+    /// Weight rows `first_row..` (as many as each of `parts` holds) into
+    /// `parts[c]` for activation `first_act + c` (empty parts past the
+    /// batch): halved across the pool down to `chunk` rows, then taken a
+    /// tile at a time, each tile of weights staying in L1 while every
+    /// activation passes over it.
+    fn run(&self, first_row: usize, mut parts: [&mut [f32]; Q8_BATCH]) {
+        let len = parts[0].len();
+        if len > self.chunk {
+            let mid = (len / 2).next_multiple_of(4).min(len - 1);
+            let mut left: [&mut [f32]; Q8_BATCH] = std::array::from_fn(|_| Default::default());
+            let mut right: [&mut [f32]; Q8_BATCH] = std::array::from_fn(|_| Default::default());
+            for ((part, l), r) in parts.into_iter().zip(&mut left).zip(&mut right) {
+                (*l, *r) = part.split_at_mut(mid.min(part.len()));
+            }
+            rayon::join(
+                || self.run(first_row, left),
+                || self.run(first_row + mid, right),
+            );
+            return;
+        }
+        let m = self.m;
+        let tile = (Q8_TILE_BYTES / m.row_bytes).max(4);
+        for t0 in (0..len).step_by(tile) {
+            let rows = tile.min(len - t0);
+            let data = &m.data[(first_row + t0) * m.row_bytes..][..rows * m.row_bytes];
+            for (c, part) in parts.iter_mut().enumerate() {
+                let (Some(act), Some(ys)) = (
+                    self.acts.row(self.first_act + c),
+                    part.get_mut(t0..t0 + rows),
+                ) else {
+                    break;
+                };
+                match self.multi {
+                    Some(f) => f(data, m.row_bytes, act, ys),
+                    None => {
+                        for (y, row) in ys.iter_mut().zip(data.chunks_exact(m.row_bytes)) {
+                            *y = (self.kernel)(row, act);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -670,6 +736,39 @@ mod tests {
                         (a - b).abs() <= 1e-4 * a.abs().max(1.0)
                     };
                     assert!(same, "{ty} {precision:?}: matvec {a} vs matmul {b}");
+                }
+            }
+        }
+    }
+
+    /// A small batch on the integer path splits the weights, not the
+    /// activations, among the threads and walks them in tiles: each of its
+    /// rows must still be exactly the one-vector product of that row.
+    #[test]
+    fn integer_batch_rows_equal_their_own_matvec() {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let (rows, cols, n) = (301, 512, 5);
+        let two = pool(2);
+        for ty in Q8_TYPES {
+            let data = random_matrix(ty, rows, cols, &mut rng);
+            let m = QMatrix::new(ty, rows, cols, &data).expect("matrix");
+            let x = random_activations(n * cols, &mut rng);
+            for precision in [Precision::Q8, Precision::Q16] {
+                let mut scratch = MatScratch::new(precision);
+                let mut batch = vec![f32::NAN; n * rows];
+                two.install(|| m.matmul(&x, n, &mut batch, &mut scratch))
+                    .expect("matmul");
+                for (c, (x, got)) in x.chunks(cols).zip(batch.chunks(rows)).enumerate() {
+                    let mut alone = vec![f32::NAN; rows];
+                    two.install(|| m.matvec(x, &mut alone, &mut scratch))
+                        .expect("matvec");
+                    for (r, (a, b)) in alone.iter().zip(got).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{ty} {precision:?} activation {c} row {r}: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }
