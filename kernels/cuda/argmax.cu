@@ -1,5 +1,6 @@
-// Index of the largest value of each row (the lowest index on ties; NaN never wins), so a greedy
-// decode step copies back one token id. One block per row.
+// Index of the largest value of each row (the lowest index on ties; NaN and -inf never win, and a
+// row of nothing else gives -1), so a greedy decode step copies back one token id. One block per
+// row.
 #include "common.cuh"
 
 __device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi) {
@@ -17,7 +18,7 @@ extern "C" __global__ void argmax_f32(const float* __restrict__ x, int n, i32* _
     int bi = -1;
     for (int k = threadIdx.x; k < n; k += blockDim.x) {
         const float v = xr[k];
-        if (v == v && (bi < 0 || v > best)) {
+        if (v == v && v > -INFINITY && (bi < 0 || v > best)) {
             best = v;
             bi = k;
         }

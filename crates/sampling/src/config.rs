@@ -305,7 +305,17 @@ mod tests {
         ] {
             assert!(c.is_greedy());
             assert_eq!(c.build().unwrap().to_string(), "greedy");
+            assert!(c.build().unwrap().is_greedy());
         }
         assert!(!SamplingConfig::default().is_greedy());
+        assert!(!SamplingConfig::default().build().unwrap().is_greedy());
+        // A penalty in front of greedy selection can move the choice off the raw argmax.
+        let penalised = SamplingConfig {
+            temperature: 0.0,
+            repeat_penalty: 1.3,
+            ..SamplingConfig::default()
+        };
+        assert!(penalised.is_greedy());
+        assert!(!penalised.build().unwrap().is_greedy());
     }
 }

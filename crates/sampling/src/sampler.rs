@@ -102,6 +102,13 @@ impl SamplerChain {
         self.samplers.push(sampler);
     }
 
+    /// Whether the chain is plain greedy selection and nothing else: it always chooses the
+    /// token with the largest logit (lowest id on ties, NaN and −∞ never), so a caller may
+    /// find that token where the logits are (on a GPU, say) instead of passing them here.
+    pub fn is_greedy(&self) -> bool {
+        matches!(self.samplers.as_slice(), [only] if only.name() == "greedy")
+    }
+
     /// Number of samplers in the chain.
     pub fn len(&self) -> usize {
         self.samplers.len()

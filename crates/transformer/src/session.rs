@@ -141,6 +141,10 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
     /// and running only the rest. Returns the logits after the last token and how many
     /// tokens were run. At least the last token is always run, so its logits are fresh.
     pub fn sync(&mut self, tokens: &[u32]) -> Result<usize> {
+        self.sync_reading(tokens, Readback::Logits)
+    }
+
+    fn sync_reading(&mut self, tokens: &[u32], readback: Readback) -> Result<usize> {
         let common = self
             .tokens
             .iter()
@@ -149,13 +153,17 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
             .count();
         let keep = common.min(tokens.len().saturating_sub(1));
         self.truncate(keep)?;
-        self.feed(&tokens[keep..])?;
+        self.feed_reading(&tokens[keep..], readback)?;
         Ok(tokens.len() - keep)
     }
 
     /// Runs `tokens` after those already held, in batches; the logits after the last one
     /// are then in [`Session::logits`].
     pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        self.feed_reading(tokens, Readback::Logits)
+    }
+
+    fn feed_reading(&mut self, tokens: &[u32], readback: Readback) -> Result<()> {
         if tokens.is_empty() {
             return Ok(());
         }
@@ -177,13 +185,21 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
                 seqs: &self.seqs[..chunk.len()],
                 outputs: &outputs,
             };
-            self.model.forward(&mut self.state, &mut self.kv, &batch)?;
+            match readback {
+                Readback::Logits => self.model.forward(&mut self.state, &mut self.kv, &batch)?,
+                Readback::Argmax => {
+                    self.model
+                        .forward_argmax(&mut self.state, &mut self.kv, &batch)?;
+                }
+            }
             self.tokens.extend_from_slice(chunk);
         }
         Ok(())
     }
 
-    /// Logits after the last token run.
+    /// Logits after the last token run. A [`Session::generate`] with a plain greedy chain
+    /// reads back only the chosen token ids, so after one these are the logits of the last
+    /// batch that read logits ([`Session::sync`] and [`Session::feed`] always do).
     pub fn logits(&self) -> &[f32] {
         self.state.logits()
     }
@@ -205,8 +221,15 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
                 reason: "the prompt has no tokens".into(),
             });
         }
+        // A plain greedy chain only needs the best token, which the backend finds where the
+        // logits are (a GPU then copies back a token id, not a row of the vocabulary).
+        let readback = if sampler.is_greedy() {
+            Readback::Argmax
+        } else {
+            Readback::Logits
+        };
         let start = Instant::now();
-        let prompt_tokens = self.sync(prompt)?;
+        let prompt_tokens = self.sync_reading(prompt, readback)?;
         for &t in prompt {
             sampler.accept(t);
         }
@@ -219,7 +242,10 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
         };
         let mut first_token_at = None;
         while generation.ids.len() < options.max_tokens {
-            let token = sampler.sample(self.logits())?;
+            let token = match readback {
+                Readback::Logits => sampler.sample(self.logits())?,
+                Readback::Argmax => self.state.argmax()[0],
+            };
             if first_token_at.is_none() {
                 generation.prompt_time = start.elapsed();
                 first_token_at = Some(Instant::now());
@@ -241,7 +267,7 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
                 generation.stop = StopReason::ContextFull;
                 break;
             }
-            self.feed(&[token])?;
+            self.feed_reading(&[token], readback)?;
         }
         generation.decode_time = first_token_at.map_or(Duration::ZERO, |t| t.elapsed());
         Ok(generation)
@@ -279,4 +305,13 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
         }
         Ok(generation)
     }
+}
+
+/// What a batch reads back after its forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readback {
+    /// The logits of the last token (for [`Session::logits`]).
+    Logits,
+    /// Only the index of the largest of them (for a plain greedy chain).
+    Argmax,
 }

@@ -331,6 +331,42 @@ fn run<'w, B: Backend<'w>>(
     trace
 }
 
+/// Greedy decoding that reads back only token ids ([`Model::forward_argmax`]).
+fn run_argmax<'w, B: Backend<'w>>(
+    model: &Model<'w, B>,
+    prompt: &[u32],
+    chunk: usize,
+    steps: usize,
+) -> Vec<u32> {
+    let mut kv = model
+        .kv_cache((prompt.len() + steps + 1).max(320), 1)
+        .unwrap();
+    let mut state = model.state(chunk, 1).unwrap();
+    let mut pos = 0u32;
+    let mut feed = |tokens: &[u32], pos: &mut u32, state: &mut State<'w, B>| {
+        let positions: Vec<u32> = (*pos..*pos + tokens.len() as u32).collect();
+        let batch = Batch {
+            tokens,
+            positions: &positions,
+            seqs: &vec![0; tokens.len()],
+            outputs: &[tokens.len() - 1],
+        };
+        model.forward_argmax(state, &mut kv, &batch).unwrap();
+        *pos += tokens.len() as u32;
+        state.argmax()[0]
+    };
+    let mut next = 0;
+    for c in prompt.chunks(chunk) {
+        next = feed(c, &mut pos, &mut state);
+    }
+    let mut tokens = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        tokens.push(next);
+        next = feed(&[next], &mut pos, &mut state);
+    }
+    tokens
+}
+
 /// ‖a − b‖ / ‖b‖ in f64; any non-finite value gives infinity.
 fn nerr(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -417,6 +453,12 @@ fn check_against_cpu(what: &str, bytes: &[u8], n_prompt: usize, steps: usize, to
     compare(what, &cpu_trace, &forced, tol);
     let free = run(&gpu_model, &p, n_prompt, steps, None);
     greedy_agrees(what, &cpu_trace, &free);
+    // Token ids picked on the GPU, with no logits copied back, are the same tokens.
+    assert_eq!(
+        run_argmax(&gpu_model, &p, n_prompt, steps),
+        free.tokens,
+        "{what}: greedy by read_argmax"
+    );
     assert!(
         gpu_model.backend().graph_kernels().is_some(),
         "{what}: no step graph was built"

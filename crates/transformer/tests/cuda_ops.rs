@@ -9,6 +9,7 @@
 use std::sync::OnceLock;
 
 use cudarc::driver::CudaSlice;
+use ferrolm_transformer::backend::argmax_row;
 use ferrolm_transformer::cuda::{
     AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations,
     QuantMatrix, QueryBatch, RopeParams, WeightType, compile_ptx, time_copy, time_matvec, time_op,
@@ -494,13 +495,16 @@ fn argmax_finds_the_first_largest_value() {
     let Some(dev) = device() else { return };
     let mut rng = Rng::new(6);
     let n = 262_144;
-    let rows = 3;
+    let rows = 4;
     let mut x = rng.vec(rows * n);
     x[n + 77] = 5.0;
     x[n + 70_000] = 5.0; // tie: the lower index wins
     x[2 * n + n - 1] = 9.0;
     x[2 * n + 3] = f32::NAN;
-    let mut out = upload(dev, &[-7i32; 3]);
+    // Nothing selectable: -inf everywhere but one NaN.
+    x[3 * n..].fill(f32::NEG_INFINITY);
+    x[3 * n + 5] = f32::NAN;
+    let mut out = upload(dev, &[-7i32; 4]);
     dev.argmax(&upload(dev, &x), rows, n, &mut out).unwrap();
     let got = download(dev, &out);
     let first = x[..n]
@@ -511,7 +515,13 @@ fn argmax_finds_the_first_largest_value() {
             |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) },
         )
         .0;
-    assert_eq!(got, vec![first as i32, 77, n as i32 - 1]);
+    assert_eq!(got, vec![first as i32, 77, n as i32 - 1, -1]);
+    // The host's rule, which the CPU backend and the greedy sampler follow, agrees.
+    let host: Vec<Option<u32>> = x.chunks_exact(n).map(argmax_row).collect();
+    assert_eq!(
+        host,
+        vec![Some(first as u32), Some(77), Some(n as u32 - 1), None]
+    );
 }
 
 struct AttnCase {

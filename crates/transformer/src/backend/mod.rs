@@ -260,6 +260,11 @@ pub trait Backend<'w>: Sync {
     fn gather_rows(&self, x: &Self::Buffer, rows: &[usize], out: &mut Self::Buffer) -> Result<()>;
     /// Copies the rows in use of `x` to host memory, row after row.
     fn read(&self, x: &Self::Buffer, out: &mut [f32]) -> Result<()>;
+    /// The index of the largest value of each row of `x`, one per row into `out` (the lowest
+    /// index on ties; NaN and −∞ are never chosen, and a row with nothing else is an error, as
+    /// for the greedy sampler): all that a greedy step needs, so a GPU copies back one token
+    /// id per row instead of a row of the vocabulary.
+    fn read_argmax(&self, x: &Self::Buffer, out: &mut [u32]) -> Result<()>;
 
     /// Positions cached for sequence `seq` (0 for an unknown one).
     fn kv_len(&self, kv: &Self::Kv, seq: SeqId) -> usize;
@@ -270,4 +275,17 @@ pub trait Backend<'w>: Sync {
     fn kv_truncate(&self, kv: &mut Self::Kv, seq: SeqId, len: usize) -> Result<()>;
     /// Forgets every position of every sequence.
     fn kv_clear(&self, kv: &mut Self::Kv);
+}
+
+/// Index of the largest value of `row`: the lowest index on ties, NaN and −∞ never chosen, as
+/// the greedy sampler ranks tokens; `None` when no value can be chosen. The rule of
+/// [`Backend::read_argmax`].
+pub fn argmax_row(row: &[f32]) -> Option<u32> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in row.iter().enumerate() {
+        if !v.is_nan() && v > f32::NEG_INFINITY && best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.and_then(|(i, _)| u32::try_from(i).ok())
 }

@@ -149,6 +149,30 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
         batch: &Batch<'_>,
         n_layers: usize,
     ) -> Result<()> {
+        self.run_batch(state, kv, batch, n_layers, Readback::Logits)
+    }
+
+    /// [`Model::forward`], but of each output row only the index of its largest logit is read
+    /// back, into [`State::argmax`] ([`Backend::read_argmax`]'s rule): a greedy step on a GPU
+    /// then copies back one token id instead of a row of the vocabulary. [`State::logits`] is
+    /// not updated.
+    pub fn forward_argmax(
+        &self,
+        state: &mut State<'w, B>,
+        kv: &mut B::Kv,
+        batch: &Batch<'_>,
+    ) -> Result<()> {
+        self.run_batch(state, kv, batch, self.config.n_layer, Readback::Argmax)
+    }
+
+    fn run_batch(
+        &self,
+        state: &mut State<'w, B>,
+        kv: &mut B::Kv,
+        batch: &Batch<'_>,
+        n_layers: usize,
+        readback: Readback,
+    ) -> Result<()> {
         self.check_layers(n_layers)?;
         validate(batch, state, self.config.vocab)?;
         let b = &self.backend;
@@ -173,10 +197,15 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
         }
         result?;
         state.n_outputs = batch.outputs.len();
-        b.read(
-            &state.logits,
-            &mut state.logits_host[..batch.outputs.len() * self.config.vocab],
-        )
+        match readback {
+            Readback::Logits => b.read(
+                &state.logits,
+                &mut state.logits_host[..batch.outputs.len() * self.config.vocab],
+            ),
+            Readback::Argmax => {
+                b.read_argmax(&state.logits, &mut state.argmax_host[..batch.outputs.len()])
+            }
+        }
     }
 }
 
@@ -254,6 +283,14 @@ pub struct State<'w, B: Backend<'w>> {
     pub(crate) out_in: B::Prepared, // (O, d_model) prepared
     pub(crate) logits: B::Buffer,   // (O, vocab)
     logits_host: Vec<f32>,          // (O, vocab)
+    argmax_host: Vec<u32>,          // (O) index of each output row's largest logit
+}
+
+/// What a forward pass reads back from the backend.
+#[derive(Debug, Clone, Copy)]
+enum Readback {
+    Logits,
+    Argmax,
 }
 
 impl<'w, B: Backend<'w>> State<'w, B> {
@@ -284,6 +321,7 @@ impl<'w, B: Backend<'w>> State<'w, B> {
             out_in: b.prepared(o, c.d_model)?,
             logits: b.buffer(o, c.vocab)?,
             logits_host: vec![0.0; o * c.vocab],
+            argmax_host: vec![0; o],
         })
     }
 
@@ -295,6 +333,12 @@ impl<'w, B: Backend<'w>> State<'w, B> {
     /// Most output rows per batch.
     pub fn max_outputs(&self) -> usize {
         self.max_outputs
+    }
+
+    /// The index of the largest logit of each output row of the last
+    /// [`Model::forward_argmax`], in the order the batch listed them.
+    pub fn argmax(&self) -> &[u32] {
+        &self.argmax_host[..self.n_outputs]
     }
 
     /// Logits of the last batch's output rows, `outputs × vocab`, in the order the batch

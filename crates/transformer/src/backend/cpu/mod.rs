@@ -14,6 +14,7 @@ use std::cell::RefCell;
 use ferrolm_gguf::{GgmlType, TensorView};
 use ferrolm_quant::dot::Planes;
 use ferrolm_quant::{Input, Precision, QMatrix, QuantizedActivations};
+use ferrolm_sampling::SamplingError;
 use rayon::prelude::*;
 
 pub use attention_log::AttentionRow;
@@ -515,6 +516,18 @@ impl<'w> Backend<'w> for CpuBackend {
     fn read(&self, x: &Self::Buffer, out: &mut [f32]) -> Result<()> {
         check("read", "length", x.data.len(), out.len())?;
         out.copy_from_slice(&x.data);
+        Ok(())
+    }
+
+    fn read_argmax(&self, x: &Self::Buffer, out: &mut [u32]) -> Result<()> {
+        check("read_argmax", "rows", x.rows, out.len())?;
+        if x.cols > 0 {
+            for (o, row) in out.iter_mut().zip(x.data.chunks_exact(x.cols)) {
+                *o = crate::backend::argmax_row(row).ok_or(SamplingError::NoSelectableToken {
+                    n_candidates: x.cols,
+                })?;
+            }
+        }
         Ok(())
     }
 

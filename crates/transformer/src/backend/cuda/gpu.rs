@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use cudarc::driver::CudaSlice;
 use ferrolm_gguf::{GgmlType, TensorView};
+use ferrolm_sampling::SamplingError;
 
 use super::CudaOptions;
 use super::kv::CudaKv;
@@ -58,6 +59,9 @@ struct Shared {
     deferred: Option<CudaError>,
     attention: Option<(AttentionWorkspace, usize, usize)>, // (workspace, parts/4, head_dim)
     scratch: Option<CudaSlice<u16>>,
+    /// Token ids of [`Backend::read_argmax`], on the device and copied back.
+    argmax: Option<CudaSlice<i32>>,
+    argmax_host: Vec<i32>,
 }
 
 /// Activations on the GPU: `rows × cols` f32, row-major, with room for more rows.
@@ -154,6 +158,8 @@ impl CudaBackend {
                 deferred: None,
                 attention: None,
                 scratch: None,
+                argmax: None,
+                argmax_host: Vec::new(),
             }),
         })
     }
@@ -848,6 +854,47 @@ impl<'w> Backend<'w> for CudaBackend {
         s.memcpy_dtoh(&x.data.slice(0..n), out)
             .map_err(CudaError::driver("reading activations"))?;
         self.dev.synchronize()?;
+        Ok(())
+    }
+
+    fn read_argmax(&self, x: &Self::Buffer, out: &mut [u32]) -> Result<()> {
+        check("read_argmax", "rows", x.rows, out.len())?;
+        if let Some(e) = self.shared().deferred.take() {
+            return Err(e.into());
+        }
+        if x.rows == 0 {
+            return Ok(());
+        }
+        self.dev.untracked_work()?;
+        let mut sh = self.shared();
+        let Shared {
+            argmax,
+            argmax_host: host,
+            ..
+        } = &mut *sh;
+        if argmax.as_ref().is_none_or(|ids| ids.len() < x.rows) {
+            *argmax = Some(
+                self.dev
+                    .stream()
+                    .alloc_zeros::<i32>(x.rows)
+                    .map_err(CudaError::driver("allocating argmax output"))?,
+            );
+        }
+        let Some(ids) = argmax.as_mut() else {
+            return Err(shape_error("read_argmax", "output", x.rows, 0));
+        };
+        self.dev.argmax(&x.data, x.rows, x.cols, ids)?;
+        host.resize(x.rows, 0);
+        self.dev
+            .stream()
+            .memcpy_dtoh(&ids.slice(0..x.rows), host.as_mut_slice())
+            .map_err(CudaError::driver("reading token ids"))?;
+        self.dev.synchronize()?;
+        for (o, &id) in out.iter_mut().zip(host.iter()) {
+            *o = u32::try_from(id).map_err(|_| SamplingError::NoSelectableToken {
+                n_candidates: x.cols,
+            })?;
+        }
         Ok(())
     }
 

@@ -126,6 +126,9 @@ impl<'w> Backend<'w> for CudaBackend {
     fn read(&self, _: &Unavailable, _: &mut [f32]) -> Result<()> {
         match self.never {}
     }
+    fn read_argmax(&self, _: &Unavailable, _: &mut [u32]) -> Result<()> {
+        match self.never {}
+    }
     fn kv_len(&self, _: &Unavailable, _: SeqId) -> usize {
         match self.never {}
     }
