@@ -86,6 +86,20 @@ __device__ __forceinline__ u32 ld_u32_a2(const u8* p) {
 
 __device__ __forceinline__ u32 ld_u32(const u8* p) { return *(const u32*)p; }
 
+// N consecutive little-endian words starting at any byte address: N + 1 aligned 4-byte loads and
+// a funnel shift per word, instead of two 2-byte loads per word (the blocks of Q4_0, Q5_0, Q8_0
+// and Q6_K are 18, 22, 34 and 210 bytes, so half of them start 2 bytes off a word).
+template <int N>
+__device__ __forceinline__ void ld_words(const u8* p, u32 out[N]) {
+    const u32* a = (const u32*)((size_t)p & ~(size_t)3);
+    const u32 shift = 8 * (u32)((size_t)p & 3);
+    u32 w[N + 1];
+#pragma unroll
+    for (int i = 0; i <= N; ++i) w[i] = a[i];
+#pragma unroll
+    for (int i = 0; i < N; ++i) out[i] = __funnelshift_r(w[i], w[i + 1], shift);
+}
+
 __device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(a, b, c); }
 
 // Activations for the integer path: every 32 consecutive values share one scale.

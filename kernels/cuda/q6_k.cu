@@ -20,11 +20,15 @@ struct BlockQ6_K {
         const float d = h2f(ld_u16(blk + 208));
         const int nshift = 4 * (k >> 1);
         const int hshift = 2 * k;
+        u32 lw[8];
+        u32 hw[8];
+        ld_words<8>(ql, lw);
+        ld_words<8>(qh, hw);
         int s0 = 0, s1 = 0;
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
-            const u32 lo = (ld_u32_a2(ql + 4 * i) >> nshift) & 0x0F0F0F0Fu;
-            const u32 hi = ((ld_u32_a2(qh + 4 * i) >> hshift) & 0x03030303u) << 4;
+            const u32 lo = (lw[i] >> nshift) & 0x0F0F0F0Fu;
+            const u32 hi = ((hw[i] >> hshift) & 0x03030303u) << 4;
             const int q = (int)__vsub4(lo | hi, 0x20202020u);  // bytes q - 32, in -32..31
             if (i < 4) s0 = dp4a(q, x[i], s0);
             else s1 = dp4a(q, x[i], s1);

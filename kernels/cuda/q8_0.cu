@@ -9,9 +9,11 @@ struct BlockQ8_0 {
 
     static __device__ __forceinline__ float dot(const u8* blk, int, const int x[8], float2 ds) {
         const float d = h2f(ld_u16(blk));
+        u32 q[8];
+        ld_words<8>(blk + 2, q);
         int s = 0;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) s = dp4a((int)ld_u32_a2(blk + 2 + 4 * i), x[i], s);
+        for (int i = 0; i < 8; ++i) s = dp4a((int)q[i], x[i], s);
         return d * ds.x * (float)s;
     }
 

@@ -522,6 +522,26 @@ fn argmax_finds_the_first_largest_value() {
         host,
         vec![Some(first as u32), Some(77), Some(n as u32 - 1), None]
     );
+
+    // Rows whose length is not a multiple of four (rows after the first are not 16-byte
+    // aligned, so they take the scalar loop), with ties and the maximum in the last element.
+    for n in [49_155usize, 1001] {
+        let rows = 3;
+        let mut x = rng.vec(rows * n);
+        x[3] = 7.0;
+        x[n - 2] = 7.0;
+        x[n + n / 2] = 8.0;
+        x[n + n / 2 + 1] = 8.0;
+        x[3 * n - 1] = 9.0;
+        let mut out = upload(dev, &[-7i32; 3]);
+        dev.argmax(&upload(dev, &x), rows, n, &mut out).unwrap();
+        let want: Vec<i32> = x
+            .chunks_exact(n)
+            .map(|r| argmax_row(r).map_or(-1, |i| i as i32))
+            .collect();
+        assert_eq!(download(dev, &out), want, "rows of {n}");
+        assert_eq!(want, vec![3, (n / 2) as i32, n as i32 - 1]);
+    }
 }
 
 struct AttnCase {
