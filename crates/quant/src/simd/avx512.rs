@@ -106,7 +106,7 @@ const fn has_min(f: u8) -> bool {
 /// load and its offset correction.
 const KERNEL_ROWS: usize = 4;
 /// How far ahead of the rows being multiplied their successors are fetched.
-const PREFETCH_BYTES: usize = 2048;
+const PREFETCH_BYTES: usize = 4096;
 
 #[target_feature(enable = "avx2")]
 #[inline]
