@@ -265,6 +265,13 @@ pub trait Backend<'w>: Sync {
     /// for the greedy sampler): all that a greedy step needs, so a GPU copies back one token
     /// id per row instead of a row of the vocabulary.
     fn read_argmax(&self, x: &Self::Buffer, out: &mut [u32]) -> Result<()>;
+    /// Starts finding what [`Backend::read_argmax`] of `x` will return, as the last operation
+    /// of a forward pass, so that a GPU can run it inside the step it replays as one graph;
+    /// `x` must not change before that read. Backends that find it on reading need not.
+    fn argmax_ahead(&self, x: &Self::Buffer) -> Result<()> {
+        let _ = x;
+        Ok(())
+    }
 
     /// Positions cached for sequence `seq` (0 for an unknown one).
     fn kv_len(&self, kv: &Self::Kv, seq: SeqId) -> usize;

@@ -177,9 +177,17 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
         validate(batch, state, self.config.vocab)?;
         let b = &self.backend;
         b.kv_reserve(kv, batch)?;
-        let result = b.run(|| match &self.weights {
-            Weights::Llama(w) => llama::forward(w, &self.config, b, state, kv, batch, n_layers),
-            Weights::Gemma3(w) => gemma3::forward(w, &self.config, b, state, kv, batch, n_layers),
+        let result = b.run(|| {
+            match &self.weights {
+                Weights::Llama(w) => llama::forward(w, &self.config, b, state, kv, batch, n_layers),
+                Weights::Gemma3(w) => {
+                    gemma3::forward(w, &self.config, b, state, kv, batch, n_layers)
+                }
+            }?;
+            match readback {
+                Readback::Argmax => b.argmax_ahead(&state.logits),
+                Readback::Logits => Ok(()),
+            }
         });
         if result.is_err() {
             // Leave the cache as it was before the batch.

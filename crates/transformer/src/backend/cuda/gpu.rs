@@ -62,6 +62,8 @@ struct Shared {
     /// Token ids of [`Backend::read_argmax`], on the device and copied back.
     argmax: Option<CudaSlice<i32>>,
     argmax_host: Vec<i32>,
+    /// The buffer whose argmax [`Backend::argmax_ahead`] launched last, not yet read.
+    argmax_of: Option<u64>,
 }
 
 /// Activations on the GPU: `rows × cols` f32, row-major, with room for more rows.
@@ -160,6 +162,7 @@ impl CudaBackend {
                 scratch: None,
                 argmax: None,
                 argmax_host: Vec::new(),
+                argmax_of: None,
             }),
         })
     }
@@ -278,6 +281,24 @@ impl CudaBackend {
             splits,
             ws,
         )?;
+        Ok(())
+    }
+
+    /// Queues the argmax of each row of `x` into the id buffer (grown first if needed, which is
+    /// work a step graph cannot hold).
+    fn launch_argmax(&self, sh: &mut Shared, x: &CudaBuffer) -> Result<()> {
+        if sh.argmax.as_ref().is_none_or(|ids| ids.len() < x.rows) {
+            self.dev.untracked_work()?;
+            sh.argmax = Some(
+                self.dev
+                    .stream()
+                    .alloc_zeros::<i32>(x.rows.max(1))
+                    .map_err(CudaError::driver("allocating argmax output"))?,
+            );
+        }
+        if let Some(ids) = sh.argmax.as_mut() {
+            self.dev.argmax(&x.data, x.rows, x.cols, ids)?;
+        }
         Ok(())
     }
 
@@ -857,8 +878,17 @@ impl<'w> Backend<'w> for CudaBackend {
         Ok(())
     }
 
+    fn argmax_ahead(&self, x: &Self::Buffer) -> Result<()> {
+        let mut sh = self.shared();
+        self.launch_argmax(&mut sh, x)?;
+        sh.argmax_of = Some(ptr_of(&x.data));
+        Ok(())
+    }
+
     fn read_argmax(&self, x: &Self::Buffer, out: &mut [u32]) -> Result<()> {
         check("read_argmax", "rows", x.rows, out.len())?;
+        // The forward pass usually launched the argmax already (inside its graph).
+        let launched = self.shared().argmax_of.take() == Some(ptr_of(&x.data));
         if let Some(e) = self.shared().deferred.take() {
             return Err(e.into());
         }
@@ -867,23 +897,17 @@ impl<'w> Backend<'w> for CudaBackend {
         }
         self.dev.untracked_work()?;
         let mut sh = self.shared();
+        if !launched {
+            self.launch_argmax(&mut sh, x)?;
+        }
         let Shared {
             argmax,
             argmax_host: host,
             ..
         } = &mut *sh;
-        if argmax.as_ref().is_none_or(|ids| ids.len() < x.rows) {
-            *argmax = Some(
-                self.dev
-                    .stream()
-                    .alloc_zeros::<i32>(x.rows)
-                    .map_err(CudaError::driver("allocating argmax output"))?,
-            );
-        }
-        let Some(ids) = argmax.as_mut() else {
+        let Some(ids) = argmax.as_ref() else {
             return Err(shape_error("read_argmax", "output", x.rows, 0));
         };
-        self.dev.argmax(&x.data, x.rows, x.cols, ids)?;
         host.resize(x.rows, 0);
         self.dev
             .stream()
@@ -923,4 +947,11 @@ impl<'w> Backend<'w> for CudaBackend {
         // every row it touches, so there is nothing to report.
         let _ = kv.clear(&self.dev);
     }
+}
+
+/// The device address of a buffer, to recognise it later.
+fn ptr_of(data: &CudaSlice<f32>) -> u64 {
+    use cudarc::driver::DevicePtr;
+    let stream = data.stream().clone();
+    data.device_ptr(&stream).0
 }
