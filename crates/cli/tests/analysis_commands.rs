@@ -203,3 +203,43 @@ fn run_adds_metrics_and_speculative_counts_to_its_json() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("self:30 with a model of 30 layers"), "{err}");
 }
+
+#[test]
+fn device_cuda_is_refused_clearly_where_it_cannot_run() {
+    let model = smollm2();
+    // analyze records attention on the CPU only, whatever the build.
+    let out = ferrolm(&["analyze", "-m", &model, "-p", "Hi", "--device", "cuda"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("runs on the CPU only") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    // perplexity does take --device cuda: without a GPU (or CUDA support) it says which.
+    let text = std::env::temp_dir().join("ferrolm-device-test.txt");
+    std::fs::write(
+        &text,
+        "one two three four five six seven eight nine ten ".repeat(20),
+    )
+    .unwrap();
+    let out = ferrolm(&[
+        "perplexity",
+        "-m",
+        &model,
+        "-f",
+        text.to_str().unwrap(),
+        "-c",
+        "16",
+        "--device",
+        "cuda",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // A machine with a GPU scored it.
+        assert!(String::from_utf8_lossy(&out.stdout).contains("PPL"));
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("CUDA") || err.contains("cuda"), "{err}");
+        assert!(!err.contains("CPU only"), "{err}");
+    }
+}

@@ -6,10 +6,11 @@ use std::io::{BufRead as _, Write as _};
 use std::ops::ControlFlow;
 
 use anyhow::{Result, bail};
+use ferrolm_gguf::Gguf;
 use ferrolm_tokenizer::{ChatMessage, Tokenizer};
-use ferrolm_transformer::{GenerateOptions, Model, Session, StopReason};
+use ferrolm_transformer::{Backend, GenerateOptions, Model, Session, StopReason};
 
-use super::run::{Loaded, ModelArgs, context_size, sampler};
+use super::run::{Device, Loaded, ModelArgs, context_size, sampler};
 use crate::serve::prompt::chat_prompt;
 
 /// Arguments of `ferrolm chat`.
@@ -53,7 +54,19 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     // A model without a usable template fails here, before the model loads.
     tokenizer.chat_template()?;
-    let model = Model::load(&gguf, args.model.backend()?)?;
+    match args.model.device {
+        Device::Cpu => chat_on(args, &gguf, &tokenizer, args.model.backend()?),
+        Device::Cuda => chat_on(args, &gguf, &tokenizer, ModelArgs::cuda_backend()?),
+    }
+}
+
+fn chat_on<'w, B: Backend<'w>>(
+    args: &ChatArgs,
+    gguf: &Gguf<'w>,
+    tokenizer: &Tokenizer,
+    backend: B,
+) -> Result<()> {
+    let model = Model::load(gguf, backend)?;
     let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train);
     let mut session = Session::new(&model, n_ctx, 512)?;
     let mut sampler = sampler(
@@ -93,7 +106,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         }
         messages.push(ChatMessage::user(input));
         // The same prompt `ferrolm serve` builds for these messages.
-        let prompt = chat_prompt(&tokenizer, &messages)?;
+        let prompt = chat_prompt(tokenizer, &messages)?;
         if prompt.len() >= n_ctx {
             messages.pop();
             bail!(
@@ -104,7 +117,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         let mut reply = String::new();
         let mut stdout = std::io::stdout().lock();
         let generation = session.generate_text(
-            &tokenizer,
+            tokenizer,
             &prompt,
             &mut sampler,
             GenerateOptions {

@@ -8,13 +8,13 @@ use anyhow::{Context, Result};
 use ferrolm_analysis::kl_divergence::{KlDivergence, KlProgress, Quantiles};
 use ferrolm_analysis::perplexity::tokenize_text;
 use ferrolm_analysis::{PerplexityOptions, kl_divergence};
-use ferrolm_gguf::GgufFile;
+use ferrolm_gguf::{Gguf, GgufFile};
 use ferrolm_tokenizer::Tokenizer;
-use ferrolm_transformer::Model;
+use ferrolm_transformer::{Backend, Model};
 use serde_json::json;
 
 use super::perplexity::{chunk_bar, read_text};
-use super::run::{Loaded, ModelArgs};
+use super::run::{Device, Loaded, ModelArgs};
 use crate::models;
 use crate::output::print_stdout;
 
@@ -48,12 +48,32 @@ pub fn run(args: &KlDivergenceArgs) -> Result<()> {
         .with_context(|| format!("cannot open {}", base_path.display()))?;
     let base_gguf = base_file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&base_gguf)?;
-    let base = Model::load(&base_gguf, args.model.backend()?)?;
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
-    let model = Model::load(&gguf, args.model.backend()?)?;
+    let models = (&base_gguf, &gguf);
+    match args.model.device {
+        Device::Cpu => {
+            let backends = (args.model.backend()?, args.model.backend()?);
+            compare_on(args, &text, models, &tokenizer, backends)
+        }
+        Device::Cuda => {
+            let backends = (ModelArgs::cuda_backend()?, ModelArgs::cuda_backend()?);
+            compare_on(args, &text, models, &tokenizer, backends)
+        }
+    }
+}
 
-    let (tokens, bos) = tokenize_text(&tokenizer, &text);
+fn compare_on<'w, B: Backend<'w>>(
+    args: &KlDivergenceArgs,
+    text: &str,
+    (base_gguf, gguf): (&Gguf<'w>, &Gguf<'w>),
+    tokenizer: &Tokenizer,
+    (base_backend, backend): (B, B),
+) -> Result<()> {
+    let base = Model::load(base_gguf, base_backend)?;
+    let model = Model::load(gguf, backend)?;
+
+    let (tokens, bos) = tokenize_text(tokenizer, text);
     let options = PerplexityOptions {
         n_ctx: args.ctx_size,
         batch: args.batch_size,

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ferrolm_analysis::perplexity::{ChunkProgress, tokenize_text};
 use ferrolm_analysis::{Perplexity, PerplexityOptions, perplexity};
+use ferrolm_gguf::Gguf;
 use ferrolm_tokenizer::Tokenizer;
-use ferrolm_transformer::Model;
+use ferrolm_transformer::{Backend, Model};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tracing::info;
 
-use super::run::{Loaded, ModelArgs};
+use super::run::{Device, Loaded, ModelArgs};
 use crate::output::print_stdout;
 
 /// Arguments of `ferrolm perplexity`.
@@ -57,8 +58,21 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let model = Model::load(&gguf, args.model.backend()?)?;
-    let (tokens, bos) = tokenize_text(&tokenizer, &text);
+    match args.model.device {
+        Device::Cpu => score_on(args, &text, &gguf, &tokenizer, args.model.backend()?),
+        Device::Cuda => score_on(args, &text, &gguf, &tokenizer, ModelArgs::cuda_backend()?),
+    }
+}
+
+fn score_on<'w, B: Backend<'w>>(
+    args: &PerplexityArgs,
+    text: &str,
+    gguf: &Gguf<'w>,
+    tokenizer: &Tokenizer,
+    backend: B,
+) -> Result<()> {
+    let model = Model::load(gguf, backend)?;
+    let (tokens, bos) = tokenize_text(tokenizer, text);
     info!(
         "{} tokens, {} chunks of {}",
         tokens.len(),

@@ -84,11 +84,14 @@ impl ModelArgs {
         Ok(CudaBackend::new(0)?)
     }
 
-    /// The CPU backend, or the error saying why the chosen device cannot be used.
+    /// The CPU backend; an error when `--device cuda` was asked of a command that runs on the
+    /// CPU only.
     pub fn backend(&self) -> Result<CpuBackend> {
         if self.device == Device::Cuda {
-            CudaBackend::new(0)?;
-            bail!("the CUDA backend cannot run models in this build");
+            bail!(
+                "this command runs on the CPU only (run, chat, bench, serve, perplexity and \
+                 kl-divergence take --device cuda)"
+            );
         }
         let threads = self.threads.unwrap_or(0);
         Ok(CpuBackend::new(CpuOptions {

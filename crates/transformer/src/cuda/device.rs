@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUresult, CUstreamCaptureMode};
 use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaStream};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 use ferrolm_kernels::{KernelModule, MODULES};
@@ -81,8 +81,12 @@ impl CudaDevice {
         if !launch::driver_present() {
             return Err(CudaError::DriverNotFound);
         }
-        let count = CudaContext::device_count().map_err(CudaError::driver("counting devices"))?;
-        let count = usize::try_from(count).unwrap_or(0);
+        // A driver with no GPU to drive (or none visible) answers the count with an error.
+        let count = match CudaContext::device_count() {
+            Ok(n) => usize::try_from(n).unwrap_or(0),
+            Err(e) if e.0 == CUresult::CUDA_ERROR_NO_DEVICE => 0,
+            Err(e) => return Err(CudaError::driver("counting devices")(e)),
+        };
         if options.ordinal >= count {
             return Err(CudaError::NoDevice {
                 ordinal: options.ordinal,
