@@ -339,7 +339,7 @@ enum Outcome {
     Failed(String),
 }
 
-impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
+impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
     fn run(&mut self, mut jobs: mpsc::Receiver<Job>) {
         let mut open = true;
         loop {
@@ -427,8 +427,8 @@ impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
             let mut failed: Vec<usize> = self.batch.takes.iter().map(|&(i, _)| i).collect();
             failed.sort_unstable();
             for &i in failed.iter().rev() {
-                self.active[i].send(Event::Failed(message.clone()));
-                self.release(i);
+                let s = self.release(i);
+                s.send(Event::Failed(message.clone()));
             }
             return;
         }
@@ -444,20 +444,23 @@ impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
                 Outcome::Continue => {
                     self.stats.generated.fetch_add(1, Ordering::Relaxed);
                 }
-                Outcome::Finished(finish) => {
-                    finish_sequence(&mut self.active[i], finish);
-                    ended.push(i);
-                }
-                Outcome::Cancelled => ended.push(i),
-                Outcome::Failed(message) => {
-                    self.active[i].send(Event::Failed(message));
-                    ended.push(i);
-                }
+                Outcome::Finished(finish) => ended.push((i, Some(Ok(finish)))),
+                Outcome::Cancelled => ended.push((i, None)),
+                Outcome::Failed(message) => ended.push((i, Some(Err(message)))),
             }
         }
-        ended.sort_unstable();
-        for &i in ended.iter().rev() {
-            self.release(i);
+        // The slot is freed and counted before the client hears that its request ended, so
+        // what `/health` reports after a reply already includes it.
+        ended.sort_unstable_by_key(|&(i, _)| i);
+        for (i, ending) in ended.into_iter().rev() {
+            let mut s = self.release(i);
+            match ending {
+                Some(Ok(finish)) => finish_sequence(&mut s, finish),
+                Some(Err(message)) => {
+                    s.send(Event::Failed(message));
+                }
+                None => {}
+            }
         }
     }
 
@@ -497,8 +500,9 @@ impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
         }
     }
 
-    /// Frees the slot of `active[i]` and its KV positions.
-    fn release(&mut self, i: usize) {
+    /// Frees the slot of `active[i]` and its KV positions, and hands the sequence back for
+    /// its last event.
+    fn release(&mut self, i: usize) -> Sequence<'t> {
         let s = self.active.swap_remove(i);
         if let Err(e) = self.model.backend().kv_truncate(&mut self.kv, s.seq, 0) {
             warn!("cannot free the KV positions of sequence {}: {e}", s.seq);
@@ -508,6 +512,7 @@ impl<'w, B: Backend<'w>> Engine<'_, 'w, '_, B> {
             .active
             .store(self.active.len(), Ordering::Relaxed);
         self.stats.finished.fetch_add(1, Ordering::Relaxed);
+        s
     }
 }
 
