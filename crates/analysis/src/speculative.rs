@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 
 use ferrolm_gguf::GgufFile;
 use ferrolm_sampling::SamplerChain;
-use ferrolm_tokenizer::{StreamingDecoder, Tokenizer};
+use ferrolm_tokenizer::Tokenizer;
 use ferrolm_transformer::{
     Backend, Batch, CpuBackend, CpuOptions, GenerateOptions, Generation, Model, Session, State,
-    StopReason,
+    StopReason, stream_text,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -602,29 +602,11 @@ impl<'w, B: Backend<'w>> SpeculativeDecoder<'_, 'w, B> {
         sampler: &mut SamplerChain,
         drafter: &mut dyn Drafter,
         options: GenerateOptions,
-        mut on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
+        on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
     ) -> Result<(Generation, SpeculativeStats)> {
-        let mut decoder = StreamingDecoder::new(tokenizer, false);
-        let result = self.generate(
-            prompt,
-            sampler,
-            drafter,
-            options,
-            |t| tokenizer.is_eog(t),
-            |t| {
-                let text = decoder.push(t)?;
-                if text.is_empty() {
-                    Ok(ControlFlow::Continue(()))
-                } else {
-                    on_text(&text)
-                }
-            },
-        )?;
-        let rest = decoder.finish();
-        if !rest.is_empty() {
-            let _ = on_text(&rest)?;
-        }
-        Ok(result)
+        stream_text(tokenizer, on_text, |is_end, on_token| {
+            self.generate(prompt, sampler, drafter, options, is_end, on_token)
+        })
     }
 }
 
@@ -655,30 +637,11 @@ pub fn generate_text_speculative<'w, B: Backend<'w>>(
     sampler: &mut SamplerChain,
     options: GenerateOptions,
     run: SpeculativeRun<'_>,
-    mut on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
+    on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
 ) -> Result<(Generation, SpeculativeStats)> {
-    let mut decoder = StreamingDecoder::new(tokenizer, false);
-    let result = generate_speculative(
-        target,
-        prompt,
-        sampler,
-        options,
-        run,
-        |t| tokenizer.is_eog(t),
-        |t| {
-            let text = decoder.push(t)?;
-            if text.is_empty() {
-                Ok(ControlFlow::Continue(()))
-            } else {
-                on_text(&text)
-            }
-        },
-    )?;
-    let rest = decoder.finish();
-    if !rest.is_empty() {
-        let _ = on_text(&rest)?;
-    }
-    Ok(result)
+    stream_text(tokenizer, on_text, |is_end, on_token| {
+        generate_speculative(target, prompt, sampler, options, run, is_end, on_token)
+    })
 }
 
 /// Generates a continuation of `prompt` with speculative decoding, with the stopping rules

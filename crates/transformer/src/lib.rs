@@ -45,7 +45,7 @@ pub use error::{Result, TransformerError};
 pub use ferrolm_quant::Precision;
 pub use models::{Model, State};
 pub use names::TensorName;
-pub use session::{GenerateOptions, Generation, Session, StopReason};
+pub use session::{GenerateOptions, Generation, Session, StopReason, stream_text};
 
 /// Architectures this crate runs (`general.architecture` values).
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "gemma3"];

@@ -282,29 +282,44 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
         prompt: &[u32],
         sampler: &mut SamplerChain,
         options: GenerateOptions,
-        mut on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
+        on_text: impl FnMut(&str) -> Result<ControlFlow<()>>,
     ) -> Result<Generation> {
-        let mut decoder = StreamingDecoder::new(tokenizer, false);
-        let generation = self.generate(
-            prompt,
-            sampler,
-            options,
-            |t| tokenizer.is_eog(t),
-            |t| {
-                let text = decoder.push(t)?;
-                if text.is_empty() {
-                    Ok(ControlFlow::Continue(()))
-                } else {
-                    on_text(&text)
-                }
-            },
-        )?;
-        let rest = decoder.finish();
-        if !rest.is_empty() {
-            let _ = on_text(&rest)?;
-        }
-        Ok(generation)
+        stream_text(tokenizer, on_text, |is_end, on_token| {
+            self.generate(prompt, sampler, options, is_end, on_token)
+        })
     }
+}
+
+/// Runs `generate` (a generation loop that takes an end-of-generation test and a per-token
+/// callback) with the tokenizer's end-of-generation tokens and a callback that streams each
+/// token's text to `on_text` through the tokenizer's streaming decoder (complete UTF-8
+/// characters only), then passes on what the decoder still holds: the text form of every
+/// token-level generation loop ([`Session::generate_text`] and the speculative ones).
+///
+/// # Errors
+/// What `generate` or `on_text` return, and a token the tokenizer cannot decode.
+pub fn stream_text<R, E: From<ferrolm_tokenizer::TokenizerError>>(
+    tokenizer: &Tokenizer,
+    mut on_text: impl FnMut(&str) -> std::result::Result<ControlFlow<()>, E>,
+    generate: impl FnOnce(
+        &dyn Fn(u32) -> bool,
+        &mut dyn FnMut(u32) -> std::result::Result<ControlFlow<()>, E>,
+    ) -> std::result::Result<R, E>,
+) -> std::result::Result<R, E> {
+    let mut decoder = StreamingDecoder::new(tokenizer, false);
+    let result = generate(&|t| tokenizer.is_eog(t), &mut |t| {
+        let text = decoder.push(t)?;
+        if text.is_empty() {
+            Ok(ControlFlow::Continue(()))
+        } else {
+            on_text(&text)
+        }
+    })?;
+    let rest = decoder.finish();
+    if !rest.is_empty() {
+        let _ = on_text(&rest)?;
+    }
+    Ok(result)
 }
 
 /// What a batch reads back after its forward pass.

@@ -677,18 +677,8 @@ impl CudaDevice {
         need("rmsnorm", "w", n, w.len())?;
         need("rmsnorm", "y", rows * n, y.len())?;
         let s = self.stream();
-        let args = [
-            Arg::Ptr(ptr(x, s)),
-            Arg::Ptr(ptr(w, s)),
-            Arg::Ptr(ptr_mut(y, s)),
-            Arg::I32(dim("rmsnorm", "n", n)?),
-            Arg::F32(eps),
-        ];
-        let grid = u32::try_from(rows).map_err(|_| CudaError::Unsupported {
-            op: "rmsnorm",
-            what: format!("{rows} rows"),
-        })?;
-        self.run("rmsnorm_f32", cfg((grid, 1, 1), REDUCE_THREADS), &args)
+        let (xp, yp) = (ptr(x, s), ptr_mut(y, s));
+        self.launch_rmsnorm(xp, ptr(w, s), yp, rows, n, eps)
     }
 
     /// RMSNorm in place over `rows` runs of `n` values of `x`, each multiplied by `w`.
@@ -704,10 +694,24 @@ impl CudaDevice {
         need("rmsnorm", "w", n, w.len())?;
         let s = self.stream();
         let xp = ptr_mut(x, s);
+        self.launch_rmsnorm(xp, ptr(w, s), xp, rows, n, eps)
+    }
+
+    /// Queues `rmsnorm_f32` on device addresses whose sizes the caller checked (`y` may be
+    /// `x`: each block reads its row whole before writing it).
+    fn launch_rmsnorm(
+        &self,
+        x: u64,
+        w: u64,
+        y: u64,
+        rows: usize,
+        n: usize,
+        eps: f32,
+    ) -> Result<(), CudaError> {
         let args = [
-            Arg::Ptr(xp),
-            Arg::Ptr(ptr(w, s)),
-            Arg::Ptr(xp),
+            Arg::Ptr(x),
+            Arg::Ptr(w),
+            Arg::Ptr(y),
             Arg::I32(dim("rmsnorm", "n", n)?),
             Arg::F32(eps),
         ];
