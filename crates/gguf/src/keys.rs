@@ -198,6 +198,10 @@ arch_keys! {
     ExpertCount => "expert_count",
     /// Experts used per token (u32).
     ExpertUsedCount => "expert_used_count",
+    /// Multiplier on the chosen experts' weights (0 or absent: none).
+    ExpertWeightsScale => "expert_weights_scale",
+    /// Whether the chosen experts' weights are normalized to sum to 1.
+    ExpertWeightsNorm => "expert_weights_norm",
     /// Whether attention and feed-forward run in parallel (bool).
     UseParallelResidual => "use_parallel_residual",
     /// Scale applied to the output logits (f32).

@@ -1,9 +1,11 @@
-//! Transformer inference for GGUF language models: the llama family and Gemma 3.
+//! Transformer inference for GGUF language models: Llama 2/3.x, Mistral, Mixtral, Qwen 2/2.5,
+//! Qwen 3, Qwen 3 MoE, Phi-3, Gemma 2 and Gemma 3.
 //!
 //! - [`ModelConfig`] reads an architecture's hyperparameters through the GGUF typed keys.
 //! - [`Model`] holds the weights in a [`Backend`]'s form; [`CpuBackend`] borrows them from
-//!   the memory-mapped file and multiplies through `ferrolm-quant`. Each architecture is
-//!   one file of [`models`], written once against the [`Backend`] trait.
+//!   the memory-mapped file and multiplies through `ferrolm-quant`. Each model family is one
+//!   [`ArchSpec`] in its own file of [`models`] (a row of [`ARCHITECTURES`]), and one block
+//!   forward, written once against the [`Backend`] trait, runs them all.
 //! - [`Model::forward`] runs a [`Batch`] of tokens of one or more sequences, appending their
 //!   keys and values to the KV cache, and leaves the wanted logits in a preallocated
 //!   [`State`].
@@ -39,13 +41,10 @@ pub mod cuda;
 
 pub use backend::cpu::{AttentionRow, CpuBackend, CpuOptions};
 pub use backend::cuda::{CudaBackend, CudaOptions};
-pub use backend::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
-pub use config::{Architecture, LayerConfig, ModelConfig, Rope, RopeStyle};
+pub use backend::{AttentionParams, Backend, Batch, Glu, KvLayout, MoeRouting, SeqId};
+pub use config::{LayerConfig, ModelConfig, MoeConfig, Rope, RopeStyle};
 pub use error::{Result, TransformerError};
 pub use ferrolm_quant::Precision;
-pub use models::{Model, State};
+pub use models::{ARCHITECTURES, ArchSpec, Model, State, architecture_names};
 pub use names::TensorName;
 pub use session::{GenerateOptions, Generation, Session, StopReason, stream_text};
-
-/// Architectures this crate runs (`general.architecture` values).
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "gemma3"];

@@ -35,6 +35,28 @@ pub enum TensorName {
     FfnDown,
     /// `blk.N.post_ffw_norm.weight`.
     PostFfwNorm,
+    /// `blk.N.attn_qkv.weight`: query, key and value rows in one tensor (Phi-3).
+    AttnQkv,
+    /// `blk.N.attn_q.bias`.
+    AttnQBias,
+    /// `blk.N.attn_k.bias`.
+    AttnKBias,
+    /// `blk.N.attn_v.bias`.
+    AttnVBias,
+    /// `blk.N.ffn_gate_inp.weight`: the router, (n_expert, d_model).
+    FfnGateInp,
+    /// `blk.N.ffn_gate_exps.weight`: (n_expert, ffn, d_model).
+    FfnGateExps,
+    /// `blk.N.ffn_up_exps.weight`: (n_expert, ffn, d_model).
+    FfnUpExps,
+    /// `blk.N.ffn_down_exps.weight`: (n_expert, d_model, ffn).
+    FfnDownExps,
+    /// `rope_freqs.weight`: one frequency divisor per rotated pair (Llama 3.1 and later).
+    RopeFreqs,
+    /// `rope_factors_long.weight`: LongRoPE divisors past the original context (Phi-3).
+    RopeFactorsLong,
+    /// `rope_factors_short.weight`: LongRoPE divisors within the original context (Phi-3).
+    RopeFactorsShort,
 }
 
 impl TensorName {
@@ -57,6 +79,17 @@ impl TensorName {
             Self::FfnUp => "ffn_up.weight",
             Self::FfnDown => "ffn_down.weight",
             Self::PostFfwNorm => "post_ffw_norm.weight",
+            Self::AttnQkv => "attn_qkv.weight",
+            Self::AttnQBias => "attn_q.bias",
+            Self::AttnKBias => "attn_k.bias",
+            Self::AttnVBias => "attn_v.bias",
+            Self::FfnGateInp => "ffn_gate_inp.weight",
+            Self::FfnGateExps => "ffn_gate_exps.weight",
+            Self::FfnUpExps => "ffn_up_exps.weight",
+            Self::FfnDownExps => "ffn_down_exps.weight",
+            Self::RopeFreqs => "rope_freqs.weight",
+            Self::RopeFactorsLong => "rope_factors_long.weight",
+            Self::RopeFactorsShort => "rope_factors_short.weight",
         }
     }
 

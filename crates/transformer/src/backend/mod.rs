@@ -73,6 +73,19 @@ pub struct AttentionParams {
     pub scale: f32,
     /// Attend only to the last `window` positions (the query's own included), if set.
     pub window: Option<usize>,
+    /// Soft cap on the scaled scores (`cap · tanh(s / cap)`, before the softmax), if set.
+    pub softcap: Option<f32>,
+}
+
+/// How a mixture-of-experts layer weighs the experts its router picks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MoeRouting {
+    /// Experts chosen per token: the `n_used` largest of the router's softmax.
+    pub n_used: usize,
+    /// Renormalize the chosen probabilities to sum to 1.
+    pub norm_weights: bool,
+    /// Multiplier on the chosen weights.
+    pub weights_scale: f32,
 }
 
 /// Nonlinearity of a gated feed-forward layer: `out = act(gate) * up`.
@@ -111,8 +124,10 @@ pub trait Backend<'w>: Sync {
         f()
     }
 
-    /// Takes a 2-D weight tensor of the model file as a matrix.
-    fn matrix(&self, view: &TensorView<'w>) -> Result<Self::Matrix>;
+    /// Takes a 2-D weight tensor of the model file as a matrix, with the bias (a 1-D f32
+    /// tensor of one value per row) that every product with it adds, if any.
+    fn matrix(&self, view: &TensorView<'w>, bias: Option<&TensorView<'w>>)
+    -> Result<Self::Matrix>;
     /// Takes a 1-D f32 tensor of the model file as a vector.
     fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector>;
     /// A buffer of capacity `rows × cols`, with `rows` rows in use.
@@ -149,13 +164,14 @@ pub trait Backend<'w>: Sync {
     /// `out = x · Wᵀ`: for each row of `x` (cols = W's cols), one value per row of `W`.
     fn matmul(&self, w: &Self::Matrix, x: &Self::Prepared, out: &mut Self::Buffer) -> Result<()>;
     /// Rotary embedding of every head of width `head_dim` in each row of `x`, row `i` at
-    /// `positions[i]`.
+    /// `positions[i]`; `factors` (one per rotated pair) divide the pairs' frequencies.
     fn rope(
         &self,
         x: &mut Self::Buffer,
         head_dim: usize,
         positions: &[u32],
         rope: &Rope,
+        factors: Option<&Self::Vector>,
     ) -> Result<()>;
     /// Stores `k` and `v` (one row per batch token) in `layer` of the cache, then computes
     /// causal attention of each query row of `q` over its sequence's cached positions.
@@ -252,10 +268,44 @@ pub trait Backend<'w>: Sync {
         head_dim: usize,
         positions: &[u32],
         rope: &Rope,
+        factors: Option<&Self::Vector>,
     ) -> Result<()> {
-        self.rope(q, head_dim, positions, rope)?;
-        self.rope(k, head_dim, positions, rope)
+        self.rope(q, head_dim, positions, rope, factors)?;
+        self.rope(k, head_dim, positions, rope, factors)
     }
+    /// `x = cap · tanh(x / cap)`, element by element (logit soft-capping).
+    fn softcap(&self, x: &mut Self::Buffer, cap: f32) -> Result<()>;
+    /// Routes each token of a mixture-of-experts layer: from the router's logits (one row of
+    /// `n_expert` per token), the softmax's `routing.n_used` largest entries, lowest index
+    /// first on ties, weighted as `routing` says. Row `t` of `choice` (`2 · n_used` wide) holds
+    /// the chosen experts' indices (as f32) and then their weights.
+    fn moe_route(
+        &self,
+        logits: &Self::Buffer,
+        routing: &MoeRouting,
+        choice: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// Products with the chosen experts: `experts` stacks `n_expert` matrices of equal shape
+    /// (expert `e`'s rows follow expert `e − 1`'s); for token `t` and slot `j` of `choice`
+    /// ([`Backend::moe_route`]), row `t · n_used + j` of `out` is expert `choice[t][j]` times row
+    /// `t` of `x` when `x` has a row per token, or times row `t · n_used + j` when it has one per
+    /// slot. Only the chosen experts' weights need be read.
+    fn matmul_experts(
+        &self,
+        experts: &Self::Matrix,
+        n_expert: usize,
+        choice: &Self::Buffer,
+        x: &Self::Prepared,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
+    /// `out[t] = Σ_j weight[t][j] · y[t · n_used + j]`: the chosen experts' outputs of each
+    /// token, weighted by `choice` ([`Backend::moe_route`]).
+    fn moe_combine(
+        &self,
+        choice: &Self::Buffer,
+        y: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()>;
     /// `out[j] = x[rows[j]]`.
     fn gather_rows(&self, x: &Self::Buffer, rows: &[usize], out: &mut Self::Buffer) -> Result<()>;
     /// Copies the rows in use of `x` to host memory, row after row.
@@ -273,6 +323,8 @@ pub trait Backend<'w>: Sync {
         Ok(())
     }
 
+    /// The layout `kv` was made with.
+    fn kv_layout(&self, kv: &Self::Kv) -> KvLayout;
     /// Positions cached for sequence `seq` (0 for an unknown one).
     fn kv_len(&self, kv: &Self::Kv, seq: SeqId) -> usize;
     /// Makes room for the batch's tokens at their positions; the batch must continue each of

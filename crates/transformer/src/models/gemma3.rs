@@ -1,7 +1,7 @@
 //! Gemma 3: grouped-query attention with RMS-normalized queries and keys, norms both before
 //! and after each sub-layer, a GELU-tanh gated feed-forward layer, embeddings scaled by
-//! √d_model, and sliding-window attention (with its own RoPE base) on five of every six
-//! blocks. GGUF stores the norm weights with Gemma's `1 +` already applied.
+//! √d_model, and sliding-window attention (with its own RoPE base, 10 000 unless the file says)
+//! on five of every six blocks. GGUF stores the norm weights with Gemma's `1 +` already applied.
 //!
 //! ```text
 //! x = embed(tokens) · √d_model
@@ -14,135 +14,33 @@
 //! logits = W_embd · (rms_norm(x) · output_norm)
 //! ```
 
-use super::{Loader, State};
-use crate::backend::{AttentionParams, Backend, Batch, Glu};
-use crate::config::ModelConfig;
-use crate::error::Result;
-use crate::names::TensorName as T;
+use super::spec::{
+    ArchSpec, Experts, FfnLayout, NormPlacement, QkvLayout, RopeFactors, SlidingWindow,
+    inv_sqrt_head_dim,
+};
+use crate::backend::Glu;
+use crate::config::RopeStyle;
 
-/// Weights of one block.
-pub struct Layer<M, V> {
-    attn_norm: V,      // (d_model,)
-    wq: M,             // (n_head * head_dim, d_model)
-    wk: M,             // (n_head_kv * head_dim, d_model)
-    wv: M,             // (n_head_kv * head_dim, d_model)
-    q_norm: V,         // (head_dim,)
-    k_norm: V,         // (head_dim,)
-    wo: M,             // (d_model, n_head * head_dim)
-    post_attn_norm: V, // (d_model,)
-    ffn_norm: V,       // (d_model,)
-    w_gate: M,         // (ffn_dim, d_model)
-    w_up: M,           // (ffn_dim, d_model)
-    w_down: M,         // (d_model, ffn_dim)
-    post_ffw_norm: V,  // (d_model,)
-}
-
-/// All weights of a Gemma 3 model.
-pub struct Weights<M, V> {
-    token_embd: M, // (vocab, d_model)
-    layers: Vec<Layer<M, V>>,
-    output_norm: V, // (d_model,)
-    output: M,      // (vocab, d_model), the embeddings when tied
-}
-
-impl<M, V> Weights<M, V> {
-    pub(crate) fn load<'w, B>(l: &Loader<'_, 'w, B>, c: &ModelConfig) -> Result<Self>
-    where
-        B: Backend<'w, Matrix = M, Vector = V>,
-    {
-        let (d, q, kv, f, hd) = (c.d_model, c.q_dim(), c.kv_dim(), c.ffn_dim, c.head_dim);
-        let layers = (0..c.n_layer)
-            .map(|il| {
-                let n = |t: T| t.in_block(il);
-                Ok(Layer {
-                    attn_norm: l.vector(&n(T::AttnNorm), d)?,
-                    wq: l.matrix(&n(T::AttnQ), q, d)?,
-                    wk: l.matrix(&n(T::AttnK), kv, d)?,
-                    wv: l.matrix(&n(T::AttnV), kv, d)?,
-                    q_norm: l.vector(&n(T::AttnQNorm), hd)?,
-                    k_norm: l.vector(&n(T::AttnKNorm), hd)?,
-                    wo: l.matrix(&n(T::AttnOutput), d, q)?,
-                    post_attn_norm: l.vector(&n(T::PostAttnNorm), d)?,
-                    ffn_norm: l.vector(&n(T::FfnNorm), d)?,
-                    w_gate: l.matrix(&n(T::FfnGate), f, d)?,
-                    w_up: l.matrix(&n(T::FfnUp), f, d)?,
-                    w_down: l.matrix(&n(T::FfnDown), d, f)?,
-                    post_ffw_norm: l.vector(&n(T::PostFfwNorm), d)?,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Self {
-            token_embd: l.matrix(T::TokenEmbd.as_str(), c.vocab, d)?,
-            layers,
-            output_norm: l.vector(T::OutputNorm.as_str(), d)?,
-            output: l.output(c)?,
-        })
-    }
-}
-
-pub(crate) fn forward<'w, B: Backend<'w>>(
-    w: &Weights<B::Matrix, B::Vector>,
-    c: &ModelConfig,
-    b: &B,
-    s: &mut State<'w, B>,
-    kv: &mut B::Kv,
-    batch: &Batch<'_>,
-    n_layers: usize,
-) -> Result<()> {
-    s.set_rows(b, batch.len(), batch.outputs.len())?;
-    b.embed(
-        &w.token_embd,
-        batch.tokens,
-        c.embed_scale.unwrap_or(1.0),
-        &mut s.x,
-    )?;
-    for (il, (layer, lc)) in w.layers.iter().zip(&c.layers).take(n_layers).enumerate() {
-        // Attention.
-        b.rms_norm_prepare(&s.x, &layer.attn_norm, c.rms_eps, &mut s.xn, &mut s.xn_in)?;
-        b.matmul_many(
-            &[&layer.wq, &layer.wk, &layer.wv],
-            &s.xn_in,
-            &mut [&mut s.q, &mut s.k, &mut s.v],
-        )?;
-        b.rms_norm(&mut s.q, &layer.q_norm, c.rms_eps)?;
-        b.rms_norm(&mut s.k, &layer.k_norm, c.rms_eps)?;
-        b.rope_qk(&mut s.q, &mut s.k, c.head_dim, batch.positions, &lc.rope)?;
-        let params = AttentionParams {
-            n_head: c.n_head,
-            n_head_kv: c.n_head_kv,
-            head_dim: c.head_dim,
-            scale: c.attn_scale,
-            window: lc.window,
-        };
-        b.attention_prepare(
-            kv,
-            il,
-            batch,
-            &s.q,
-            &s.k,
-            &s.v,
-            &params,
-            &mut s.att,
-            &mut s.att_in,
-        )?;
-        b.matmul(&layer.wo, &s.att_in, &mut s.proj)?;
-        b.rms_norm(&mut s.proj, &layer.post_attn_norm, c.rms_eps)?;
-        b.add(&mut s.x, &s.proj)?;
-
-        // Feed-forward.
-        b.rms_norm_prepare(&s.x, &layer.ffn_norm, c.rms_eps, &mut s.xn, &mut s.xn_in)?;
-        b.matmul_many(
-            &[&layer.w_gate, &layer.w_up],
-            &s.xn_in,
-            &mut [&mut s.gate, &mut s.up],
-        )?;
-        b.glu_prepare(&mut s.gate, &s.up, Glu::GeluTanh, &mut s.ffn_in)?;
-        b.matmul(&layer.w_down, &s.ffn_in, &mut s.proj)?;
-        b.rms_norm(&mut s.proj, &layer.post_ffw_norm, c.rms_eps)?;
-        b.add(&mut s.x, &s.proj)?;
-    }
-    b.gather_rows(&s.x, batch.outputs, &mut s.out_x)?;
-    b.rms_norm(&mut s.out_x, &w.output_norm, c.rms_eps)?;
-    b.prepare(&s.out_x, &mut s.out_in)?;
-    b.matmul(&w.output, &s.out_in, &mut s.logits)
-}
+/// The gemma3 row of the architecture table.
+pub const SPEC: ArchSpec = ArchSpec {
+    names: &["gemma3"],
+    summary: "Gemma 3",
+    qkv: QkvLayout::Separate,
+    qkv_bias: false,
+    qk_norm: true,
+    rope_style: RopeStyle::Halves,
+    rope_factors: RopeFactors::None,
+    norms: NormPlacement::PreAndPost,
+    ffn: FfnLayout::Gated,
+    experts: Experts::No,
+    glu: Glu::GeluTanh,
+    embed_scale_sqrt_d: true,
+    softcap: None,
+    sliding_window: Some(SlidingWindow {
+        period: 6,
+        default_window: None,
+        local_rope_base: Some(10_000.0),
+    }),
+    always_tied: false,
+    attn_scale: inv_sqrt_head_dim,
+};

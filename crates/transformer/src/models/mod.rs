@@ -1,15 +1,62 @@
-//! Architectures, one file each, and what they share: loading weights with shape checks,
-//! the preallocated run state, and the [`Model`] that dispatches between them.
+//! Model families and what they share.
+//!
+//! Each family is one [`ArchSpec`] in its own file (a row of [`ARCHITECTURES`]); the weights of
+//! every family load through one [`Loader`] into [`block::Weights`], and one block forward
+//! ([`block::forward`]) runs them all, on every backend.
 
+pub mod block;
+pub mod gemma2;
 pub mod gemma3;
 pub mod llama;
+pub mod phi3;
+pub mod qwen2;
+pub mod qwen3;
+pub mod qwen3moe;
+pub mod spec;
+mod state;
+
+use std::ops::Range;
 
 use ferrolm_gguf::{Gguf, TensorView};
 
+pub use spec::ArchSpec;
+pub use state::State;
+
 use crate::backend::{Backend, Batch, KvLayout};
-use crate::config::{Architecture, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{Result, TransformerError};
 use crate::names::TensorName;
+
+/// The architecture table: every family this crate runs.
+pub const ARCHITECTURES: &[&ArchSpec] = &[
+    &llama::SPEC,
+    &qwen2::SPEC,
+    &qwen3::SPEC,
+    &qwen3moe::SPEC,
+    &phi3::SPEC,
+    &gemma2::SPEC,
+    &gemma3::SPEC,
+];
+
+/// The family whose names include `name` (a `general.architecture` value).
+pub fn arch_spec(name: &str) -> Result<&'static ArchSpec> {
+    ARCHITECTURES
+        .iter()
+        .copied()
+        .find(|a| a.names.contains(&name))
+        .ok_or_else(|| TransformerError::UnsupportedArchitecture {
+            arch: name.to_owned(),
+            supported: architecture_names().join(", "),
+        })
+}
+
+/// Every `general.architecture` value this crate runs.
+pub fn architecture_names() -> Vec<&'static str> {
+    ARCHITECTURES
+        .iter()
+        .flat_map(|a| a.names.iter().copied())
+        .collect()
+}
 
 /// Finds tensors by name and checks their shapes before handing them to the backend.
 pub(crate) struct Loader<'g, 'w, B> {
@@ -39,9 +86,56 @@ impl<'w, B: Backend<'w>> Loader<'_, 'w, B> {
         Ok(view)
     }
 
+    /// Whether the file has a tensor of this name.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.gguf.tensor(name).is_some()
+    }
+
     /// A matrix of `rows` outputs by `cols` inputs (GGUF dims `[cols, rows]`).
     pub(crate) fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<B::Matrix> {
-        self.backend.matrix(&self.view(name, &[cols, rows])?)
+        self.backend.matrix(&self.view(name, &[cols, rows])?, None)
+    }
+
+    /// [`Loader::matrix`] with a bias of `rows` values added to every product.
+    pub(crate) fn matrix_with_bias(
+        &self,
+        name: &str,
+        bias: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<B::Matrix> {
+        let bias = self.view(bias, &[rows])?;
+        self.backend
+            .matrix(&self.view(name, &[cols, rows])?, Some(&bias))
+    }
+
+    /// Rows `part` of a matrix of `rows × cols` stored as one tensor (a fused projection),
+    /// borrowed from the file without copying.
+    pub(crate) fn matrix_part(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        part: Range<usize>,
+    ) -> Result<B::Matrix> {
+        let view = self.view(name, &[cols, rows])?;
+        self.backend.matrix(&rows_of(&view, rows, part)?, None)
+    }
+
+    /// `n` matrices of `rows × cols` stored as one 3-D tensor (GGUF dims `[cols, rows, n]`),
+    /// as one matrix of `n · rows` rows: the experts of a mixture-of-experts layer.
+    pub(crate) fn stacked(&self, name: &str, n: usize, rows: usize, cols: usize) -> Result<B::Matrix> {
+        let view = self.view(name, &[cols, rows, n])?;
+        let all_rows = rows.checked_mul(n).ok_or_else(|| TransformerError::TensorShape {
+            name: name.into(),
+            expected: vec![cols as u64, rows as u64, n as u64],
+            got: view.dims.clone(),
+        })?;
+        let flat = TensorView {
+            dims: vec![cols as u64, all_rows as u64],
+            ..view
+        };
+        self.backend.matrix(&flat, None)
     }
 
     /// A vector of `n` f32 values.
@@ -49,9 +143,18 @@ impl<'w, B: Backend<'w>> Loader<'_, 'w, B> {
         self.backend.vector(&self.view(name, &[n])?)
     }
 
+    /// [`Loader::vector`] when the file has the tensor, else `None`.
+    pub(crate) fn optional_vector(&self, name: &str, n: usize) -> Result<Option<B::Vector>> {
+        if self.has(name) {
+            self.vector(name, n).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The output projection, or the embedding table when the model ties them.
     pub(crate) fn output(&self, config: &ModelConfig) -> Result<B::Matrix> {
-        let name = if self.gguf.tensor(TensorName::Output.as_str()).is_some() {
+        let name = if !config.arch.always_tied && self.has(TensorName::Output.as_str()) {
             TensorName::Output
         } else {
             TensorName::TokenEmbd
@@ -60,17 +163,35 @@ impl<'w, B: Backend<'w>> Loader<'_, 'w, B> {
     }
 }
 
-/// Weights of one of the supported architectures.
-enum Weights<M, V> {
-    Llama(llama::Weights<M, V>),
-    Gemma3(gemma3::Weights<M, V>),
+/// Rows `part` of a view of `rows` rows, as a view of its own over the same bytes.
+fn rows_of<'w>(view: &TensorView<'w>, rows: usize, part: Range<usize>) -> Result<TensorView<'w>> {
+    let row_bytes = view.data.len() / rows.max(1);
+    if part.start >= part.end || part.end > rows || row_bytes * rows != view.data.len() {
+        return Err(TransformerError::TensorShape {
+            name: view.name.into(),
+            expected: vec![view.row_len(), part.end as u64],
+            got: view.dims.clone(),
+        });
+    }
+    Ok(TensorView {
+        dims: vec![view.row_len(), (part.end - part.start) as u64],
+        data: &view.data[part.start * row_bytes..part.end * row_bytes],
+        ..view.clone()
+    })
 }
 
 /// A model ready to run: its configuration, its weights in the backend's form, and the backend.
 pub struct Model<'w, B: Backend<'w>> {
     config: ModelConfig,
-    weights: Weights<B::Matrix, B::Vector>,
+    weights: block::Weights<B::Matrix, B::Vector>,
     backend: B,
+}
+
+/// What a forward pass reads back from the backend.
+#[derive(Debug, Clone, Copy)]
+enum Readback {
+    Logits,
+    Argmax,
 }
 
 impl<'w, B: Backend<'w>> Model<'w, B> {
@@ -82,10 +203,7 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
             gguf,
             backend: &backend,
         };
-        let weights = match config.arch {
-            Architecture::Llama => Weights::Llama(llama::Weights::load(&loader, &config)?),
-            Architecture::Gemma3 => Weights::Gemma3(gemma3::Weights::load(&loader, &config)?),
-        };
+        let weights = block::Weights::load(&loader, &config)?;
         Ok(Self {
             config,
             weights,
@@ -178,12 +296,7 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
         let b = &self.backend;
         b.kv_reserve(kv, batch)?;
         let result = b.run(|| {
-            match &self.weights {
-                Weights::Llama(w) => llama::forward(w, &self.config, b, state, kv, batch, n_layers),
-                Weights::Gemma3(w) => {
-                    gemma3::forward(w, &self.config, b, state, kv, batch, n_layers)
-                }
-            }?;
+            block::forward(&self.weights, &self.config, b, state, kv, batch, n_layers)?;
             match readback {
                 Readback::Argmax => b.argmax_ahead(&state.logits),
                 Readback::Logits => Ok(()),
@@ -269,109 +382,3 @@ fn validate<'w, B: Backend<'w>>(
     Ok(())
 }
 
-/// Activations of the forward pass, allocated once for a largest batch (shapes in
-/// comments: `B` batch tokens, `O` output rows).
-pub struct State<'w, B: Backend<'w>> {
-    max_batch: usize,
-    max_outputs: usize,
-    n_outputs: usize,
-    pub(crate) x: B::Buffer,        // (B, d_model) residual stream
-    pub(crate) xn: B::Buffer,       // (B, d_model) normalized input of a sub-layer
-    pub(crate) xn_in: B::Prepared,  // (B, d_model) prepared for matmul
-    pub(crate) q: B::Buffer,        // (B, n_head * head_dim)
-    pub(crate) k: B::Buffer,        // (B, n_head_kv * head_dim)
-    pub(crate) v: B::Buffer,        // (B, n_head_kv * head_dim)
-    pub(crate) att: B::Buffer,      // (B, n_head * head_dim) attention output
-    pub(crate) att_in: B::Prepared, // (B, n_head * head_dim) prepared
-    pub(crate) proj: B::Buffer,     // (B, d_model) sub-layer output
-    pub(crate) gate: B::Buffer,     // (B, ffn_dim)
-    pub(crate) up: B::Buffer,       // (B, ffn_dim)
-    pub(crate) ffn_in: B::Prepared, // (B, ffn_dim) prepared
-    pub(crate) out_x: B::Buffer,    // (O, d_model) rows whose logits are wanted
-    pub(crate) out_in: B::Prepared, // (O, d_model) prepared
-    pub(crate) logits: B::Buffer,   // (O, vocab)
-    logits_host: Vec<f32>,          // (O, vocab)
-    argmax_host: Vec<u32>,          // (O) index of each output row's largest logit
-}
-
-/// What a forward pass reads back from the backend.
-#[derive(Debug, Clone, Copy)]
-enum Readback {
-    Logits,
-    Argmax,
-}
-
-impl<'w, B: Backend<'w>> State<'w, B> {
-    fn new(b: &B, c: &ModelConfig, max_batch: usize, max_outputs: usize) -> Result<Self> {
-        if max_batch == 0 || max_outputs == 0 || max_outputs > max_batch {
-            return Err(TransformerError::InvalidBatch {
-                reason: format!("a state for batches of {max_batch} with {max_outputs} outputs"),
-            });
-        }
-        let (n, o) = (max_batch, max_outputs);
-        Ok(Self {
-            max_batch,
-            max_outputs,
-            n_outputs: 0,
-            x: b.buffer(n, c.d_model)?,
-            xn: b.buffer(n, c.d_model)?,
-            xn_in: b.prepared(n, c.d_model)?,
-            q: b.buffer(n, c.q_dim())?,
-            k: b.buffer(n, c.kv_dim())?,
-            v: b.buffer(n, c.kv_dim())?,
-            att: b.buffer(n, c.q_dim())?,
-            att_in: b.prepared(n, c.q_dim())?,
-            proj: b.buffer(n, c.d_model)?,
-            gate: b.buffer(n, c.ffn_dim)?,
-            up: b.buffer(n, c.ffn_dim)?,
-            ffn_in: b.prepared(n, c.ffn_dim)?,
-            out_x: b.buffer(o, c.d_model)?,
-            out_in: b.prepared(o, c.d_model)?,
-            logits: b.buffer(o, c.vocab)?,
-            logits_host: vec![0.0; o * c.vocab],
-            argmax_host: vec![0; o],
-        })
-    }
-
-    /// Largest batch this state runs.
-    pub fn max_batch(&self) -> usize {
-        self.max_batch
-    }
-
-    /// Most output rows per batch.
-    pub fn max_outputs(&self) -> usize {
-        self.max_outputs
-    }
-
-    /// The index of the largest logit of each output row of the last
-    /// [`Model::forward_argmax`], in the order the batch listed them.
-    pub fn argmax(&self) -> &[u32] {
-        &self.argmax_host[..self.n_outputs]
-    }
-
-    /// Logits of the last batch's output rows, `outputs × vocab`, in the order the batch
-    /// listed them.
-    pub fn logits(&self) -> &[f32] {
-        let vocab = self.logits_host.len() / self.max_outputs;
-        &self.logits_host[..self.n_outputs * vocab]
-    }
-
-    /// Sets the rows in use of every per-token buffer to `n` and of the output buffers to `o`.
-    pub(crate) fn set_rows(&mut self, b: &B, n: usize, o: usize) -> Result<()> {
-        for buf in [
-            &mut self.x,
-            &mut self.xn,
-            &mut self.q,
-            &mut self.k,
-            &mut self.v,
-            &mut self.att,
-            &mut self.proj,
-            &mut self.gate,
-            &mut self.up,
-        ] {
-            b.set_rows(buf, n)?;
-        }
-        b.set_rows(&mut self.out_x, o)?;
-        b.set_rows(&mut self.logits, o)
-    }
-}

@@ -3,6 +3,7 @@
 //! small operations here, all on one rayon thread pool.
 
 mod attention_log;
+mod experts;
 mod kv;
 pub mod ops;
 #[allow(unsafe_code)]
@@ -10,6 +11,7 @@ mod simd;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 use ferrolm_gguf::{GgmlType, TensorView};
 use ferrolm_quant::dot::Planes;
@@ -20,7 +22,7 @@ use rayon::prelude::*;
 pub use attention_log::AttentionRow;
 pub use kv::CpuKv;
 
-use super::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
+use super::{AttentionParams, Backend, Batch, Glu, KvLayout, MoeRouting, SeqId};
 use crate::config::Rope;
 use crate::error::{Result, TransformerError};
 
@@ -30,6 +32,7 @@ pub struct CpuBackend {
     pool: rayon::ThreadPool,
     precision: Precision,
     attention_log: attention_log::AttentionLog,
+    experts: Mutex<experts::Scratch>,
 }
 
 /// Options of the CPU backend.
@@ -72,6 +75,7 @@ impl CpuBackend {
             pool,
             precision: options.precision,
             attention_log: attention_log::AttentionLog::default(),
+            experts: Mutex::new(experts::Scratch::default()),
         })
     }
 
@@ -94,6 +98,25 @@ impl CpuBackend {
     /// Takes the attention rows recorded so far (in no particular order).
     pub fn take_attention(&self) -> Vec<AttentionRow> {
         self.attention_log.take()
+    }
+}
+
+/// A weight matrix on the CPU: borrowed from the file, with the bias its products add.
+#[derive(Clone, Debug)]
+pub struct CpuMatrix<'w> {
+    q: QMatrix<'w>,
+    bias: Option<Cow<'w, [f32]>>,
+}
+
+impl<'w> CpuMatrix<'w> {
+    /// The weights.
+    pub fn weights(&self) -> &QMatrix<'w> {
+        &self.q
+    }
+
+    /// The bias added to every product, if any.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
     }
 }
 
@@ -171,7 +194,7 @@ thread_local! {
 }
 
 impl<'w> Backend<'w> for CpuBackend {
-    type Matrix = QMatrix<'w>;
+    type Matrix = CpuMatrix<'w>;
     type Vector = Cow<'w, [f32]>;
     type Buffer = CpuBuffer;
     type Prepared = CpuPrepared;
@@ -185,15 +208,24 @@ impl<'w> Backend<'w> for CpuBackend {
         self.pool.install(f)
     }
 
-    fn matrix(&self, view: &TensorView<'w>) -> Result<Self::Matrix> {
+    fn matrix(
+        &self,
+        view: &TensorView<'w>,
+        bias: Option<&TensorView<'w>>,
+    ) -> Result<Self::Matrix> {
         let (rows, cols) = (view.n_rows() as usize, view.row_len() as usize);
-        QMatrix::new(view.ty, rows, cols, view.data).map_err(|_| {
+        let q = QMatrix::new(view.ty, rows, cols, view.data).map_err(|_| {
             TransformerError::UnsupportedTensorType {
                 name: view.name.to_owned(),
                 ty: view.ty,
                 backend: "the CPU backend",
             }
-        })
+        })?;
+        let bias = bias.map(|b| self.vector(b)).transpose()?;
+        if let Some(b) = &bias {
+            check("matrix", "bias length", rows, b.len())?;
+        }
+        Ok(CpuMatrix { q, bias })
     }
 
     fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector> {
@@ -258,6 +290,7 @@ impl<'w> Backend<'w> for CpuBackend {
         scale: f32,
         out: &mut Self::Buffer,
     ) -> Result<()> {
+        let table = &table.q;
         check("embed", "output rows", tokens.len(), out.rows)?;
         check("embed", "output width", table.cols(), out.cols)?;
         for (&t, row) in tokens.iter().zip(out.data.chunks_exact_mut(out.cols)) {
@@ -333,13 +366,18 @@ impl<'w> Backend<'w> for CpuBackend {
     }
 
     fn matmul(&self, w: &Self::Matrix, x: &Self::Prepared, out: &mut Self::Buffer) -> Result<()> {
-        check("matmul", "output width", w.rows(), out.cols)?;
+        check("matmul", "output width", w.q.rows(), out.cols)?;
         let input = match &x.quantized {
             Some(q) if x.quantized_fresh => Input::with_quantized(&x.x, q)?,
             _ => Input::f32(&x.x, x.cols)?,
         };
         check("matmul", "output rows", input.rows(), out.rows)?;
-        w.forward(&input, &mut out.data)?;
+        w.q.forward(&input, &mut out.data)?;
+        if let Some(bias) = &w.bias {
+            for row in out.data.chunks_exact_mut(out.cols) {
+                row.iter_mut().zip(bias.iter()).for_each(|(y, b)| *y += b);
+            }
+        }
         Ok(())
     }
 
@@ -349,8 +387,13 @@ impl<'w> Backend<'w> for CpuBackend {
         head_dim: usize,
         positions: &[u32],
         rope: &Rope,
+        factors: Option<&Self::Vector>,
     ) -> Result<()> {
         check("rope", "positions", x.rows, positions.len())?;
+        if let Some(f) = factors {
+            check("rope", "frequency factors", rope.n_rot / 2, f.len())?;
+        }
+        let factors = factors.map(|f| &f[..]);
         if head_dim == 0
             || x.cols % head_dim != 0
             || rope.n_rot > head_dim
@@ -364,7 +407,7 @@ impl<'w> Backend<'w> for CpuBackend {
             let mut cos = [0.0f32; MAX_HALF_ROT];
             let mut sin = [0.0f32; MAX_HALF_ROT];
             let (cos, sin) = (&mut cos[..half], &mut sin[..half]);
-            ops::rope_angles(pos, rope, cos, sin);
+            ops::rope_angles(pos, rope, factors, cos, sin);
             for head in row.chunks_exact_mut(head_dim) {
                 ops::rope_head(head, rope.style, cos, sin);
             }
@@ -440,6 +483,9 @@ impl<'w> Backend<'w> for CpuBackend {
                         let (lo, hi) = visible(block.first_pos, block.n_tokens, first, pos);
                         simd::scores(qh, &block.keys[lo * hd..hi * hd], p.scale, scores);
                     }
+                    if let Some(cap) = p.softcap {
+                        scores.iter_mut().for_each(|s| *s = ops::softcap(*s, cap));
+                    }
                     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0f32;
                     for s in scores.iter_mut() {
@@ -501,6 +547,79 @@ impl<'w> Backend<'w> for CpuBackend {
         Ok(())
     }
 
+    fn softcap(&self, x: &mut Self::Buffer, cap: f32) -> Result<()> {
+        x.data.iter_mut().for_each(|v| *v = ops::softcap(*v, cap));
+        Ok(())
+    }
+
+    fn moe_route(
+        &self,
+        logits: &Self::Buffer,
+        routing: &MoeRouting,
+        choice: &mut Self::Buffer,
+    ) -> Result<()> {
+        check("moe_route", "choice rows", logits.rows, choice.rows)?;
+        check("moe_route", "choice width", 2 * routing.n_used, choice.cols)?;
+        if routing.n_used == 0 || routing.n_used > logits.cols {
+            return Err(shape_error("moe_route", "experts used", logits.cols, routing.n_used));
+        }
+        for (l, c) in logits
+            .data
+            .chunks_exact(logits.cols)
+            .zip(choice.data.chunks_exact_mut(choice.cols))
+        {
+            experts::route(l, routing, c);
+        }
+        Ok(())
+    }
+
+    fn matmul_experts(
+        &self,
+        experts: &Self::Matrix,
+        n_expert: usize,
+        choice: &Self::Buffer,
+        x: &Self::Prepared,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        let mut scratch = self
+            .experts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        experts::matmul(
+            &mut scratch,
+            self.precision,
+            &experts.q,
+            n_expert,
+            choice,
+            x,
+            out,
+        )
+    }
+
+    fn moe_combine(
+        &self,
+        choice: &Self::Buffer,
+        y: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        let k = choice.cols / 2;
+        check("moe_combine", "rows", choice.rows * k, y.rows)?;
+        check("moe_combine", "output rows", choice.rows, out.rows)?;
+        check("moe_combine", "output width", y.cols, out.cols)?;
+        for ((c, ys), o) in choice
+            .data
+            .chunks_exact(choice.cols)
+            .zip(y.data.chunks_exact(y.cols * k))
+            .zip(out.data.chunks_exact_mut(out.cols))
+        {
+            o.fill(0.0);
+            for (&w, yj) in c[k..].iter().zip(ys.chunks_exact(y.cols)) {
+                ops::axpy(w, yj, o);
+            }
+        }
+        Ok(())
+    }
+
     fn gather_rows(&self, x: &Self::Buffer, rows: &[usize], out: &mut Self::Buffer) -> Result<()> {
         check("gather_rows", "width", x.cols, out.cols)?;
         check("gather_rows", "output rows", rows.len(), out.rows)?;
@@ -529,6 +648,10 @@ impl<'w> Backend<'w> for CpuBackend {
             }
         }
         Ok(())
+    }
+
+    fn kv_layout(&self, kv: &Self::Kv) -> KvLayout {
+        kv.layout()
     }
 
     fn kv_len(&self, kv: &Self::Kv, seq: SeqId) -> usize {

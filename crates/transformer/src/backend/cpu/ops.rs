@@ -25,16 +25,40 @@ fn rms_scale(x: &[f32], eps: f32) -> f32 {
     (1.0 / (mean + f64::from(eps)).sqrt()) as f32
 }
 
-/// Fills `cos`/`sin` (`rope.n_rot / 2` each) with the rotation of each dimension pair at `pos`.
-pub fn rope_angles(pos: u32, rope: &Rope, cos: &mut [f32], sin: &mut [f32]) {
+/// Fills `cos`/`sin` (`rope.n_rot / 2` each) with the rotation of each dimension pair at `pos`
+/// (see [`Rope`]): `factors`, when given, divide the pairs' frequencies.
+pub fn rope_angles(pos: u32, rope: &Rope, factors: Option<&[f32]>, cos: &mut [f32], sin: &mut [f32]) {
     let n_rot = rope.n_rot as f64;
-    let p = f64::from(pos) * f64::from(rope.freq_scale);
+    let p = f64::from(pos);
+    let freq_scale = f64::from(rope.freq_scale);
+    let mscale = f64::from(rope.mscale);
     for (i, (c, s)) in cos.iter_mut().zip(sin.iter_mut()).enumerate() {
-        let theta = p * f64::from(rope.base).powf(-2.0 * i as f64 / n_rot);
+        let factor = factors.map_or(1.0, |f| f64::from(f[i]));
+        let extrap = p * f64::from(rope.base).powf(-2.0 * i as f64 / n_rot) / factor;
+        let interp = freq_scale * extrap;
+        let theta = if rope.ext_factor == 0.0 {
+            interp
+        } else {
+            let mix = yarn_ramp(rope.corr_dims, i) * f64::from(rope.ext_factor);
+            interp * (1.0 - mix) + extrap * mix
+        };
         let (sn, cs) = theta.sin_cos();
-        *c = cs as f32;
-        *s = sn as f32;
+        *c = (cs * mscale) as f32;
+        *s = (sn * mscale) as f32;
     }
+}
+
+/// YaRN's ramp for pair `i`: 1 below `corr_dims[0]` (keep the uninterpolated angle), 0 above
+/// `corr_dims[1]`, linear between.
+fn yarn_ramp(corr_dims: [f32; 2], i: usize) -> f64 {
+    let (lo, hi) = (f64::from(corr_dims[0]), f64::from(corr_dims[1]));
+    let y = (i as f64 - lo) / (hi - lo).max(0.001);
+    1.0 - y.clamp(0.0, 1.0)
+}
+
+/// `cap · tanh(x / cap)`: soft-capping of attention scores and logits.
+pub fn softcap(x: f32, cap: f32) -> f32 {
+    cap * (x / cap).tanh()
 }
 
 /// Rotates the first `n_rot` values of one head by the precomputed angles.
@@ -111,14 +135,9 @@ mod tests {
 
     #[test]
     fn rope_adjacent_and_halves_rotate_different_pairs() {
-        let rope = Rope {
-            base: 10000.0,
-            freq_scale: 1.0,
-            n_rot: 4,
-            style: RopeStyle::Adjacent,
-        };
+        let rope = Rope::plain(10000.0, 4, RopeStyle::Adjacent);
         let (mut cos, mut sin) = ([0.0; 2], [0.0; 2]);
-        rope_angles(3, &rope, &mut cos, &mut sin);
+        rope_angles(3, &rope, None, &mut cos, &mut sin);
         assert!((cos[0] - 3.0f32.cos()).abs() < 1e-6);
         assert!((sin[1] - (3.0f64 * 0.01).sin() as f32).abs() < 1e-6);
         let mut a = [1.0f32, 0.0, 1.0, 0.0];
@@ -127,6 +146,48 @@ mod tests {
         let mut b = [1.0f32, 0.0, 0.0, 0.0];
         rope_head(&mut b, RopeStyle::Halves, &cos, &sin);
         assert!((b[2] - 3.0f32.sin()).abs() < 1e-6 && b[1] == 0.0);
+    }
+
+    #[test]
+    fn rope_factors_divide_each_pairs_frequency() {
+        let rope = Rope::plain(100.0, 4, RopeStyle::Halves);
+        let (mut cos, mut sin) = ([0.0; 2], [0.0; 2]);
+        rope_angles(7, &rope, Some(&[2.0, 4.0]), &mut cos, &mut sin);
+        assert!((sin[0] - (7.0f64 / 2.0).sin() as f32).abs() < 1e-6);
+        assert!((sin[1] - (7.0f64 * 0.1 / 4.0).sin() as f32).abs() < 1e-6);
+    }
+
+    #[test]
+    fn yarn_keeps_fast_pairs_and_interpolates_slow_ones() {
+        // Pair 0 is below the ramp (extrapolated: the plain angle), pair 3 above it
+        // (interpolated: the angle times freq_scale); every value is scaled by mscale.
+        let rope = Rope {
+            freq_scale: 0.25,
+            ext_factor: 1.0,
+            corr_dims: [1.0, 2.0],
+            mscale: 1.5,
+            ..Rope::plain(10.0, 8, RopeStyle::Halves)
+        };
+        let (mut cos, mut sin) = ([0.0; 4], [0.0; 4]);
+        rope_angles(5, &rope, None, &mut cos, &mut sin);
+        assert!((sin[0] - 1.5 * 5.0f32.sin()).abs() < 1e-5);
+        let slow = 5.0f64 * 10f64.powf(-6.0 / 8.0) * 0.25;
+        assert!((cos[3] - (1.5 * slow.cos()) as f32).abs() < 1e-5);
+        // Halfway up the ramp the two angles are mixed equally.
+        let (e, i) = (5.0 * 10f64.powf(-4.0 / 8.0), 0.25 * 5.0 * 10f64.powf(-4.0 / 8.0));
+        let rope_mid = Rope {
+            corr_dims: [1.0, 3.0],
+            ..rope
+        };
+        rope_angles(5, &rope_mid, None, &mut cos, &mut sin);
+        assert!((sin[2] - (1.5 * (0.5 * e + 0.5 * i).sin()) as f32).abs() < 1e-5);
+    }
+
+    #[test]
+    fn softcap_bounds_values_and_keeps_small_ones() {
+        assert!((softcap(0.01, 30.0) - 0.01).abs() < 1e-6);
+        assert!(softcap(1e4, 5.0) <= 5.0 && softcap(1e4, 5.0) > 4.999);
+        assert!((softcap(-5.0, 5.0) + 5.0 * 1.0f32.tanh()).abs() < 1e-6);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use ferrolm_gguf::TensorView;
 
 use super::CudaOptions;
-use crate::backend::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
+use crate::backend::{AttentionParams, Backend, Batch, Glu, KvLayout, MoeRouting, SeqId};
 use crate::config::Rope;
 use crate::error::{Result, TransformerError};
 
@@ -59,7 +59,7 @@ impl<'w> Backend<'w> for CudaBackend {
     fn name(&self) -> &'static str {
         "cuda"
     }
-    fn matrix(&self, _: &TensorView<'w>) -> Result<Unavailable> {
+    fn matrix(&self, _: &TensorView<'w>, _: Option<&TensorView<'w>>) -> Result<Unavailable> {
         match self.never {}
     }
     fn vector(&self, _: &TensorView<'w>) -> Result<Unavailable> {
@@ -98,7 +98,33 @@ impl<'w> Backend<'w> for CudaBackend {
     fn matmul(&self, _: &Unavailable, _: &Unavailable, _: &mut Unavailable) -> Result<()> {
         match self.never {}
     }
-    fn rope(&self, _: &mut Unavailable, _: usize, _: &[u32], _: &Rope) -> Result<()> {
+    fn rope(
+        &self,
+        _: &mut Unavailable,
+        _: usize,
+        _: &[u32],
+        _: &Rope,
+        _: Option<&Unavailable>,
+    ) -> Result<()> {
+        match self.never {}
+    }
+    fn softcap(&self, _: &mut Unavailable, _: f32) -> Result<()> {
+        match self.never {}
+    }
+    fn moe_route(&self, _: &Unavailable, _: &MoeRouting, _: &mut Unavailable) -> Result<()> {
+        match self.never {}
+    }
+    fn matmul_experts(
+        &self,
+        _: &Unavailable,
+        _: usize,
+        _: &Unavailable,
+        _: &Unavailable,
+        _: &mut Unavailable,
+    ) -> Result<()> {
+        match self.never {}
+    }
+    fn moe_combine(&self, _: &Unavailable, _: &Unavailable, _: &mut Unavailable) -> Result<()> {
         match self.never {}
     }
     fn attention(
@@ -127,6 +153,9 @@ impl<'w> Backend<'w> for CudaBackend {
         match self.never {}
     }
     fn read_argmax(&self, _: &Unavailable, _: &mut [u32]) -> Result<()> {
+        match self.never {}
+    }
+    fn kv_layout(&self, _: &Unavailable) -> KvLayout {
         match self.never {}
     }
     fn kv_len(&self, _: &Unavailable, _: SeqId) -> usize {
