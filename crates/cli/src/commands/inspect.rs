@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use ferrolm_transformer::{ModelConfig, TensorName};
+
 use crate::file_type;
 use crate::models;
 use crate::output::print_stdout;
@@ -66,6 +68,15 @@ struct Report<'a> {
     bits_per_weight: f64,
     quantization: Vec<TypeUsage>,
     hyperparameters: BTreeMap<&'a str, Value>,
+    /// The model as ferrolm reads it: its family and the settings the forward pass uses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<BTreeMap<&'static str, String>>,
+    /// Why ferrolm cannot run the file, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_error: Option<String>,
+    /// `model` in reading order, for the text view.
+    #[serde(skip)]
+    model_lines: Option<Vec<(&'static str, String)>>,
     tokenizer: Option<TokenizerSummary<'a>>,
     metadata: Vec<MetadataEntry<'a>>,
     tensors: Vec<TensorEntry<'a>>,
@@ -170,7 +181,16 @@ impl<'a> Report<'a> {
                     .collect()
             })
             .unwrap_or_default();
+        let (model_lines, model_error) = match model_summary(gguf) {
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(e)),
+        };
         Report {
+            model: model_lines
+                .as_ref()
+                .map(|m| m.iter().cloned().collect()),
+            model_lines,
+            model_error,
             path: file.path().display().to_string(),
             file_size: file.bytes().len() as u64,
             gguf_version: gguf.version(),
@@ -203,6 +223,125 @@ impl<'a> Report<'a> {
             tensors,
         }
     }
+}
+
+/// The settings ferrolm's forward pass takes from the file, in reading order, or why it cannot
+/// run it.
+fn model_summary(gguf: &Gguf<'_>) -> Result<Vec<(&'static str, String)>, String> {
+    let c = ModelConfig::from_gguf(gguf).map_err(|e| e.to_string())?;
+    let mut out = vec![
+        ("family", format!("{} ({})", c.arch.name(), c.arch.summary)),
+        ("layers", c.n_layer.to_string()),
+        ("embedding width", c.d_model.to_string()),
+        (
+            "attention heads",
+            format!(
+                "{} query, {} key/value, {} wide",
+                c.n_head, c.n_head_kv, c.head_dim
+            ),
+        ),
+        ("attention scale", format!("{}", c.attn_scale)),
+    ];
+    match &c.moe {
+        None => out.push(("feed-forward width", c.ffn_dim.to_string())),
+        Some(m) => out.push((
+            "experts",
+            format!(
+                "{} of {} per token, {} wide{}",
+                m.n_used,
+                m.n_expert,
+                m.ffn_dim,
+                if m.weights_scale == 1.0 {
+                    String::new()
+                } else {
+                    format!(", weights times {}", m.weights_scale)
+                }
+            ),
+        )),
+    }
+    let spec = c.arch;
+    out.push(("feed-forward activation", format!("{:?}", spec.glu)));
+    let rope = |r: &ferrolm_transformer::Rope| {
+        let mut s = format!(
+            "{:?} pairs, {} of {} dimensions, base {}",
+            r.style, r.n_rot, c.head_dim, r.base
+        );
+        if r.freq_scale != 1.0 {
+            s += &format!(", positions times {}", r.freq_scale);
+        }
+        if r.ext_factor != 0.0 {
+            s += &format!(
+                ", YaRN ramp over pairs {}..{} of an original {} positions",
+                r.corr_dims[0], r.corr_dims[1], c.n_ctx_orig
+            );
+        }
+        if r.mscale != 1.0 {
+            s += &format!(", magnitude {}", r.mscale);
+        }
+        s
+    };
+    if let Some(global) = c.layers.iter().find(|l| l.window.is_none()).or(c.layers.first()) {
+        out.push(("rope", rope(&global.rope)));
+    }
+    let factors: Vec<&str> = [
+        TensorName::RopeFreqs,
+        TensorName::RopeFactorsLong,
+        TensorName::RopeFactorsShort,
+    ]
+    .iter()
+    .map(|t| t.as_str())
+    .filter(|n| gguf.tensor(n).is_some())
+    .collect();
+    if !factors.is_empty() {
+        out.push(("rope frequency factors", factors.join(", ")));
+    }
+    let sliding: Vec<String> = c
+        .layers
+        .iter()
+        .enumerate()
+        .filter_map(|(il, l)| l.window.map(|w| format!("{il}:{w}")))
+        .collect();
+    if !sliding.is_empty() {
+        out.push((
+            "sliding window",
+            format!(
+                "{} of {} layers (layer:window {}), their rope: {}",
+                sliding.len(),
+                c.n_layer,
+                sliding.join(" "),
+                c.layers
+                    .iter()
+                    .find(|l| l.window.is_some())
+                    .map(|l| rope(&l.rope))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    if let Some(cap) = c.attn_softcap {
+        out.push(("attention soft cap", cap.to_string()));
+    }
+    if let Some(cap) = c.final_softcap {
+        out.push(("final logit soft cap", cap.to_string()));
+    }
+    if let Some(s) = c.embed_scale {
+        out.push(("embedding scale", s.to_string()));
+    }
+    let mut norms = vec!["pre"];
+    if spec.qk_norm {
+        norms.push("per-head q/k");
+    }
+    if spec.norms == ferrolm_transformer::models::spec::NormPlacement::PreAndPost {
+        norms.push("post-attention, post-feed-forward");
+    }
+    out.push(("norms", format!("{}, eps {}", norms.join(", "), c.rms_eps)));
+    if spec.qkv_bias {
+        out.push(("biases", "query, key, value".into()));
+    }
+    let tied = spec.always_tied || gguf.tensor(TensorName::Output.as_str()).is_none();
+    out.push(("output head", if tied { "tied to the embeddings" } else { "separate" }.into()));
+    out.push(("vocabulary", c.vocab.to_string()));
+    out.push(("trained context", c.n_ctx_train.to_string()));
+    Ok(out)
 }
 
 /// Per-type totals, largest share of bytes first.
@@ -429,6 +568,15 @@ fn render_text(report: &Report<'_>, gguf: &Gguf<'_>) -> Result<String, std::fmt:
             usage.elements,
             human_bytes(usage.bytes)
         )?;
+    }
+
+    if let Some(m) = &report.model_lines {
+        writeln!(w, "\nmodel (as ferrolm runs it)")?;
+        for (k, v) in m {
+            writeln!(w, "  {k:<24}{v}")?;
+        }
+    } else if let Some(e) = &report.model_error {
+        writeln!(w, "\nmodel           ferrolm cannot run this file: {e}")?;
     }
 
     let arch_prefix = report.architecture.map(|arch| format!("{arch}."));
