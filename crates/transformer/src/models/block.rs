@@ -73,7 +73,7 @@ pub struct Layer<M, V> {
 /// Frequency factors of the rotary embedding.
 enum Factors<V> {
     None,
-    Single(V),           // (n_rot / 2,)
+    Single(V), // (n_rot / 2,)
     LongShort { long: V, short: V },
 }
 
@@ -127,7 +127,9 @@ impl<M, V> Weights<M, V> {
         match &self.rope_factors {
             Factors::None => None,
             Factors::Single(v) => Some(v),
-            Factors::LongShort { long, short } => Some(if n_ctx > n_ctx_orig { long } else { short }),
+            Factors::LongShort { long, short } => {
+                Some(if n_ctx > n_ctx_orig { long } else { short })
+            }
         }
     }
 }
@@ -155,20 +157,19 @@ fn load_layer<'w, B: Backend<'w>>(
     };
     // Some converters write Phi-3's projections separately; either form loads.
     let fused = spec.qkv == QkvLayout::Fused && l.has(&n(T::AttnQkv));
-    let (wq, wk, wv) = match fused {
-        false => (
+    let (wq, wk, wv) = if fused {
+        let (name, rows) = (n(T::AttnQkv), q + 2 * kv);
+        (
+            l.matrix_part(&name, rows, d, 0..q)?,
+            l.matrix_part(&name, rows, d, q..q + kv)?,
+            l.matrix_part(&name, rows, d, q + kv..rows)?,
+        )
+    } else {
+        (
             projection(T::AttnQ, T::AttnQBias, q)?,
             projection(T::AttnK, T::AttnKBias, kv)?,
             projection(T::AttnV, T::AttnVBias, kv)?,
-        ),
-        true => {
-            let (name, rows) = (n(T::AttnQkv), q + 2 * kv);
-            (
-                l.matrix_part(&name, rows, d, 0..q)?,
-                l.matrix_part(&name, rows, d, q..q + kv)?,
-                l.matrix_part(&name, rows, d, q + kv..rows)?,
-            )
-        }
+        )
     };
     let post = spec.norms == NormPlacement::PreAndPost;
     let attn = Attention {
@@ -176,8 +177,14 @@ fn load_layer<'w, B: Backend<'w>>(
         wq,
         wk,
         wv,
-        q_norm: spec.qk_norm.then(|| l.vector(&n(T::AttnQNorm), hd)).transpose()?,
-        k_norm: spec.qk_norm.then(|| l.vector(&n(T::AttnKNorm), hd)).transpose()?,
+        q_norm: spec
+            .qk_norm
+            .then(|| l.vector(&n(T::AttnQNorm), hd))
+            .transpose()?,
+        k_norm: spec
+            .qk_norm
+            .then(|| l.vector(&n(T::AttnKNorm), hd))
+            .transpose()?,
         wo: l.matrix(&n(T::AttnOutput), d, q)?,
         post_norm: post.then(|| l.vector(&n(T::PostAttnNorm), d)).transpose()?,
     };

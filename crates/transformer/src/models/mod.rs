@@ -124,13 +124,21 @@ impl<'w, B: Backend<'w>> Loader<'_, 'w, B> {
 
     /// `n` matrices of `rows × cols` stored as one 3-D tensor (GGUF dims `[cols, rows, n]`),
     /// as one matrix of `n · rows` rows: the experts of a mixture-of-experts layer.
-    pub(crate) fn stacked(&self, name: &str, n: usize, rows: usize, cols: usize) -> Result<B::Matrix> {
+    pub(crate) fn stacked(
+        &self,
+        name: &str,
+        n: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<B::Matrix> {
         let view = self.view(name, &[cols, rows, n])?;
-        let all_rows = rows.checked_mul(n).ok_or_else(|| TransformerError::TensorShape {
-            name: name.into(),
-            expected: vec![cols as u64, rows as u64, n as u64],
-            got: view.dims.clone(),
-        })?;
+        let all_rows = rows
+            .checked_mul(n)
+            .ok_or_else(|| TransformerError::TensorShape {
+                name: name.into(),
+                expected: vec![cols as u64, rows as u64, n as u64],
+                got: view.dims.clone(),
+            })?;
         let flat = TensorView {
             dims: vec![cols as u64, all_rows as u64],
             ..view
@@ -381,4 +389,3 @@ fn validate<'w, B: Backend<'w>>(
     }
     Ok(())
 }
-

@@ -6,6 +6,9 @@ use crate::backend::Glu;
 use crate::config::RopeStyle;
 
 /// One model family, as a row of the architecture table ([`super::ARCHITECTURES`]).
+///
+/// A row of independent yes/no choices reads best as named flags.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Copy, Debug)]
 pub struct ArchSpec {
     /// `general.architecture` values of this family (the first is its own name).

@@ -23,9 +23,9 @@ pub struct State<'w, B: Backend<'w>> {
     pub(crate) up: B::Buffer,       // (B, ffn_dim)
     pub(crate) ffn_in: B::Prepared, // (B, ffn_dim) prepared
     pub(crate) moe: Option<MoeState<B::Buffer, B::Prepared>>,
-    pub(crate) out_x: B::Buffer,    // (O, d_model) rows whose logits are wanted
+    pub(crate) out_x: B::Buffer, // (O, d_model) rows whose logits are wanted
     pub(crate) out_in: B::Prepared, // (O, d_model) prepared
-    pub(crate) logits: B::Buffer,   // (O, vocab)
+    pub(crate) logits: B::Buffer, // (O, vocab)
     pub(crate) logits_host: Vec<f32>, // (O, vocab)
     pub(crate) argmax_host: Vec<u32>, // (O) index of each output row's largest logit
 }
@@ -33,16 +33,21 @@ pub struct State<'w, B: Backend<'w>> {
 /// Activations of a mixture-of-experts layer (`K` experts used per token).
 pub(crate) struct MoeState<Buf, Prep> {
     pub(crate) n_used: usize,
-    pub(crate) logits: Buf,    // (B, n_expert) router logits
-    pub(crate) choice: Buf,    // (B, 2K) chosen experts, then their weights
-    pub(crate) gate: Buf,      // (B·K, expert ffn)
-    pub(crate) up: Buf,        // (B·K, expert ffn)
-    pub(crate) ffn_in: Prep,   // (B·K, expert ffn) prepared
-    pub(crate) down: Buf,      // (B·K, d_model)
+    pub(crate) logits: Buf,  // (B, n_expert) router logits
+    pub(crate) choice: Buf,  // (B, 2K) chosen experts, then their weights
+    pub(crate) gate: Buf,    // (B·K, expert ffn)
+    pub(crate) up: Buf,      // (B·K, expert ffn)
+    pub(crate) ffn_in: Prep, // (B·K, expert ffn) prepared
+    pub(crate) down: Buf,    // (B·K, d_model)
 }
 
 impl<'w, B: Backend<'w>> State<'w, B> {
-    pub(crate) fn new(b: &B, c: &ModelConfig, max_batch: usize, max_outputs: usize) -> Result<Self> {
+    pub(crate) fn new(
+        b: &B,
+        c: &ModelConfig,
+        max_batch: usize,
+        max_outputs: usize,
+    ) -> Result<Self> {
         if max_batch == 0 || max_outputs == 0 || max_outputs > max_batch {
             return Err(TransformerError::InvalidBatch {
                 reason: format!("a state for batches of {max_batch} with {max_outputs} outputs"),
@@ -52,9 +57,11 @@ impl<'w, B: Backend<'w>> State<'w, B> {
         let moe = match &c.moe {
             None => None,
             Some(m) => {
-                let nk = n.checked_mul(m.n_used).ok_or_else(|| TransformerError::InvalidBatch {
-                    reason: format!("a state for batches of {max_batch}"),
-                })?;
+                let nk = n
+                    .checked_mul(m.n_used)
+                    .ok_or_else(|| TransformerError::InvalidBatch {
+                        reason: format!("a state for batches of {max_batch}"),
+                    })?;
                 Some(MoeState {
                     n_used: m.n_used,
                     logits: b.buffer(n, m.n_expert)?,

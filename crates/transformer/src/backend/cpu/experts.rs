@@ -34,7 +34,9 @@ pub(super) fn route(logits: &[f32], routing: &MoeRouting, choice: &mut [f32]) {
         sum += f64::from(*p);
     }
     let inv = (1.0 / sum) as f32;
-    probs.iter_mut().for_each(|p| *p *= inv);
+    for p in probs.iter_mut() {
+        *p *= inv;
+    }
 
     let (ids, weights) = choice.split_at_mut(k);
     let mut taken = [false; MAX_EXPERTS];
@@ -53,10 +55,14 @@ pub(super) fn route(logits: &[f32], routing: &MoeRouting, choice: &mut [f32]) {
     if routing.norm_weights {
         let total: f32 = weights.iter().sum();
         let inv = 1.0 / total.max(MIN_WEIGHT_SUM);
-        weights.iter_mut().for_each(|w| *w *= inv);
+        for w in weights.iter_mut() {
+            *w *= inv;
+        }
     }
     if routing.weights_scale != 1.0 {
-        weights.iter_mut().for_each(|w| *w *= routing.weights_scale);
+        for w in weights.iter_mut() {
+            *w *= routing.weights_scale;
+        }
     }
 }
 

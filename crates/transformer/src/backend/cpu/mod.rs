@@ -208,11 +208,7 @@ impl<'w> Backend<'w> for CpuBackend {
         self.pool.install(f)
     }
 
-    fn matrix(
-        &self,
-        view: &TensorView<'w>,
-        bias: Option<&TensorView<'w>>,
-    ) -> Result<Self::Matrix> {
+    fn matrix(&self, view: &TensorView<'w>, bias: Option<&TensorView<'w>>) -> Result<Self::Matrix> {
         let (rows, cols) = (view.n_rows() as usize, view.row_len() as usize);
         let q = QMatrix::new(view.ty, rows, cols, view.data).map_err(|_| {
             TransformerError::UnsupportedTensorType {
@@ -484,7 +480,9 @@ impl<'w> Backend<'w> for CpuBackend {
                         simd::scores(qh, &block.keys[lo * hd..hi * hd], p.scale, scores);
                     }
                     if let Some(cap) = p.softcap {
-                        scores.iter_mut().for_each(|s| *s = ops::softcap(*s, cap));
+                        for s in scores.iter_mut() {
+                            *s = ops::softcap(*s, cap);
+                        }
                     }
                     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let mut sum = 0.0f32;
@@ -561,7 +559,12 @@ impl<'w> Backend<'w> for CpuBackend {
         check("moe_route", "choice rows", logits.rows, choice.rows)?;
         check("moe_route", "choice width", 2 * routing.n_used, choice.cols)?;
         if routing.n_used == 0 || routing.n_used > logits.cols {
-            return Err(shape_error("moe_route", "experts used", logits.cols, routing.n_used));
+            return Err(shape_error(
+                "moe_route",
+                "experts used",
+                logits.cols,
+                routing.n_used,
+            ));
         }
         for (l, c) in logits
             .data

@@ -27,7 +27,13 @@ fn rms_scale(x: &[f32], eps: f32) -> f32 {
 
 /// Fills `cos`/`sin` (`rope.n_rot / 2` each) with the rotation of each dimension pair at `pos`
 /// (see [`Rope`]): `factors`, when given, divide the pairs' frequencies.
-pub fn rope_angles(pos: u32, rope: &Rope, factors: Option<&[f32]>, cos: &mut [f32], sin: &mut [f32]) {
+pub fn rope_angles(
+    pos: u32,
+    rope: &Rope,
+    factors: Option<&[f32]>,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
     let n_rot = rope.n_rot as f64;
     let p = f64::from(pos);
     let freq_scale = f64::from(rope.freq_scale);
@@ -174,7 +180,10 @@ mod tests {
         let slow = 5.0f64 * 10f64.powf(-6.0 / 8.0) * 0.25;
         assert!((cos[3] - (1.5 * slow.cos()) as f32).abs() < 1e-5);
         // Halfway up the ramp the two angles are mixed equally.
-        let (e, i) = (5.0 * 10f64.powf(-4.0 / 8.0), 0.25 * 5.0 * 10f64.powf(-4.0 / 8.0));
+        let (e, i) = (
+            5.0 * 10f64.powf(-4.0 / 8.0),
+            0.25 * 5.0 * 10f64.powf(-4.0 / 8.0),
+        );
         let rope_mid = Rope {
             corr_dims: [1.0, 3.0],
             ..rope
