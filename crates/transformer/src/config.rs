@@ -226,10 +226,8 @@ impl ModelConfig {
                 if window == 0 {
                     return Err(m.invalid(ArchKey::SlidingWindow, "must be positive".into()));
                 }
-                let local_base = m.f_or(
-                    ArchKey::RopeFreqBaseSwa,
-                    sw.local_rope_base.unwrap_or(base),
-                )?;
+                let local_base =
+                    m.f_or(ArchKey::RopeFreqBaseSwa, sw.local_rope_base.unwrap_or(base))?;
                 let local = scaling.rope(local_base, n_rot, arch.rope_style, n_ctx_orig);
                 let sliding = m.swa_pattern(n_layer, sw.period)?;
                 sliding
@@ -360,10 +358,8 @@ impl Meta<'_, '_> {
             Some(v) => {
                 if let Some(flags) = v.as_array().and_then(|a| a.as_bools()) {
                     if flags.len() != n_layer {
-                        return Err(self.invalid(
-                            k,
-                            format!("{} entries for {n_layer} layers", flags.len()),
-                        ));
+                        return Err(self
+                            .invalid(k, format!("{} entries for {n_layer} layers", flags.len())));
                     }
                     return Ok(flags.to_vec());
                 }

@@ -186,9 +186,7 @@ impl<'a> Report<'a> {
             Err(e) => (None, Some(e)),
         };
         Report {
-            model: model_lines
-                .as_ref()
-                .map(|m| m.iter().cloned().collect()),
+            model: model_lines.as_ref().map(|m| m.iter().cloned().collect()),
             model_lines,
             model_error,
             path: file.path().display().to_string(),
@@ -280,7 +278,12 @@ fn model_summary(gguf: &Gguf<'_>) -> Result<Vec<(&'static str, String)>, String>
         }
         s
     };
-    if let Some(global) = c.layers.iter().find(|l| l.window.is_none()).or(c.layers.first()) {
+    if let Some(global) = c
+        .layers
+        .iter()
+        .find(|l| l.window.is_none())
+        .or(c.layers.first())
+    {
         out.push(("rope", rope(&global.rope)));
     }
     let factors: Vec<&str> = [
@@ -338,7 +341,15 @@ fn model_summary(gguf: &Gguf<'_>) -> Result<Vec<(&'static str, String)>, String>
         out.push(("biases", "query, key, value".into()));
     }
     let tied = spec.always_tied || gguf.tensor(TensorName::Output.as_str()).is_none();
-    out.push(("output head", if tied { "tied to the embeddings" } else { "separate" }.into()));
+    out.push((
+        "output head",
+        if tied {
+            "tied to the embeddings"
+        } else {
+            "separate"
+        }
+        .into(),
+    ));
     out.push(("vocabulary", c.vocab.to_string()));
     out.push(("trained context", c.n_ctx_train.to_string()));
     Ok(out)

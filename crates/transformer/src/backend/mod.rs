@@ -126,8 +126,7 @@ pub trait Backend<'w>: Sync {
 
     /// Takes a 2-D weight tensor of the model file as a matrix, with the bias (a 1-D f32
     /// tensor of one value per row) that every product with it adds, if any.
-    fn matrix(&self, view: &TensorView<'w>, bias: Option<&TensorView<'w>>)
-    -> Result<Self::Matrix>;
+    fn matrix(&self, view: &TensorView<'w>, bias: Option<&TensorView<'w>>) -> Result<Self::Matrix>;
     /// Takes a 1-D f32 tensor of the model file as a vector.
     fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector>;
     /// A buffer of capacity `rows × cols`, with `rows` rows in use.
