@@ -1,6 +1,8 @@
 //! Locating real models and golden data for the integration tests.
 #![allow(dead_code)]
 
+pub mod tiny;
+
 use std::path::PathBuf;
 
 use ferrolm_gguf::GgufFile;
