@@ -85,6 +85,18 @@ pub enum TransformerError {
         /// Blocks of the model.
         n_layer: usize,
     },
+    /// A buffer would need more memory than the machine has.
+    #[error(
+        "{what} needs {needed_mib} MiB, but only {available_mib} MiB are available; lower the context size (-c) or the number of sequences"
+    )]
+    InsufficientMemory {
+        /// What was to be allocated.
+        what: String,
+        /// MiB it needs.
+        needed_mib: u64,
+        /// MiB available.
+        available_mib: u64,
+    },
     /// The requested device is not available in this build or on this machine.
     #[error("device {device} is not available: {reason}")]
     DeviceUnavailable {

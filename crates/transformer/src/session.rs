@@ -234,7 +234,8 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
             sampler.accept(t);
         }
         let mut generation = Generation {
-            ids: Vec::with_capacity(options.max_tokens),
+            // No more tokens than the context holds, whatever the limit asked for.
+            ids: Vec::with_capacity(options.max_tokens.min(self.n_ctx)),
             stop: StopReason::MaxTokens,
             prompt_tokens,
             prompt_time: start.elapsed(),

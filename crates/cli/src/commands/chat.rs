@@ -67,7 +67,7 @@ fn chat_on<'w, B: Backend<'w>>(
     backend: B,
 ) -> Result<()> {
     let model = Model::load(gguf, backend)?;
-    let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train);
+    let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train)?;
     let mut session = Session::new(&model, n_ctx, 512)?;
     let mut sampler = sampler(
         args.temp,

@@ -194,9 +194,21 @@ pub fn sampler(
     Ok(config.build()?)
 }
 
-/// The context size to use: what was asked for, at most the training context.
-pub fn context_size(asked: usize, n_ctx_train: usize) -> usize {
-    asked.clamp(1, n_ctx_train.max(1))
+/// The context size to use: what was asked for, at most the training context (past it, with a
+/// warning on stderr, as llama.cpp warns). Fewer than two positions leave no room for a prompt and
+/// a reply, and are an error.
+pub fn context_size(asked: usize, n_ctx_train: usize) -> Result<usize> {
+    if asked < 2 {
+        bail!("a context of {asked} tokens holds no prompt and reply; give -c 2 or more");
+    }
+    let n_ctx_train = n_ctx_train.max(2);
+    if asked > n_ctx_train {
+        tracing::warn!(
+            "the context of {asked} tokens is longer than the {n_ctx_train} the model was trained \
+             with; using {n_ctx_train}"
+        );
+    }
+    Ok(asked.min(n_ctx_train))
 }
 
 /// Generates and prints the continuation.
@@ -228,7 +240,7 @@ fn run_on<'w, B: Backend<'w>>(
     if prompt.is_empty() {
         bail!("the prompt gives no tokens; give some text with -p");
     }
-    let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train);
+    let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train)?;
     if prompt.len() >= n_ctx {
         bail!(
             "the prompt has {} tokens, which fill the context of {n_ctx}; raise -c or shorten the prompt",

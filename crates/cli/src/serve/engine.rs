@@ -244,7 +244,7 @@ fn serve_file<'w, B: Backend<'w>>(
     );
     let model = Model::load(&gguf, backend).with_context(|| format!("cannot load {path}"))?;
     let n_vocab = model.config().vocab;
-    let n_ctx = context_size(config.n_ctx, model.config().n_ctx_train);
+    let n_ctx = context_size(config.n_ctx, model.config().n_ctx_train)?;
     let max_batch = config.max_batch.max(config.slots);
     let mut engine = Engine {
         model: &model,

@@ -28,6 +28,7 @@ impl CpuKv {
                 ),
             }
         })?;
+        check_memory(&layout, tokens)?;
         let config = KvCacheConfig::for_tokens(
             layout.n_layer,
             layout.n_head_kv,
@@ -166,4 +167,35 @@ impl CpuKv {
     ) -> Result<HeadBlocks<'_, f32>> {
         Ok(self.cache.head_blocks(self.id(seq)?, layer, head)?)
     }
+}
+
+/// Refuses a cache larger than the machine's available memory, before anything is allocated.
+fn check_memory(layout: &KvLayout, tokens: usize) -> Result<()> {
+    let overflow = || TransformerError::InvalidConfig {
+        key: "context size".into(),
+        reason: format!("a KV cache of {tokens} positions overflows"),
+    };
+    let bytes = [layout.n_layer, layout.n_head_kv, layout.head_dim, 2, 4]
+        .iter()
+        .try_fold(tokens as u64, |acc, &m| acc.checked_mul(m as u64))
+        .ok_or_else(overflow)?;
+    if let Some(available) = available_memory() {
+        if bytes > available {
+            return Err(TransformerError::InsufficientMemory {
+                what: format!("a KV cache of {tokens} positions"),
+                needed_mib: bytes >> 20,
+                available_mib: available >> 20,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Bytes of memory available for new allocations (`MemAvailable` of `/proc/meminfo`), where
+/// the system says.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }

@@ -1,0 +1,80 @@
+//! Sizes a user gives that the model or the machine cannot meet: each is a clear line on stderr
+//! or a warning, never a panic or an abort.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn smollm2() -> String {
+    let dir = match std::env::var_os("FERROLM_HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join("models"),
+        None => dirs::cache_dir().unwrap().join("ferrolm").join("models"),
+    };
+    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask fetch-models` first",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+fn ferrolm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferrolm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_without_a_token_limit_generates_until_the_context_is_full() {
+    let model = smollm2();
+    for n in [None, Some("-1"), Some("-7")] {
+        let mut args = vec![
+            "run", "-m", &model, "-p", "hi", "-c", "8", "--temp", "0", "--json",
+        ];
+        if let Some(n) = n {
+            args.extend(["-n", n]);
+        }
+        let out = ferrolm(&args);
+        assert!(out.status.success(), "{n:?}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let generated = v["ids"].as_array().unwrap().len();
+        let prompt = v["prompt_ids"].as_array().unwrap().len();
+        assert_eq!(prompt + generated, 9, "{n:?}: {v}");
+    }
+}
+
+#[test]
+fn a_context_too_small_for_a_prompt_and_a_reply_is_a_usage_error() {
+    let model = smollm2();
+    for c in ["0", "1"] {
+        let out = ferrolm(&["run", "-m", &model, "-p", "hi", "-c", c, "-n", "2"]);
+        assert_eq!(out.status.code(), Some(1), "-c {c}");
+        let e = stderr(&out);
+        assert!(e.contains(&format!("a context of {c} tokens")), "{e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    }
+    let out = ferrolm(&[
+        "run", "-m", &model, "-p", "hi", "-c", "2", "-n", "4", "--temp", "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_context_past_the_trained_one_is_used_up_to_it_with_a_warning() {
+    let model = smollm2();
+    let out = ferrolm(&[
+        "run", "-m", &model, "-p", "hi", "-c", "1000000", "-n", "2", "--temp", "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("longer than the 8192 the model was trained with"),
+        "{e}"
+    );
+}
