@@ -8,6 +8,7 @@
 mod commands;
 mod download;
 mod file_type;
+mod interrupt;
 mod models;
 mod output;
 mod serve;

@@ -78,3 +78,28 @@ fn a_context_past_the_trained_one_is_used_up_to_it_with_a_warning() {
         "{e}"
     );
 }
+
+#[test]
+fn ctrl_c_ends_run_with_its_text_and_timing_line() {
+    use std::io::Read as _;
+    let model = smollm2();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolm"))
+        .args(["run", "-m", &model, "-p", "Once upon a time", "--temp", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 32];
+    stdout.read_exact(&mut first).unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("(interrupted)"), "{e}");
+    assert!(e.contains("load ") && e.contains("decode "), "{e}");
+}

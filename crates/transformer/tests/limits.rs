@@ -33,15 +33,12 @@ fn a_kv_cache_larger_than_memory_is_an_error_naming_its_size() {
         match model.kv_cache(1 << 40, 1) {
             Err(TransformerError::InsufficientMemory { needed_mib, .. }) => {
                 // 2^40 positions × 3 layers × 2 heads × 32 × (keys, values) × 4 bytes.
-                assert_eq!(needed_mib, (1u64 << 40) * 3 * 2 * 32 * 2 * 4 >> 20);
+                assert_eq!(needed_mib, ((1u64 << 40) * 3 * 2 * 32 * 2 * 4) >> 20);
             }
             Err(e) => panic!("expected a memory error, got {e}"),
             Ok(_) => panic!("a KV cache of 2^40 positions was made"),
         }
-        let e = model
-            .kv_cache(usize::MAX, 2)
-            .err()
-            .expect("overflow refused");
+        let e = model.kv_cache(usize::MAX, 2).expect_err("overflow refused");
         assert!(e.to_string().contains("overflow"), "{e}");
     });
 }

@@ -265,16 +265,17 @@ fn model_summary(gguf: &Gguf<'_>) -> Result<Vec<(&'static str, String)>, String>
             r.style, r.n_rot, c.head_dim, r.base
         );
         if r.freq_scale != 1.0 {
-            s += &format!(", positions times {}", r.freq_scale);
+            let _ = write!(s, ", positions times {}", r.freq_scale);
         }
         if r.ext_factor != 0.0 {
-            s += &format!(
+            let _ = write!(
+                s,
                 ", YaRN ramp over pairs {}..{} of an original {} positions",
                 r.corr_dims[0], r.corr_dims[1], c.n_ctx_orig
             );
         }
         if r.mscale != 1.0 {
-            s += &format!(", magnitude {}", r.mscale);
+            let _ = write!(s, ", magnitude {}", r.mscale);
         }
         s
     };

@@ -20,6 +20,7 @@ use ferrolm_transformer::{
 };
 use serde_json::json;
 
+use crate::interrupt::Interrupt;
 use crate::models;
 use crate::output::print_stdout;
 
@@ -262,16 +263,20 @@ fn run_on<'w, B: Backend<'w>>(
         sampler = SamplerChain::new().with(p.clone()).with(sampler);
     }
 
+    // Ctrl-C ends the generation and still prints what was made and the timings.
+    let interrupt = Interrupt::install()?;
+    interrupt.busy();
     let mut text = String::new();
     let mut stdout = std::io::stdout().lock();
     let mut emit = |piece: &str| {
         text.push_str(piece);
         // A closed pipe ends the generation quietly.
-        if !args.json
-            && stdout
-                .write_all(piece.as_bytes())
-                .and_then(|()| stdout.flush())
-                .is_err()
+        if interrupt.pressed()
+            || (!args.json
+                && stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .is_err())
         {
             return ControlFlow::Break(());
         }
@@ -331,7 +336,9 @@ fn run_on<'w, B: Backend<'w>>(
         "decode_ms": round2(generation.decode_time.as_secs_f64() * 1e3),
         "decode_tokens_per_second": round2(generation.decode_tokens_per_second()),
     });
-    if generation.stop == StopReason::ContextFull {
+    if interrupt.pressed() {
+        eprintln!("\n(interrupted)");
+    } else if generation.stop == StopReason::ContextFull {
         eprintln!("\nstopped: the context of {n_ctx} tokens is full (raise -c for longer output)");
     }
     if args.json {

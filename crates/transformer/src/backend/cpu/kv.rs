@@ -179,14 +179,14 @@ fn check_memory(layout: &KvLayout, tokens: usize) -> Result<()> {
         .iter()
         .try_fold(tokens as u64, |acc, &m| acc.checked_mul(m as u64))
         .ok_or_else(overflow)?;
-    if let Some(available) = available_memory() {
-        if bytes > available {
-            return Err(TransformerError::InsufficientMemory {
-                what: format!("a KV cache of {tokens} positions"),
-                needed_mib: bytes >> 20,
-                available_mib: available >> 20,
-            });
-        }
+    if let Some(available) = available_memory()
+        && bytes > available
+    {
+        return Err(TransformerError::InsufficientMemory {
+            what: format!("a KV cache of {tokens} positions"),
+            needed_mib: bytes >> 20,
+            available_mib: available >> 20,
+        });
     }
     Ok(())
 }
