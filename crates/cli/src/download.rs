@@ -4,7 +4,7 @@
 //! model cache with one rename so that a half-written model is never seen.
 
 use anyhow::{Context, Result, bail, ensure};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -237,17 +237,44 @@ fn extract_member(
 fn byte_bar(total: u64, message: String) -> ProgressBar {
     let bar = ProgressBar::new(total).with_message(message);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {speed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .with_key(
+                "speed",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = w.write_str(&speed(state.pos(), state.elapsed()));
+                },
+            )
             .progress_chars("=> "),
     );
     bar
 }
 
+/// Mean speed since the start, shown once there is enough of a start to average: a rate
+/// estimated over the first milliseconds of a part reads as terabytes per second.
+fn speed(bytes: u64, elapsed: Duration) -> String {
+    if elapsed < SPEED_AFTER {
+        return String::new();
+    }
+    format!(
+        "{}/s",
+        indicatif::HumanBytes((bytes as f64 / elapsed.as_secs_f64()) as u64)
+    )
+}
+
+/// How long a bar runs before it shows a speed.
+const SPEED_AFTER: Duration = Duration::from_millis(500);
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn speed_waits_for_half_a_second_then_is_the_mean() {
+        assert_eq!(speed(10 << 40, Duration::from_millis(3)), "");
+        assert_eq!(speed(3 << 20, Duration::from_secs(2)), "1.50 MiB/s");
+    }
     use zip::write::SimpleFileOptions;
 
     fn write_wheel(path: &Path, members: &[(&str, &[u8])]) {

@@ -127,7 +127,7 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
         return Ok(PathBuf::from(spec));
     }
     if let Some(model) = known(spec) {
-        return ensure_present(model, &models_dir()?);
+        return ensure_present(model, &models_dir()?, false);
     }
     if Path::new(spec).exists() {
         return Ok(PathBuf::from(spec));
@@ -140,8 +140,13 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
 
 /// Returns the path of `model` in `dir`, downloading it first unless a
 /// verified copy is already there.
-pub fn ensure_present(model: &KnownModel, dir: &Path) -> Result<PathBuf> {
+/// With `rehash`, a present file's SHA-256 is computed again even when its marker says it was
+/// verified and has not changed since.
+pub fn ensure_present(model: &KnownModel, dir: &Path, rehash: bool) -> Result<PathBuf> {
     let path = dir.join(model.file_name);
+    if rehash {
+        forget_verification(&path);
+    }
     match check_existing(model, &path)? {
         Existing::Verified => {
             info!("{} is present and verified: {}", model.name, path.display());
@@ -158,6 +163,11 @@ pub fn ensure_present(model: &KnownModel, dir: &Path) -> Result<PathBuf> {
     download::fetch(model, dir)?;
     write_marker(model, &path);
     Ok(path)
+}
+
+/// Removes the marker of `path`, so that the next check hashes the whole file.
+fn forget_verification(path: &Path) {
+    let _ = fs::remove_file(marker_path(path));
 }
 
 /// What is at a known model's place in the cache.
@@ -300,6 +310,27 @@ mod tests {
             Existing::Wrong(reason) => assert!(reason.starts_with("sha256 is "), "{reason}"),
             other => panic!("expected a hash mismatch, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_change_the_marker_cannot_see_is_found_when_verification_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = model_of(b"model bytes");
+        let path = dir.path().join(model.file_name);
+        fs::write(&path, b"model bytes").unwrap();
+        assert_eq!(check_existing(&model, &path).unwrap(), Existing::Verified);
+        // Other contents of the same size with the old modification time: the marker still
+        // matches, which is what `pull --verify` is for.
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        fs::write(&path, b"MODEL BYTES").unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(mtime).unwrap();
+        assert_eq!(check_existing(&model, &path).unwrap(), Existing::Verified);
+        forget_verification(&path);
+        assert!(matches!(
+            check_existing(&model, &path).unwrap(),
+            Existing::Wrong(_)
+        ));
     }
 
     #[test]

@@ -82,3 +82,16 @@ mod tests {
         assert_eq!(one_line("already one line"), "already one line");
     }
 }
+
+/// A mistake in how a command was called rather than in what it was given: `ferrolm` exits
+/// with 2 for it, as for the usage errors the argument parser finds.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}

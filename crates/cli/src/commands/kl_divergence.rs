@@ -44,8 +44,7 @@ pub struct KlDivergenceArgs {
 pub fn run(args: &KlDivergenceArgs) -> Result<()> {
     let text = read_text(&args.file)?;
     let base_path = models::resolve(&args.base)?;
-    let base_file = GgufFile::open(&base_path)
-        .with_context(|| format!("cannot open {}", base_path.display()))?;
+    let base_file = GgufFile::open(&base_path).context("cannot open the model")?;
     let base_gguf = base_file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&base_gguf)?;
     let loaded = Loaded::open(&args.model)?;

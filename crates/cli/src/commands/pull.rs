@@ -11,6 +11,9 @@ pub struct PullArgs {
     /// Known model to fetch: smollm2-135m or gemma3-270m.
     #[arg(default_value = DEFAULT_MODEL, value_name = "NAME")]
     pub name: String,
+    /// Compute the SHA-256 of a present copy again, even when nothing about it changed.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// Downloads the model unless a verified copy is present; prints its path on stdout.
@@ -22,6 +25,6 @@ pub fn run(args: &PullArgs) -> Result<()> {
             models::known_names()
         )
     })?;
-    let path = models::ensure_present(model, &models::models_dir()?)?;
+    let path = models::ensure_present(model, &models::models_dir()?, args.verify)?;
     print_stdout(&format!("{}\n", path.display()))
 }

@@ -163,8 +163,7 @@ impl Loaded {
     pub fn open(args: &ModelArgs) -> Result<Self> {
         let started = Instant::now();
         let path = args.path()?;
-        let file =
-            GgufFile::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let file = GgufFile::open(&path).context("cannot open the model")?;
         Ok(Self { file, started })
     }
 }

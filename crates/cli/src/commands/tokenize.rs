@@ -2,15 +2,16 @@
 //! the token ids of a text under a model's vocabulary. Works on vocabulary-only files.
 
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use ferrolm_gguf::GgufFile;
 use ferrolm_tokenizer::{EncodeOptions, Tokenizer};
 
 use super::perplexity::read_text;
 use crate::models;
-use crate::output::print_stdout;
+use crate::output::{UsageError, print_stdout};
 
 /// Arguments of `ferrolm tokenize`.
 #[derive(Debug, clap::Args)]
@@ -43,11 +44,24 @@ pub struct TokenizeArgs {
 pub fn run(args: &TokenizeArgs) -> Result<()> {
     let text = match (&args.text, &args.file) {
         (Some(text), None) => text.clone(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read the text from stdin")?;
+            text
+        }
         (None, Some(path)) => read_text(path)?,
-        _ => bail!("give the text to tokenize, or a file with -f FILE"),
+        _ => {
+            return Err(UsageError(
+                "give the text to tokenize, or a file with -f FILE (-f - reads stdin)".into(),
+            )
+            .into());
+        }
     };
     let path = models::resolve(args.model.as_deref().unwrap_or(models::DEFAULT_MODEL))?;
-    let file = GgufFile::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    // The reader's errors name the file.
+    let file = GgufFile::open(&path).context("cannot open the model")?;
     let gguf = file.gguf()?;
     let tokenizer = Tokenizer::from_gguf_if_present(&gguf)?.with_context(|| {
         format!(

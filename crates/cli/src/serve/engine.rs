@@ -209,8 +209,7 @@ fn run<B, F>(
     F: FnOnce() -> Result<B>,
 {
     let loaded = make_backend().and_then(|backend| {
-        let file = GgufFile::open(&config.model_path)
-            .with_context(|| format!("cannot open {}", config.model_path.display()))?;
+        let file = GgufFile::open(&config.model_path).context("cannot open the model")?;
         Ok((backend, file))
     });
     let (backend, file) = match loaded {
