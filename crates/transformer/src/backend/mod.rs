@@ -272,6 +272,26 @@ pub trait Backend<'w>: Sync {
         self.rope(q, head_dim, positions, rope, factors)?;
         self.rope(k, head_dim, positions, rope, factors)
     }
+    /// Per-head RMS norms of the queries `q` and keys `k` (weights `q_norm` and `k_norm`, one
+    /// value per head dimension), then their rotary embedding: [`Backend::rms_norm`] on each and
+    /// [`Backend::rope_qk`], which a backend may fuse.
+    #[allow(clippy::too_many_arguments)]
+    fn qk_norm_rope(
+        &self,
+        q: &mut Self::Buffer,
+        k: &mut Self::Buffer,
+        q_norm: &Self::Vector,
+        k_norm: &Self::Vector,
+        eps: f32,
+        head_dim: usize,
+        positions: &[u32],
+        rope: &Rope,
+        factors: Option<&Self::Vector>,
+    ) -> Result<()> {
+        self.rms_norm(q, q_norm, eps)?;
+        self.rms_norm(k, k_norm, eps)?;
+        self.rope_qk(q, k, head_dim, positions, rope, factors)
+    }
     /// `x = cap · tanh(x / cap)`, element by element (logit soft-capping).
     fn softcap(&self, x: &mut Self::Buffer, cap: f32) -> Result<()>;
     /// Routes each token of a mixture-of-experts layer: from the router's logits (one row of

@@ -271,20 +271,27 @@ fn attention<'w, B: Backend<'w>>(
         &s.xn_in,
         &mut [&mut s.q, &mut s.k, &mut s.v],
     )?;
-    if let Some(q_norm) = &a.q_norm {
-        b.rms_norm(&mut s.q, q_norm, c.rms_eps)?;
+    match (&a.q_norm, &a.k_norm) {
+        (Some(q_norm), Some(k_norm)) => b.qk_norm_rope(
+            &mut s.q,
+            &mut s.k,
+            q_norm,
+            k_norm,
+            c.rms_eps,
+            c.head_dim,
+            batch.positions,
+            &lc.rope,
+            factors,
+        )?,
+        _ => b.rope_qk(
+            &mut s.q,
+            &mut s.k,
+            c.head_dim,
+            batch.positions,
+            &lc.rope,
+            factors,
+        )?,
     }
-    if let Some(k_norm) = &a.k_norm {
-        b.rms_norm(&mut s.k, k_norm, c.rms_eps)?;
-    }
-    b.rope_qk(
-        &mut s.q,
-        &mut s.k,
-        c.head_dim,
-        batch.positions,
-        &lc.rope,
-        factors,
-    )?;
     let params = AttentionParams {
         n_head: c.n_head,
         n_head_kv: c.n_head_kv,
