@@ -36,9 +36,10 @@ fn a_missing_model_file_is_named_once() {
 
 #[test]
 fn tokenize_reads_stdin_with_dash() {
-    let dir = std::env::var_os("FERROLM_HOME")
-        .map(|h| std::path::PathBuf::from(h).join("models"))
-        .unwrap_or_else(|| dirs::cache_dir().unwrap().join("ferrolm/models"));
+    let dir = std::env::var_os("FERROLM_HOME").map_or_else(
+        || dirs::cache_dir().unwrap().join("ferrolm/models"),
+        |h| std::path::PathBuf::from(h).join("models"),
+    );
     let model = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(model.is_file(), "run `cargo xtask fetch-models` first");
     let model = model.display().to_string();

@@ -728,9 +728,20 @@ mod tests {
                 // One row takes the matvec kernels, several the tiled ones:
                 // the same sums, in a different order on the f32 path.
                 let (one, many) = (run(2, 1), run(1, n));
+                let q8 = precision == Precision::Q8 && ty.is_quantized();
+                if q8 && uses_f32_tiles(simd::isa(), n) {
+                    // Where this ISA's f32 tiles take the batch, the one row (8-bit activations)
+                    // and the batch (exact) differ by the activations' rounding alone.
+                    let (mut err, mut norm) = (0.0f64, 0.0f64);
+                    for (a, b) in one.iter().zip(&many[..rows]) {
+                        err += f64::from(a - b).powi(2);
+                        norm += f64::from(*b).powi(2);
+                    }
+                    assert!(err / norm < 1e-3, "{ty} {precision:?}: nmse {}", err / norm);
+                    continue;
+                }
                 for (a, b) in one.iter().zip(&many[..rows]) {
-                    let integer = precision == Precision::Q8 && !uses_f32_tiles(simd::isa(), n);
-                    let same = if integer && ty.is_quantized() {
+                    let same = if q8 {
                         a == b
                     } else {
                         (a - b).abs() <= 1e-4 * a.abs().max(1.0)
