@@ -174,7 +174,7 @@ fn quantize_round_trips_smollm2_to_q8_0_and_back_to_q4_1() {
 }
 
 #[test]
-fn quantize_gemma3_falls_back_for_640_wide_rows_and_still_runs() {
+fn quantize_gemma3_pure_falls_back_for_640_wide_rows_and_still_runs() {
     let dir = tempfile::tempdir().unwrap();
     let src = model_path("gemma-3-270m-q4_k_m.gguf");
     let out_path = dir.path().join("q4k.gguf");
@@ -182,7 +182,8 @@ fn quantize_gemma3_falls_back_for_640_wide_rows_and_still_runs() {
         "quantize",
         src.to_str().unwrap(),
         out_path.to_str().unwrap(),
-        "q4_k",
+        "q4_k_s",
+        "--pure",
     ]);
     assert!(
         out.status.success(),
@@ -195,6 +196,7 @@ fn quantize_gemma3_falls_back_for_640_wide_rows_and_still_runs() {
         "{stderr}"
     );
     let report = inspect_types(out_path.to_str().unwrap());
+    assert_eq!(report["file_type"]["id"], 14);
     let tensors = report["tensors"].as_array().unwrap();
     assert_eq!(tensors.len(), 236);
     let type_of = |name: &str| {
@@ -204,7 +206,8 @@ fn quantize_gemma3_falls_back_for_640_wide_rows_and_still_runs() {
             .to_lowercase()
     };
     assert_eq!(type_of("blk.0.ffn_down.weight"), "q4_k");
-    assert_eq!(type_of("blk.0.attn_q.weight"), "q5_0");
+    assert_eq!(type_of("blk.0.attn_v.weight"), "q5_0");
+    assert_eq!(type_of("token_embd.weight"), "q5_0");
     let run = ok_stdout(&[
         "run",
         "-m",
@@ -219,13 +222,93 @@ fn quantize_gemma3_falls_back_for_640_wide_rows_and_still_runs() {
     assert!(run.contains("capital"), "{run:?}");
 }
 
+/// llama-quantize's types for SmolLM2 under q4_K_M (fixtures/quantize), as name -> type.
+fn llama_quantize_types(fixture: &str) -> Vec<(String, String)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../fixtures/quantize/{fixture}.tsv"));
+    let mut types: Vec<(String, String)> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (name, ty) = l.split_once('\t').unwrap();
+            (name.to_owned(), ty.to_lowercase())
+        })
+        .collect();
+    types.sort();
+    types
+}
+
+#[test]
+fn quantize_smollm2_q4_k_m_writes_llama_quantizes_types_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let out_path = dir.path().join("q4km.gguf");
+    let args = [
+        "quantize",
+        src.to_str().unwrap(),
+        out_path.to_str().unwrap(),
+        "q4_k_m",
+    ];
+    let dry = ok_stdout(&[&args[..], &["--dry-run"]].concat());
+    assert!(!out_path.exists(), "a dry run writes nothing");
+    assert!(
+        dry.contains("blk.0.attn_v.weight") && dry.contains("q4_1 -> q8_0"),
+        "{dry}"
+    );
+    let stdout = ok_stdout(&args);
+    // The summary counts every output type, fallbacks included.
+    let summary: Vec<&str> = stdout.lines().collect();
+    assert!(
+        summary[0].contains("q4_K_M (general.file_type 15), 272 tensors"),
+        "{stdout}"
+    );
+    for (ty, count) in [
+        ("q5_0", 166),
+        ("f32", 61),
+        ("q4_K", 16),
+        ("q8_0", 15),
+        ("q6_K", 14),
+    ] {
+        assert!(
+            summary
+                .iter()
+                .any(|l| l.split_whitespace().take(2).eq([ty, &count.to_string()])),
+            "{ty} {count}: {stdout}"
+        );
+    }
+    assert!(dry.ends_with(&stdout[stdout.find(':').unwrap()..]), "{dry}");
+    let report = inspect_types(out_path.to_str().unwrap());
+    assert_eq!(report["file_type"]["id"], 15);
+    let mut written: Vec<(String, String)> = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let ty = t["type"].as_str().unwrap().to_lowercase();
+            (t["name"].as_str().unwrap().to_owned(), ty)
+        })
+        .collect();
+    written.sort();
+    assert_eq!(written, llama_quantize_types("smollm2-135m.q4_k_m"));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["q4km.gguf"], "no temporary file is left");
+}
+
 #[test]
 fn quantize_rejects_an_unknown_type_and_its_own_input() {
     let src = model_path("SmolLM2-135M-Instruct.Q4_1.gguf");
     let src = src.to_str().unwrap();
     let out = ferrolm(&["quantize", src, "/tmp/never-written.gguf", "q9_9"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown target type"));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown type") && stderr.contains("q4_k_m"),
+        "{stderr}"
+    );
     let out = ferrolm(&["quantize", src, src, "q8_0"]);
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);

@@ -53,19 +53,19 @@ pub enum QuantError {
         /// Why it was rejected.
         reason: String,
     },
-    /// A type that cannot be the target of a requantization.
-    #[error("{ty} is not a valid requantization target (expected one of: {allowed})")]
-    InvalidTarget {
-        /// The type asked for.
-        ty: GgmlType,
-        /// The accepted type names, comma-separated.
-        allowed: String,
-    },
     /// A requantization asked to overwrite its own input.
     #[error("output {path} is the input file; write to another path")]
     SameFile {
         /// The path given as both input and output.
         path: std::path::PathBuf,
+    },
+    /// Writing or renaming the output file failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file or directory being written.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
     },
     /// Reading or writing a GGUF container failed.
     #[error(transparent)]

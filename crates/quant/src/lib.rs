@@ -10,7 +10,9 @@
 //! - [`dequantize_row`] / [`quantize_row`]: the same for a row of raw bytes,
 //!   dispatched on a [`GgmlType`]; F32, F16 and BF16 are handled as plain
 //!   element types. [`dequantize_tensor`] decodes a whole tensor.
-//! - [`requantize()`]: a whole GGUF model to another type (what
+//! - [`mix`]: llama.cpp's quantization mixes (`q4_K_M`, `q3_K_S`, ...) and
+//!   the type each tensor of a model gets under one.
+//! - [`requantize()`]: a whole GGUF model requantized with a mix (what
 //!   `ferrolm quantize` runs).
 //!
 //! ```
@@ -34,6 +36,7 @@ pub mod dot;
 mod error;
 mod format;
 pub mod matrix;
+pub mod mix;
 pub mod requantize;
 mod row;
 mod scale_search;
@@ -44,6 +47,7 @@ pub use error::QuantError;
 pub use ferrolm_gguf::GgmlType;
 pub use format::BlockFormat;
 pub use matrix::{Input, MatScratch, Precision, QMatrix};
+pub use mix::{Mix, MixOptions, QuantPlan};
 pub use requantize::{requantize, requantize_file};
 pub use row::{
     block_layout, can_dequantize, can_quantize, dequantize_row, dequantize_tensor, quantize_row,

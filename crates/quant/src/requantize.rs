@@ -1,155 +1,32 @@
-//! Requantizing a whole GGUF model to another type, as llama.cpp's
-//! `llama-quantize` does without an importance matrix: every weight matrix
-//! is decoded to f32 and encoded as the target type; vectors (norms,
-//! biases) and integer tensors are copied unchanged; metadata is copied with
-//! `general.file_type` set for the target.
+//! Requantizing a whole GGUF model with one of llama.cpp's mixes, as
+//! `llama-quantize` does without an importance matrix: a [`QuantPlan`]
+//! chooses every tensor's type; tensors whose type changes are decoded to
+//! f32 and encoded again, the others are copied; metadata is copied with
+//! `general.file_type` set for the mix. [`requantize_file`] writes the result
+//! to a temporary file beside the output and renames it into place, so the
+//! output path never holds a partial model.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use ferrolm_gguf::{GgmlType, Gguf, GgufFile, GgufWriter, OwnedMetadataValue, TensorView, keys};
+use ferrolm_gguf::{Gguf, GgufFile, GgufWriter, OwnedMetadataValue, TensorView, keys};
 use rayon::iter::{IndexedParallelIterator, ParallelIterator};
 use rayon::slice::{ParallelSlice, ParallelSliceMut};
 
-use crate::{QuantError, can_dequantize, dequantize_row, quantize_row, row_size};
-
-/// The types a model can be requantized to.
-pub const REQUANTIZE_TARGETS: [GgmlType; 15] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::Bf16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-    GgmlType::Iq4Nl,
-    GgmlType::Iq4Xs,
-];
-
-/// llama.cpp's `general.file_type` (`llama_ftype`) for a model whose weights
-/// are all of type `ty`; a K-quant maps to its "small" mix, the one that uses
-/// only that type.
-pub fn file_type(ty: GgmlType) -> Option<u32> {
-    Some(match ty {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        GgmlType::Q8_0 => 7,
-        GgmlType::Q5_0 => 8,
-        GgmlType::Q5_1 => 9,
-        GgmlType::Q2K => 10,
-        GgmlType::Q3K => 11,
-        GgmlType::Q4K => 14,
-        GgmlType::Q5K => 16,
-        GgmlType::Q6K => 18,
-        GgmlType::Iq4Nl => 25,
-        GgmlType::Iq4Xs => 30,
-        GgmlType::Bf16 => 32,
-        _ => return None,
-    })
-}
-
-/// The type used instead of `target` for rows whose length is not a
-/// multiple of `target`'s block: the nearest 32-element format of at least
-/// the same precision (as llama.cpp does, except that Q2_K and Q3_K fall back
-/// to Q4_0 rather than IQ4_NL), and F16 when even 32 does not divide the row.
-pub fn fallback_type(target: GgmlType, row_len: u64) -> GgmlType {
-    let fits = |ty: GgmlType| row_len.is_multiple_of(ty.block_size() as u64);
-    if fits(target) {
-        return target;
-    }
-    let legacy = match target {
-        GgmlType::Q2K | GgmlType::Q3K => GgmlType::Q4_0,
-        GgmlType::Q4K => GgmlType::Q5_0,
-        GgmlType::Q5K => GgmlType::Q5_1,
-        GgmlType::Q6K => GgmlType::Q8_0,
-        GgmlType::Iq4Xs => GgmlType::Iq4Nl,
-        _ => GgmlType::F16,
-    };
-    if fits(legacy) { legacy } else { GgmlType::F16 }
-}
-
-/// What happened to one tensor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TensorAction {
-    /// Decoded and encoded as the target type.
-    Requantized,
-    /// Written as another type because its rows do not fit the target's
-    /// blocks (copied unchanged when already of that type).
-    Fallback,
-    /// Already of the type it would get: copied unchanged.
-    AlreadyTarget,
-    /// Not a weight matrix (a vector, or integer data): copied unchanged.
-    Kept,
-}
+use crate::mix::{Mix, MixOptions, QuantPlan, TensorPlan};
+use crate::{
+    GgmlType, QuantError, can_dequantize, can_quantize, dequantize_row, quantize_row, row_size,
+};
 
 /// Progress report for one tensor, passed to the callback before the tensor
 /// is processed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TensorProgress<'a> {
     /// Position of the tensor in the file, from 0.
     pub index: usize,
     /// Number of tensors in the file.
     pub total: usize,
-    /// Tensor name.
-    pub name: &'a str,
-    /// Shape in ggml order.
-    pub dims: &'a [u64],
-    /// Type in the input file.
-    pub from: GgmlType,
-    /// Type in the output file.
-    pub to: GgmlType,
     /// What is done to it.
-    pub action: TensorAction,
-}
-
-/// A tensor written as another type than the target.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Fallback {
-    /// Tensor name.
-    pub tensor: String,
-    /// Its row length.
-    pub row_len: u64,
-    /// The requested type, whose block does not divide the row.
-    pub wanted: GgmlType,
-    /// The type used instead.
-    pub used: GgmlType,
-}
-
-/// Summary of a requantization.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequantizeReport {
-    /// The requested type.
-    pub target: GgmlType,
-    /// Tensors in the model.
-    pub tensors: usize,
-    /// Tensors decoded and re-encoded.
-    pub requantized: usize,
-    /// Tensors copied unchanged (vectors, integer data, and matrices already
-    /// of the type they would get).
-    pub copied: usize,
-    /// Tensors written as another type than `target`.
-    pub fallbacks: Vec<Fallback>,
-    /// Bytes of tensor data read.
-    pub bytes_in: u64,
-    /// Bytes of tensor data written.
-    pub bytes_out: u64,
-}
-
-/// Whether a tensor is a weight matrix to requantize: at least two
-/// dimensions and floating-point data. Integer tensors and vectors are kept.
-fn is_weight_matrix(t: &TensorView<'_>) -> bool {
-    let integer = matches!(
-        t.ty,
-        GgmlType::I8 | GgmlType::I16 | GgmlType::I32 | GgmlType::I64 | GgmlType::F64
-    );
-    t.dims.len() >= 2 && !integer
+    pub tensor: &'a TensorPlan,
 }
 
 /// Decodes and re-encodes `t` as `to`, rows in parallel.
@@ -184,12 +61,14 @@ fn convert(t: &TensorView<'_>, to: GgmlType) -> Result<Vec<u8>, QuantError> {
     Ok(out)
 }
 
-/// Requantizes every weight matrix of `src` to `target` and returns a writer
-/// holding the new model (unchanged tensors borrowed from `src`), plus a
-/// report. `progress` is called once per tensor, before it is processed.
+/// Requantizes `src` with `mix` and returns a writer holding the new model
+/// (unchanged tensors borrowed from `src`) and the plan it followed.
+/// `progress` is called once per tensor, before it is processed. Every
+/// conversion is checked to be possible before any is done.
 ///
 /// ```
 /// use ferrolm_gguf::{GgmlType, Gguf, GgufWriter};
+/// use ferrolm_quant::mix::{Mix, MixOptions, TensorAction};
 /// use ferrolm_quant::requantize::requantize;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -197,14 +76,16 @@ fn convert(t: &TensorView<'_>, to: GgmlType) -> Result<Vec<u8>, QuantError> {
 /// let norm: Vec<u8> = [1.0f32; 64].iter().flat_map(|x| x.to_le_bytes()).collect();
 /// let mut model = GgufWriter::new();
 /// model.add_metadata("general.architecture", "llama");
+/// model.add_metadata("llama.block_count", 1u32);
 /// model.add_tensor("blk.0.ffn_up.weight", &[64, 2], GgmlType::F32, weights)?;
 /// model.add_tensor("blk.0.ffn_norm.weight", &[64], GgmlType::F32, norm)?;
 /// let mut bytes = Vec::new();
 /// model.write_to(&mut bytes)?;
 ///
 /// let gguf = Gguf::parse(&bytes)?;
-/// let (writer, report) = requantize(&gguf, GgmlType::Q8_0, |_| {})?;
-/// assert_eq!((report.requantized, report.copied), (1, 1));
+/// let (writer, plan) = requantize(&gguf, Mix::Q8_0, &MixOptions::default(), |_| {})?;
+/// let actions: Vec<TensorAction> = plan.tensors.iter().map(|t| t.action).collect();
+/// assert_eq!(actions, [TensorAction::Requantized, TensorAction::Kept]);
 /// let mut out = Vec::new();
 /// writer.write_to(&mut out)?;
 /// let requantized = Gguf::parse(&out)?;
@@ -214,113 +95,142 @@ fn convert(t: &TensorView<'_>, to: GgmlType) -> Result<Vec<u8>, QuantError> {
 /// ```
 pub fn requantize<'a>(
     src: &Gguf<'a>,
-    target: GgmlType,
+    mix: Mix,
+    options: &MixOptions,
     mut progress: impl FnMut(&TensorProgress<'_>),
-) -> Result<(GgufWriter<'a>, RequantizeReport), QuantError> {
-    let Some(ftype) = file_type(target) else {
-        let allowed: Vec<&str> = REQUANTIZE_TARGETS.iter().map(|t| t.name()).collect();
-        return Err(QuantError::InvalidTarget {
-            ty: target,
-            allowed: allowed.join(", "),
-        });
-    };
-    let mut writer = GgufWriter::new();
-    for (key, value) in src.metadata() {
-        writer.add_metadata(key, OwnedMetadataValue::from(value));
-    }
-    writer.add_metadata(keys::general::FILE_TYPE, OwnedMetadataValue::U32(ftype));
-    if target.is_quantized() {
-        writer.add_metadata(
-            keys::general::QUANTIZATION_VERSION,
-            OwnedMetadataValue::U32(2),
-        );
-    }
-    let mut report = RequantizeReport {
-        target,
-        tensors: src.tensors().len(),
-        requantized: 0,
-        copied: 0,
-        fallbacks: Vec::new(),
-        bytes_in: 0,
-        bytes_out: 0,
-    };
-    for (index, t) in src.tensor_views().enumerate() {
-        let (to, action) = if is_weight_matrix(&t) {
-            let to = fallback_type(target, t.row_len());
-            let action = if to != target {
-                TensorAction::Fallback
-            } else if to == t.ty {
-                TensorAction::AlreadyTarget
-            } else {
-                TensorAction::Requantized
-            };
-            (to, action)
-        } else {
-            (t.ty, TensorAction::Kept)
-        };
-        progress(&TensorProgress {
-            index,
-            total: report.tensors,
-            name: t.name,
-            dims: &t.dims,
-            from: t.ty,
-            to,
-            action,
-        });
-        if action == TensorAction::Fallback {
-            report.fallbacks.push(Fallback {
-                tensor: t.name.to_owned(),
-                row_len: t.row_len(),
-                wanted: target,
-                used: to,
+) -> Result<(GgufWriter<'a>, QuantPlan), QuantError> {
+    let plan = QuantPlan::new(src, mix, options)?;
+    for t in plan.tensors.iter().filter(|t| t.converts()) {
+        if !can_dequantize(t.from) {
+            return Err(QuantError::Unsupported {
+                ty: t.from,
+                op: "dequantization",
             });
         }
-        report.bytes_in += t.data.len() as u64;
-        if to == t.ty {
-            report.bytes_out += t.data.len() as u64;
-            report.copied += 1;
-            writer.add_tensor(t.name, &t.dims, t.ty, t.data)?;
-        } else {
-            if !can_dequantize(t.ty) {
-                return Err(QuantError::Unsupported {
-                    ty: t.ty,
-                    op: "dequantization",
-                });
-            }
-            let data = convert(&t, to)?;
-            report.bytes_out += data.len() as u64;
-            report.requantized += 1;
-            writer.add_tensor(t.name, &t.dims, to, data)?;
+        if !can_quantize(t.to) {
+            return Err(QuantError::Unsupported {
+                ty: t.to,
+                op: "quantization",
+            });
         }
     }
-    Ok((writer, report))
+    let mut writer = GgufWriter::new();
+    // A split model's part becomes a whole file.
+    let split_keys = [
+        keys::split::NO,
+        keys::split::COUNT,
+        keys::split::TENSORS_COUNT,
+    ];
+    for (key, value) in src.metadata() {
+        if !split_keys.contains(key) {
+            writer.add_metadata(key, OwnedMetadataValue::from(value));
+        }
+    }
+    writer.add_metadata(
+        keys::general::QUANTIZATION_VERSION,
+        OwnedMetadataValue::U32(2),
+    );
+    writer.add_metadata(
+        keys::general::FILE_TYPE,
+        OwnedMetadataValue::U32(mix.file_type()),
+    );
+    let total = plan.tensors.len();
+    for (index, (view, t)) in src.tensor_views().zip(&plan.tensors).enumerate() {
+        progress(&TensorProgress {
+            index,
+            total,
+            tensor: t,
+        });
+        if t.converts() {
+            let data = convert(&view, t.to)?;
+            writer.add_tensor(view.name, &view.dims, t.to, data)?;
+        } else {
+            writer.add_tensor(view.name, &view.dims, view.ty, view.data)?;
+        }
+    }
+    Ok((writer, plan))
 }
 
-/// Reads the model at `input`, requantizes it to `target` (see
-/// [`requantize`]) and writes it to `output`.
+/// Where [`requantize_file`] writes before renaming: `OUT.tmp` beside `OUT`.
+pub fn temporary_path(output: &Path) -> Result<PathBuf, QuantError> {
+    let Some(name) = output.file_name() else {
+        return Err(QuantError::Write {
+            path: output.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        });
+    };
+    let mut name = name.to_os_string();
+    name.push(".tmp");
+    Ok(output.with_file_name(name))
+}
+
+/// Reads the model at `input`, requantizes it with `mix` (see
+/// [`requantize`]) and writes it to `output` atomically: to
+/// [`temporary_path`] first, synced to disk, then renamed over `output`. On
+/// an error the temporary file is removed and `output` is left as it was.
 pub fn requantize_file(
     input: impl AsRef<Path>,
     output: impl AsRef<Path>,
-    target: GgmlType,
+    mix: Mix,
+    options: &MixOptions,
     progress: impl FnMut(&TensorProgress<'_>),
-) -> Result<RequantizeReport, QuantError> {
+) -> Result<QuantPlan, QuantError> {
     let (input, output) = (input.as_ref(), output.as_ref());
+    let temporary = temporary_path(output)?;
     // Writing over the mapped input would corrupt it mid-read.
-    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize())
-        && a == b
-    {
-        return Err(QuantError::SameFile { path: a });
+    for written in [output, temporary.as_path()] {
+        if let (Ok(a), Ok(b)) = (input.canonicalize(), written.canonicalize())
+            && a == b
+        {
+            return Err(QuantError::SameFile { path: a });
+        }
     }
     let file = GgufFile::open(input)?;
     let gguf = file.gguf()?;
-    let (writer, report) = requantize(&gguf, target, progress)?;
-    writer.write_file(output)?;
-    Ok(report)
+    let (writer, plan) = requantize(&gguf, mix, options, progress)?;
+    let written = writer
+        .write_file(&temporary)
+        .map_err(QuantError::from)
+        .and_then(|()| {
+            std::fs::rename(&temporary, output).map_err(|source| QuantError::Write {
+                path: output.to_owned(),
+                source,
+            })
+        });
+    if written.is_err() {
+        // The write's own error is the one worth reporting.
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written?;
+    sync_directory(output)?;
+    Ok(plan)
+}
+
+/// Makes the rename of `path` durable by syncing its directory.
+#[cfg(unix)]
+fn sync_directory(path: &Path) -> Result<(), QuantError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| QuantError::Write {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Directories cannot be opened for syncing here; the rename stands as it is.
+#[cfg(not(unix))]
+fn sync_directory(_path: &Path) -> Result<(), QuantError> {
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mix::TensorAction;
 
     fn f32_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
         values.flat_map(f32::to_le_bytes).collect()
@@ -329,7 +239,9 @@ mod tests {
     fn synthetic() -> Vec<u8> {
         let mut w = GgufWriter::new();
         w.add_metadata(keys::general::ARCHITECTURE, "llama");
+        w.add_metadata("llama.block_count", 1u32);
         w.add_metadata(keys::general::FILE_TYPE, 0u32);
+        w.add_metadata(keys::split::COUNT, 1u16);
         let wide = f32_bytes((0..512 * 2).map(|i| (i as f32 * 0.37).sin()));
         let odd = f32_bytes((0..48 * 3).map(|i| (i as f32 * 0.11).cos()));
         let norm = f32_bytes((0..512).map(|i| 1.0 + i as f32 * 1e-3));
@@ -348,79 +260,36 @@ mod tests {
     }
 
     #[test]
-    fn fallbacks_follow_the_block_that_divides_the_row() {
-        assert_eq!(fallback_type(GgmlType::Q4K, 512), GgmlType::Q4K);
-        assert_eq!(fallback_type(GgmlType::Q4K, 576), GgmlType::Q5_0);
-        assert_eq!(fallback_type(GgmlType::Q5K, 640), GgmlType::Q5_1);
-        assert_eq!(fallback_type(GgmlType::Q6K, 576), GgmlType::Q8_0);
-        assert_eq!(fallback_type(GgmlType::Q2K, 576), GgmlType::Q4_0);
-        assert_eq!(fallback_type(GgmlType::Q3K, 576), GgmlType::Q4_0);
-        assert_eq!(fallback_type(GgmlType::Iq4Xs, 576), GgmlType::Iq4Nl);
-        assert_eq!(fallback_type(GgmlType::Q4K, 48), GgmlType::F16);
-        assert_eq!(fallback_type(GgmlType::Q8_0, 48), GgmlType::F16);
-        assert_eq!(fallback_type(GgmlType::F32, 7), GgmlType::F32);
-    }
-
-    #[test]
-    fn every_target_has_a_file_type_and_others_are_refused() {
-        for ty in REQUANTIZE_TARGETS {
-            assert!(file_type(ty).is_some(), "{ty}");
-        }
-        let bytes = synthetic();
-        let gguf = Gguf::parse(&bytes).expect("parses");
-        for ty in [
-            GgmlType::Q8K,
-            GgmlType::Q8_1,
-            GgmlType::Iq2Xxs,
-            GgmlType::I32,
-        ] {
-            assert!(matches!(
-                requantize(&gguf, ty, |_| {}),
-                Err(QuantError::InvalidTarget { .. })
-            ));
-        }
-    }
-
-    #[test]
     fn matrices_are_requantized_vectors_and_integers_kept() {
         let bytes = synthetic();
         let gguf = Gguf::parse(&bytes).expect("parses");
         let mut seen = Vec::new();
-        let (writer, report) = requantize(&gguf, GgmlType::Q4K, |p| {
-            seen.push((p.name.to_owned(), p.action, p.to));
+        let (writer, plan) = requantize(&gguf, Mix::Q4KS, &MixOptions::default(), |p| {
+            seen.push((p.index, p.total, p.tensor.name.clone()));
         })
         .expect("requantizes");
+        assert_eq!(seen.len(), 4);
+        assert_eq!((seen[3].0, seen[3].1, seen[3].2.as_str()), (3, 4, "ids"));
+        let got: Vec<(&str, TensorAction, GgmlType)> = plan
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.action, t.to))
+            .collect();
         assert_eq!(
-            seen,
+            got,
             [
                 (
-                    "blk.0.ffn_up.weight".to_owned(),
+                    "blk.0.ffn_up.weight",
                     TensorAction::Requantized,
                     GgmlType::Q4K
                 ),
-                (
-                    "blk.0.odd.weight".to_owned(),
-                    TensorAction::Fallback,
-                    GgmlType::F16
-                ),
-                (
-                    "blk.0.ffn_norm.weight".to_owned(),
-                    TensorAction::Kept,
-                    GgmlType::F32
-                ),
-                ("ids".to_owned(), TensorAction::Kept, GgmlType::I32),
+                ("blk.0.odd.weight", TensorAction::Fallback, GgmlType::F16),
+                ("blk.0.ffn_norm.weight", TensorAction::Kept, GgmlType::F32),
+                ("ids", TensorAction::Kept, GgmlType::I32),
             ]
         );
-        assert_eq!((report.requantized, report.copied), (2, 2));
-        assert_eq!(
-            report.fallbacks,
-            [Fallback {
-                tensor: "blk.0.odd.weight".to_owned(),
-                row_len: 48,
-                wanted: GgmlType::Q4K,
-                used: GgmlType::F16,
-            }]
-        );
+        assert_eq!(plan.fallbacks().count(), 1);
+        assert_eq!(plan.tensors[1].chosen, GgmlType::Q4K);
         let mut out = Vec::new();
         writer.write_to(&mut out).expect("writes");
         let out = Gguf::parse(&out).expect("parses");
@@ -430,11 +299,16 @@ mod tests {
                 .expect("set"),
             2
         );
+        assert!(out.get(keys::split::COUNT).is_none());
         assert_eq!(out.architecture().expect("kept"), "llama");
         let src_ids = gguf.tensor("ids").expect("ids");
         assert_eq!(out.tensor("ids").expect("ids").data, src_ids.data);
         let up = out.tensor("blk.0.ffn_up.weight").expect("up");
         assert_eq!(up.data.len(), 4 * 144);
+        assert_eq!(
+            plan.bytes_out(),
+            (4 * 144 + 48 * 3 * 2 + 512 * 4 + 8 * 4) as u64
+        );
         let odd = out.tensor("blk.0.odd.weight").expect("odd");
         let mut values = vec![0.0f32; 48 * 3];
         dequantize_row(GgmlType::F16, odd.data, &mut values).expect("decodes");
@@ -442,16 +316,65 @@ mod tests {
     }
 
     #[test]
-    fn writing_over_the_input_is_refused() {
-        let dir = std::env::temp_dir().join(format!("ferrolm-quant-same-{}", std::process::id()));
+    fn a_model_without_a_block_count_is_refused_naming_the_key() {
+        let mut w = GgufWriter::new();
+        w.add_metadata(keys::general::ARCHITECTURE, "llama");
+        let mut bytes = Vec::new();
+        w.write_to(&mut bytes).expect("writes");
+        let gguf = Gguf::parse(&bytes).expect("parses");
+        let err = requantize(&gguf, Mix::Q8_0, &MixOptions::default(), |_| {})
+            .expect_err("no block count");
+        assert!(err.to_string().contains("llama.block_count"), "{err}");
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ferrolm-quant-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn writing_over_the_input_or_its_temporary_name_is_refused() {
+        let dir = temp_dir("same");
         let path = dir.join("model.gguf");
         std::fs::write(&path, synthetic()).expect("writes");
-        let result = requantize_file(&path, dir.join("./model.gguf"), GgmlType::Q8_0, |_| {});
+        let options = MixOptions::default();
+        let result = requantize_file(&path, dir.join("./model.gguf"), Mix::Q8_0, &options, |_| {});
         assert!(matches!(result, Err(QuantError::SameFile { .. })));
-        let report = requantize_file(&path, dir.join("q8.gguf"), GgmlType::Q8_0, |_| {})
-            .expect("requantizes");
-        assert_eq!(report.fallbacks.len(), 1);
+        let result = requantize_file(&path, dir.join("model"), Mix::Q8_0, &options, |_| {});
+        assert!(result.is_ok(), "model.tmp is not the input");
+        let renamed = dir.join("out.gguf.tmp");
+        std::fs::rename(&path, &renamed).expect("renames");
+        let result = requantize_file(&renamed, dir.join("out.gguf"), Mix::Q8_0, &options, |_| {});
+        assert!(matches!(result, Err(QuantError::SameFile { .. })));
+        std::fs::remove_dir_all(&dir).expect("cleans up");
+    }
+
+    #[test]
+    fn the_output_is_replaced_whole_and_a_failed_write_leaves_no_temporary_file() {
+        let dir = temp_dir("atomic");
+        let input = dir.join("model.gguf");
+        std::fs::write(&input, synthetic()).expect("writes");
+        let options = MixOptions::default();
+
+        let output = dir.join("q8.gguf");
+        std::fs::write(&output, b"an older file").expect("writes");
+        let plan = requantize_file(&input, &output, Mix::Q8_0, &options, |_| {}).expect("writes");
+        let written = std::fs::read(&output).expect("reads");
+        let gguf = Gguf::parse(&written).expect("a whole model");
+        assert_eq!(gguf.tensors().len(), plan.tensors.len());
+        assert!(!temporary_path(&output).expect("a file name").exists());
+
+        // A directory in the way makes the final rename fail after the data is written.
+        let blocked = dir.join("blocked.gguf");
+        std::fs::create_dir_all(blocked.join("inside")).expect("dir");
+        let result = requantize_file(&input, &blocked, Mix::Q8_0, &options, |_| {});
+        assert!(
+            matches!(result, Err(QuantError::Write { .. })),
+            "{result:?}"
+        );
+        assert!(blocked.join("inside").is_dir(), "left as it was");
+        assert!(!temporary_path(&blocked).expect("a file name").exists());
         std::fs::remove_dir_all(&dir).expect("cleans up");
     }
 }

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use ferrolm_gguf::{Gguf, GgufFile, GgufWriter, TensorView};
-use ferrolm_quant::requantize::{TensorAction, fallback_type, requantize};
+use ferrolm_quant::mix::{Mix, MixOptions, TensorAction, fallback_type};
+use ferrolm_quant::requantize::requantize;
 use ferrolm_quant::{GgmlType, dequantize_row};
 
 const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -163,13 +164,13 @@ fn smollm2_requantized_to_q8_0_loads_and_stays_close() {
     let model = GgufFile::open(model_path(SMOLLM2)).expect("opens");
     let src = model.gguf().expect("parses");
     let mut seen = 0;
-    let (writer, report) = requantize(&src, GgmlType::Q8_0, |p| {
+    let (writer, plan) = requantize(&src, Mix::Q8_0, &MixOptions::default(), |p| {
         assert_eq!((p.index, p.total), (seen, src.tensors().len()));
         seen += 1;
     })
     .expect("requantizes");
     assert_eq!(seen, src.tensors().len());
-    assert!(report.fallbacks.is_empty(), "{:?}", report.fallbacks);
+    assert_eq!(plan.fallbacks().count(), 0);
     let mut bytes = Vec::new();
     writer.write_to(&mut bytes).expect("writes");
     let out = Gguf::parse(&bytes).expect("output parses");
@@ -217,11 +218,9 @@ fn gemma3_requantizes_with_fallbacks_for_640_wide_rows() {
     small.write_to(&mut small_bytes).expect("writes");
     let small = Gguf::parse(&small_bytes).expect("parses");
 
-    let mut actions = Vec::new();
-    let (writer, report) = requantize(&small, GgmlType::Q4K, |p| {
-        actions.push((p.name.to_owned(), p.action, p.to));
-    })
-    .expect("requantizes");
+    // Pure: every matrix Q4_K, so only the fallback changes types.
+    let pure = MixOptions { pure: true };
+    let (writer, plan) = requantize(&small, Mix::Q4KS, &pure, |_| {}).expect("requantizes");
     let mut bytes = Vec::new();
     writer.write_to(&mut bytes).expect("writes");
     let out = Gguf::parse(&bytes).expect("output parses");
@@ -230,7 +229,12 @@ fn gemma3_requantizes_with_fallbacks_for_640_wide_rows() {
     let mut fallbacks = 0;
     for t in small.tensor_views() {
         let o = out.tensor(t.name).expect("tensor kept");
-        let action = actions.iter().find(|a| a.0 == t.name).expect("reported").1;
+        let planned = plan
+            .tensors
+            .iter()
+            .find(|p| p.name == t.name)
+            .expect("planned");
+        let action = planned.action;
         if t.dims.len() == 1 {
             assert_eq!(action, TensorAction::Kept);
             assert_eq!(o.data, t.data);
@@ -245,12 +249,8 @@ fn gemma3_requantizes_with_fallbacks_for_640_wide_rows() {
         assert_eq!(fallback_type(GgmlType::Q4K, t.row_len()), expected);
         if expected == GgmlType::Q5_0 {
             fallbacks += 1;
-            assert!(
-                report
-                    .fallbacks
-                    .iter()
-                    .any(|f| f.tensor == t.name && f.row_len == 640)
-            );
+            assert_eq!(action, TensorAction::Fallback);
+            assert_eq!((planned.chosen, planned.row_len()), (GgmlType::Q4K, 640));
         }
         if o.ty == t.ty {
             assert_eq!(o.data, t.data, "{} copied unchanged", t.name);
@@ -269,5 +269,5 @@ fn gemma3_requantizes_with_fallbacks_for_640_wide_rows() {
         );
     }
     assert!(fallbacks > 0, "gemma3 has 640-wide rows");
-    assert_eq!(report.fallbacks.len(), fallbacks);
+    assert_eq!(plan.fallbacks().count(), fallbacks);
 }
