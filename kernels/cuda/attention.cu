@@ -7,7 +7,8 @@
 // Queries come in a batch: query t belongs to sequence q_seq[t], sits at position pos[t] and
 // sees the tokens 0..=pos[t] of its sequence, so one launch serves decode (one query per
 // sequence) and prompt processing (one query per prompt token, causal through pos). With a
-// sliding window w > 0 a query sees only its last w tokens. Block-table entries outside
+// sliding window w > 0 a query sees only its last w tokens. With softcap > 0 each scaled score s
+// becomes softcap * tanh(s / softcap) before the softmax (Gemma 2). Block-table entries outside
 // 0..n_blocks are skipped rather than followed.
 //
 // Decode splits each query's tokens over blockIdx.y (flash-decoding): every warp of every split
@@ -68,7 +69,7 @@ __device__ __forceinline__ void attn_split_impl(
     const float* __restrict__ q, const u16* __restrict__ kc, const u16* __restrict__ vc,
     const i32* __restrict__ block_table, const i32* __restrict__ q_seq, const i32* __restrict__ pos,
     float* __restrict__ part_acc, float2* __restrict__ part_ml, int n_heads, int n_kv_heads,
-    int block_size, int max_blocks, int n_blocks, float scale, int window) {
+    int block_size, int max_blocks, int n_blocks, float scale, int window, float softcap) {
     constexpr int D = 32 * DPL;
     const int kvh = blockIdx.x;
     const int split = blockIdx.y;
@@ -116,6 +117,7 @@ __device__ __forceinline__ void attn_split_impl(
 #pragma unroll
                 for (int k = 0; k < DPL; ++k) s += qr[g][k] * kv[k];
                 s = warp_sum(s);
+                if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
                 const float mn = fmaxf(m[g], s);
                 const float c = expf(m[g] - mn);
                 const float p = expf(s - mn);
@@ -145,9 +147,10 @@ __device__ __forceinline__ void attn_split_impl(
         const i32* __restrict__ block_table, const i32* __restrict__ q_seq,                          \
         const i32* __restrict__ pos, float* __restrict__ part_acc, float2* __restrict__ part_ml,     \
         int n_heads, int n_kv_heads, int block_size, int max_blocks, int n_blocks, float scale,      \
-        int window) {                                                                                \
+        int window, float softcap) {                                                                 \
         attn_split_impl<DPL, MAXG>(q, kc, vc, block_table, q_seq, pos, part_acc, part_ml, n_heads,    \
-                                   n_kv_heads, block_size, max_blocks, n_blocks, scale, window);    \
+                                   n_kv_heads, block_size, max_blocks, n_blocks, scale, window,     \
+                                   softcap);                                                         \
     }
 
 ATTN_SPLIT_KERNEL(64, 2, 4)
@@ -160,10 +163,11 @@ ATTN_SPLIT_KERNEL(256, 8, 8)
 // Merges the partials of each (query, head): out = sum_p e^(m_p - M) acc_p / sum_p e^(m_p - M) l_p.
 // One block per (head, query), one thread per dimension (blockDim.x = head_dim, a multiple of
 // 32). With xq given, out is also quantized for the output projection as quantize_q8 would
-// (every group of 32 lies inside one head), which saves that launch.
+// (every group of 32 lies inside one head, and its f32 values go to xf), which saves that launch.
 extern "C" __global__ void attn_combine(const float* __restrict__ part_acc, const float2* __restrict__ part_ml,
                                         float* __restrict__ out, i8* __restrict__ xq,
-                                        float2* __restrict__ xds, int n_heads, int head_dim, int nparts) {
+                                        float2* __restrict__ xds, float* __restrict__ xf, int n_heads,
+                                        int head_dim, int nparts) {
     const int h = blockIdx.x;
     const int qi = blockIdx.y;
     const int d = threadIdx.x;
@@ -185,5 +189,8 @@ extern "C" __global__ void attn_combine(const float* __restrict__ part_acc, cons
     const float v = den > 0.0f ? num / den : 0.0f;
     const size_t i = ((size_t)qi * n_heads + h) * head_dim + d;
     out[i] = v;
-    if (xq) quantize_group(v, d % WARP_SIZE, xq + (i - d % WARP_SIZE), xds + i / WARP_SIZE);
+    if (xq) {
+        const size_t g0 = i - d % WARP_SIZE;
+        quantize_group(v, d % WARP_SIZE, xq + g0, xds + i / WARP_SIZE, xf + g0);
+    }
 }

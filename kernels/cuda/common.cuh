@@ -50,9 +50,10 @@ __device__ __forceinline__ float gelu_tanh(float x) {
 }
 
 // Quantizes one group of 32 activations held one per lane of a warp, as quantize_q8 does:
-// d = max|v| / 127, q = round(v / d), ds = (d, d * sum q).
+// d = max|v| / 127, q = round(v / d), ds = (d, d * sum q). The f32 values are kept beside the
+// int8 ones in x_out (the products with float weights read them).
 __device__ __forceinline__ void quantize_group(float v, int lane, i8* __restrict__ q_out,
-                                               float2* __restrict__ ds_out) {
+                                               float2* __restrict__ ds_out, float* __restrict__ x_out) {
     const float amax = warp_max(fabsf(v));
     const float d = amax / 127.0f;
     const int q = amax == 0.0f ? 0 : (int)roundf(v / d);
@@ -60,6 +61,7 @@ __device__ __forceinline__ void quantize_group(float v, int lane, i8* __restrict
 #pragma unroll
     for (int o = WARP_SIZE / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(FULL_MASK, sum, o);
     q_out[lane] = (i8)q;
+    x_out[lane] = v;
     if (lane == 0) *ds_out = make_float2(d, d * (float)sum);
 }
 
@@ -103,12 +105,9 @@ __device__ __forceinline__ void ld_words(const u8* p, u32 out[N]) {
 __device__ __forceinline__ int dp4a(int a, int b, int c) { return __dp4a(a, b, c); }
 
 // Activations for the integer path: every 32 consecutive values share one scale.
-// `xq` holds round(x / d) as int8, `xds[g] = (d, d * sum of the group's int8 values)`.
-struct QuantizedActivations {
-    const i8* __restrict__ q;
-    const float2* __restrict__ ds;
-};
-
+// `xq` holds round(x / d) as int8, `xds[g] = (d, d * sum of the group's int8 values)`; `xf` holds
+// the f32 values themselves, which products with float weights (F32, F16) use instead.
+//
 // Reads the 32 int8 activations of group `g` as eight packed words.
 __device__ __forceinline__ void load_x_group(const i8* __restrict__ xq, int g, int out[8]) {
     const int4* p = (const int4*)(xq + (size_t)g * 32);
@@ -118,19 +117,23 @@ __device__ __forceinline__ void load_x_group(const i8* __restrict__ xq, int g, i
     out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
 }
 
-// Quantized matrix-vector product, y[r] = sum_k W[r, k] * x[k] (+ residual[r]), and, when add_to
-// is given, add_to[r] += sum_k W[r, k] * x[k] as well; for gridDim.y input vectors at once (x, y,
-// residual and add_to each hold gridDim.y vectors back to back).
+// Quantized matrix-vector product, y[r] = sum_k W[r, k] * x[k] + bias[r] (+ residual[r]), and,
+// when add_to is given, add_to[r] += sum_k W[r, k] * x[k] + bias[r] as well; for gridDim.y input
+// vectors at once (x, y, residual and add_to each hold gridDim.y vectors back to back). bias
+// and residual may be null.
 //
 // W is row-major in its GGUF block format. One warp owns one row. The row is streamed through a
 // per-warp shared-memory window with 16-byte, fully coalesced global loads (one pass over every
 // weight byte); the next window is loaded into registers while the current one is consumed.
 // Inside a window each lane takes "items" of 32 weights and computes their integer dot product
-// with the int8 activations through dp4a.
+// with the int8 activations through dp4a (or, for float weights, their f32 dot product with the
+// f32 activations).
 //
 // A block type T provides:
 //   BS     bytes per block,  QK  weights per block,  ITEMS = QK / 32,  CHUNK blocks per window
-//   float dot(const u8* blk, int item, const int x[8], float2 ds)
+//   FLOAT_X  whether products take the f32 activations
+//   float dot(const u8* blk, int item, const int x[8], float2 ds)     (FLOAT_X false)
+//   float dotf(const u8* blk, int item, const float* x)               (FLOAT_X true)
 //   void  dequant(const u8* blk, int item, float out[32])
 
 #define MV_WARPS 4
@@ -157,27 +160,22 @@ __device__ __forceinline__ void matvec_load_window(const u8* __restrict__ w, siz
     }
 }
 
-// The calling warp computes row `row` of W (of `nrows`); see matvec_impl.
+// The calling warp computes output `row` from row `wrow` of W (the same row, except in a stack of
+// experts, where wrow = expert * rows + row). xq, xds, xf, residual, y and add_to are those of
+// this warp's input vector; see matvec_impl.
 template <class T>
 __device__ __forceinline__ void matvec_row(const u8* __restrict__ w, const i8* __restrict__ xq,
-                                           const float2* __restrict__ xds, const float* residual,
-                                           float* y, float* add_to, int row, int nrows, int ncols) {
+                                           const float2* __restrict__ xds, const float* __restrict__ xf,
+                                           const float* __restrict__ bias, const float* residual, float* y,
+                                           float* add_to, int wrow, int row, int ncols) {
     typedef MatvecWindow<T> Win;
     __shared__ __align__(16) uint4 stage[MV_WARPS][Win::WORDS_PER_LANE * WARP_SIZE];
 
     const int warp = threadIdx.x / WARP_SIZE;
     const int lane = threadIdx.x % WARP_SIZE;
 
-    // blockIdx.y picks one of several input vectors (a small batch), each with its own output.
-    const size_t vec = blockIdx.y;
-    xq += vec * ncols;
-    xds += vec * (ncols / 32);
-    y += vec * nrows;
-    if (residual) residual += vec * nrows;
-    if (add_to) add_to += vec * nrows;
-
     const int nblocks = ncols / T::QK;
-    const size_t row_start = (size_t)row * nblocks * T::BS;
+    const size_t row_start = (size_t)wrow * nblocks * T::BS;
     const int nchunks = (nblocks + T::CHUNK - 1) / T::CHUNK;
     uint4* my_stage = stage[warp];
     const u8* my_bytes = (const u8*)my_stage;
@@ -210,15 +208,21 @@ __device__ __forceinline__ void matvec_row(const u8* __restrict__ w, const i8* _
             const int b = it / T::ITEMS;
             const int j = it % T::ITEMS;
             const int g = (b0 + b) * T::ITEMS + j;
-            int x[8];
-            load_x_group(xq, g, x);
-            acc += T::dot(my_bytes + head + b * T::BS, j, x, __ldg(xds + g));
+            const u8* blk = my_bytes + head + b * T::BS;
+            if constexpr (T::FLOAT_X) {
+                acc += T::dotf(blk, j, xf + (size_t)g * 32);
+            } else {
+                int x[8];
+                load_x_group(xq, g, x);
+                acc += T::dot(blk, j, x, __ldg(xds + g));
+            }
         }
         __syncwarp();
     }
 
     acc = warp_sum(acc);
     if (lane == 0) {
+        if (bias) acc += bias[wrow];
         y[row] = residual ? acc + residual[row] : acc;
         if (add_to) add_to[row] += acc;  // the residual connection fused into the product
     }
@@ -226,34 +230,71 @@ __device__ __forceinline__ void matvec_row(const u8* __restrict__ w, const i8* _
 
 template <class T>
 __device__ __forceinline__ void matvec_impl(const u8* __restrict__ w, const i8* __restrict__ xq,
-                                            const float2* __restrict__ xds, const float* residual,
-                                            float* y, float* add_to, int nrows, int ncols) {
+                                            const float2* __restrict__ xds, const float* __restrict__ xf,
+                                            const float* __restrict__ bias, const float* residual, float* y,
+                                            float* add_to, int nrows, int ncols) {
     const int row = blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE;
     if (row >= nrows) return;  // whole warps leave; only warp-level barriers follow
-    matvec_row<T>(w, xq, xds, residual, y, add_to, row, nrows, ncols);
+    // blockIdx.y picks one of several input vectors (a small batch), each with its own output.
+    const size_t v = blockIdx.y;
+    matvec_row<T>(w, xq + v * ncols, xds + v * (ncols / 32), xf + v * ncols, bias,
+                  residual ? residual + v * nrows : nullptr, y + v * nrows,
+                  add_to ? add_to + v * nrows : nullptr, row, row, ncols);
 }
 
 // Up to three products that share their input (a layer's query, key and value projections, or
-// its gate and up projections) in one launch: y_m = W_m · x. The rows of the three matrices are
-// numbered one after another and each warp takes one, so the launch costs what one matvec over
-// rows0 + rows1 + rows2 rows costs. All matrices have the same type and `ncols` columns.
+// its gate and up projections) in one launch: y_m = W_m · x + b_m. The rows of the three matrices
+// are numbered one after another and each warp takes one, so the launch costs what one matvec
+// over rows0 + rows1 + rows2 rows costs. All matrices have the same type and `ncols` columns.
 template <class T>
 __device__ __forceinline__ void matvec3_impl(const u8* __restrict__ w0, const u8* __restrict__ w1,
-                                             const u8* __restrict__ w2, const i8* __restrict__ xq,
-                                             const float2* __restrict__ xds, float* y0, float* y1,
+                                             const u8* __restrict__ w2, const float* __restrict__ b0,
+                                             const float* __restrict__ b1, const float* __restrict__ b2,
+                                             const i8* __restrict__ xq, const float2* __restrict__ xds,
+                                             const float* __restrict__ xf, float* y0, float* y1,
                                              float* y2, int rows0, int rows1, int rows2, int ncols) {
     int row = blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE;
+    const size_t v = blockIdx.y;
+    xq += v * ncols;
+    xds += v * (ncols / 32);
+    xf += v * ncols;
     if (row < rows0) {
-        matvec_row<T>(w0, xq, xds, nullptr, y0, nullptr, row, rows0, ncols);
+        matvec_row<T>(w0, xq, xds, xf, b0, nullptr, y0 + v * rows0, nullptr, row, row, ncols);
         return;
     }
     row -= rows0;
     if (row < rows1) {
-        matvec_row<T>(w1, xq, xds, nullptr, y1, nullptr, row, rows1, ncols);
+        matvec_row<T>(w1, xq, xds, xf, b1, nullptr, y1 + v * rows1, nullptr, row, row, ncols);
         return;
     }
     row -= rows1;
-    if (row < rows2) matvec_row<T>(w2, xq, xds, nullptr, y2, nullptr, row, rows2, ncols);
+    if (row < rows2) matvec_row<T>(w2, xq, xds, xf, b2, nullptr, y2 + v * rows2, nullptr, row, row, ncols);
+}
+
+// Products with the experts a router chose (a mixture-of-experts layer): W stacks n_expert
+// matrices of nrows rows each. blockIdx.y is a slot s = t * k + j: token t's j-th choice, whose
+// expert index is read from device memory (choice[t * 2k + j], as f32, written by moe_route), so
+// a captured graph serves any routing and only the chosen experts' weights are read.
+// y[s] = W_e · x[x_per_slot ? s : t]; an index outside 0..n_expert gives a row of zeros.
+template <class T>
+__device__ __forceinline__ void matvec_experts_impl(const u8* __restrict__ w, const float* __restrict__ choice,
+                                                    const i8* __restrict__ xq, const float2* __restrict__ xds,
+                                                    const float* __restrict__ xf, float* y, int nrows,
+                                                    int ncols, int n_expert, int k, int x_per_slot) {
+    const int row = blockIdx.x * MV_WARPS + threadIdx.x / WARP_SIZE;
+    if (row >= nrows) return;
+    const int s = blockIdx.y;
+    const int t = s / k;
+    const float id = choice[(size_t)t * 2 * k + s % k];
+    float* ys = y + (size_t)s * nrows;
+    if (!(id >= 0.0f && id < (float)n_expert)) {
+        if (threadIdx.x % WARP_SIZE == 0) ys[row] = 0.0f;
+        return;
+    }
+    const int e = (int)id;
+    const size_t v = x_per_slot ? (size_t)s : (size_t)t;
+    matvec_row<T>(w, xq + v * ncols, xds + v * (ncols / 32), xf + v * ncols, nullptr, nullptr, ys,
+                  nullptr, e * nrows + row, row, ncols);
 }
 
 // Stores the 32 values of one item (64-byte aligned in f16, 128 in f32) with 16-byte stores:
@@ -307,14 +348,24 @@ __device__ __forceinline__ void get_rows_impl(const u8* __restrict__ w, const i3
 #define QUANT_KERNELS(name, T)                                                                        \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                          \
         matvec_##name(const u8* __restrict__ w, const i8* __restrict__ xq, const float2* __restrict__ xds, \
-                      const float* residual, float* y, float* add_to, int nrows, int ncols) {         \
-        matvec_impl<T>(w, xq, xds, residual, y, add_to, nrows, ncols);                                \
+                      const float* __restrict__ xf, const float* __restrict__ bias, const float* residual, \
+                      float* y, float* add_to, int nrows, int ncols) {                                \
+        matvec_impl<T>(w, xq, xds, xf, bias, residual, y, add_to, nrows, ncols);                      \
     }                                                                                                 \
     extern "C" __global__ void __launch_bounds__(MV_THREADS)                                          \
         matvec3_##name(const u8* __restrict__ w0, const u8* __restrict__ w1, const u8* __restrict__ w2, \
-                       const i8* __restrict__ xq, const float2* __restrict__ xds, float* y0, float* y1, \
-                       float* y2, int rows0, int rows1, int rows2, int ncols) {                      \
-        matvec3_impl<T>(w0, w1, w2, xq, xds, y0, y1, y2, rows0, rows1, rows2, ncols);                 \
+                       const float* __restrict__ b0, const float* __restrict__ b1,                    \
+                       const float* __restrict__ b2, const i8* __restrict__ xq,                       \
+                       const float2* __restrict__ xds, const float* __restrict__ xf, float* y0,       \
+                       float* y1, float* y2, int rows0, int rows1, int rows2, int ncols) {            \
+        matvec3_impl<T>(w0, w1, w2, b0, b1, b2, xq, xds, xf, y0, y1, y2, rows0, rows1, rows2, ncols); \
+    }                                                                                                 \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS)                                          \
+        matvec_experts_##name(const u8* __restrict__ w, const float* __restrict__ choice,             \
+                              const i8* __restrict__ xq, const float2* __restrict__ xds,              \
+                              const float* __restrict__ xf, float* y, int nrows, int ncols,           \
+                              int n_expert, int k, int x_per_slot) {                                  \
+        matvec_experts_impl<T>(w, choice, xq, xds, xf, y, nrows, ncols, n_expert, k, x_per_slot);     \
     }                                                                                                 \
     extern "C" __global__ void get_rows_##name##_f32(const u8* __restrict__ w, const i32* __restrict__ ids, \
                                                       int row0, float* __restrict__ out, int nrows,     \

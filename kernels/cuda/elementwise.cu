@@ -46,3 +46,33 @@ extern "C" __global__ void copy_rows_f32(const float* __restrict__ x, const i32*
     if (c >= cols) return;
     out[(size_t)r * cols + c] = x[(size_t)idx[r] * cols + c];
 }
+
+// Soft-capping in place: x = cap * tanh(x / cap) (Gemma 2's final logits).
+extern "C" __global__ void softcap_f32(float* x, float cap, int n) {
+    ELEMENTWISE_INDEX
+    x[i] = cap * tanhf(x[i] / cap);
+}
+
+// A matrix's bias added to every row of a product: y[r, c] += bias[c] over n values in rows of cols.
+extern "C" __global__ void add_bias_f32(float* y, const float* __restrict__ bias, int cols, int n) {
+    ELEMENTWISE_INDEX
+    y[i] += bias[i % cols];
+}
+
+// copy_rows_f32 for f16 values (bit patterns): out[r, :] = x[idx[r], :] for the gridDim.y rows.
+extern "C" __global__ void copy_rows_f16(const u16* __restrict__ x, const i32* __restrict__ idx,
+                                         u16* __restrict__ out, int cols) {
+    const int r = blockIdx.y;
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    out[(size_t)r * cols + c] = x[(size_t)idx[r] * cols + c];
+}
+
+// Scatters rows: out[idx[r], :] = x[r, :] for the gridDim.y rows of x, each of `cols` values.
+extern "C" __global__ void scatter_rows_f32(const float* __restrict__ x, const i32* __restrict__ idx,
+                                            float* __restrict__ out, int cols) {
+    const int r = blockIdx.y;
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    out[(size_t)idx[r] * cols + c] = x[(size_t)r * cols + c];
+}

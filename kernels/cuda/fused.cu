@@ -1,7 +1,8 @@
 // Pairs of decode-step operations fused into one launch each, so a token step issues fewer
-// kernels: RMSNorm with the int8 quantization of its output, the gated activation with the
-// quantization of its output, and the rotary embedding of queries and keys together. Each
-// computes exactly what its two unfused kernels compute.
+// kernels: RMSNorm with the int8 quantization of its output, and the gated activation with the
+// quantization of its output. Each computes exactly what its two unfused kernels compute, and
+// keeps the f32 values beside the int8 ones (xf) as quantize_q8 does. (The rotary embedding of
+// queries and keys together is rope_qk_f32, in rope.cu.)
 #include "common.cuh"
 
 // y = x / sqrt(mean(x^2) + eps) * w for each of the gridDim.y rows of n (a multiple of 32), and
@@ -11,7 +12,7 @@
 // one after another in a single block. x must not be y.
 extern "C" __global__ void rmsnorm_q8(const float* __restrict__ x, const float* __restrict__ w,
                                       float* __restrict__ y, i8* __restrict__ xq,
-                                      float2* __restrict__ xds, int n, float eps) {
+                                      float2* __restrict__ xds, float* __restrict__ xf, int n, float eps) {
     __shared__ float scratch[32];
     const size_t row = blockIdx.y;
     const float* xr = x + row * n;
@@ -26,14 +27,14 @@ extern "C" __global__ void rmsnorm_q8(const float* __restrict__ x, const float* 
         const int i = g * 32 + lane;
         const float v = xr[i] * r * w[i];
         yr[i] = v;
-        quantize_group(v, lane, xq + row * n + g * 32, xds + row * (n / 32) + g);
+        quantize_group(v, lane, xq + row * n + g * 32, xds + row * (n / 32) + g, xf + row * n + g * 32);
     }
 }
 
 // gate = act(gate) * up over n values (a multiple of 32; SiLU, or GELU-tanh when gelu != 0),
 // then the result quantized into xq / xds. One warp per group of 32.
 extern "C" __global__ void glu_q8(float* gate, const float* __restrict__ up, i8* __restrict__ xq,
-                                  float2* __restrict__ xds, int n, int gelu) {
+                                  float2* __restrict__ xds, float* __restrict__ xf, int n, int gelu) {
     const int g = (int)((blockIdx.x * (size_t)blockDim.x + threadIdx.x) / WARP_SIZE);
     const int lane = threadIdx.x % WARP_SIZE;
     if (g >= n / 32) return;
@@ -41,30 +42,5 @@ extern "C" __global__ void glu_q8(float* gate, const float* __restrict__ up, i8*
     const float a = gate[i];
     const float v = (gelu ? gelu_tanh(a) : silu(a)) * up[i];
     gate[i] = v;
-    quantize_group(v, lane, xq + (size_t)g * 32, xds + g);
-}
-
-// rope_f32 on queries q[token][nq][head_dim] and keys k[token][nk][head_dim] in one launch.
-extern "C" __global__ void rope_qk_f32(float* __restrict__ q, float* __restrict__ k, const i32* __restrict__ pos,
-                                       const float* __restrict__ freq_factors, int ntok, int nq, int nk,
-                                       int head_dim, int n_rot, float base, float freq_scale, int neox) {
-    const int half = n_rot / 2;
-    const int nh = nq + nk;
-    const size_t tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (tid >= (size_t)ntok * nh * half) return;
-    const int i = (int)(tid % half);
-    const size_t th = tid / half;  // token * (nq + nk) + head
-    const int t = (int)(th / nh);
-    const int hh = (int)(th % nh);
-    float* h = hh < nq ? q + ((size_t)t * nq + hh) * head_dim : k + ((size_t)t * nk + (hh - nq)) * head_dim;
-    float theta = (float)pos[t] * freq_scale * powf(base, -2.0f * (float)i / (float)n_rot);
-    if (freq_factors) theta /= freq_factors[i];
-    float s, c;
-    sincosf(theta, &s, &c);
-    const int ia = neox ? i : 2 * i;
-    const int ib = neox ? i + half : 2 * i + 1;
-    const float a = h[ia];
-    const float b = h[ib];
-    h[ia] = a * c - b * s;
-    h[ib] = a * s + b * c;
+    quantize_group(v, lane, xq + (size_t)g * 32, xds + g, xf + (size_t)g * 32);
 }

@@ -7,6 +7,7 @@ struct BlockQ4_0 {
     static constexpr int QK = 32;
     static constexpr int ITEMS = 1;
     static constexpr int CHUNK = 128;
+    static constexpr bool FLOAT_X = false;
 
     static __device__ __forceinline__ float dot(const u8* blk, int, const int x[8], float2 ds) {
         const float d = h2f(ld_u16(blk));

@@ -19,6 +19,7 @@ struct BlockQ4_K {
     static constexpr int QK = 256;
     static constexpr int ITEMS = 8;
     static constexpr int CHUNK = 16;
+    static constexpr bool FLOAT_X = false;
 
     static __device__ __forceinline__ float dot(const u8* blk, int j, const int x[8], float2 ds) {
         const float d = h2f(ld_u16(blk));

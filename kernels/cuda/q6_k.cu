@@ -10,6 +10,7 @@ struct BlockQ6_K {
     static constexpr int QK = 256;
     static constexpr int ITEMS = 8;
     static constexpr int CHUNK = 12;
+    static constexpr bool FLOAT_X = false;
 
     static __device__ __forceinline__ float dot(const u8* blk, int j, const int x[8], float2 ds) {
         const int half = j >> 2;

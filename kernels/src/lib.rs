@@ -71,6 +71,7 @@ macro_rules! quant_module {
             kernels: &[
                 concat!("matvec_", $name),
                 concat!("matvec3_", $name),
+                concat!("matvec_experts_", $name),
                 concat!("get_rows_", $name, "_f32"),
                 concat!("get_rows_", $name, "_f16"),
             ],
@@ -78,8 +79,10 @@ macro_rules! quant_module {
     };
 }
 
-/// Every module, quantized weight types first.
+/// Every module, weight types first.
 pub const MODULES: &[KernelModule] = &[
+    quant_module!("f32"),
+    quant_module!("f16"),
     quant_module!("q4_0"),
     quant_module!("q4_1"),
     quant_module!("q5_0"),
@@ -99,7 +102,7 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "rope",
         source: include_str!("../cuda/rope.cu"),
-        kernels: &["rope_f32"],
+        kernels: &["rope_f32", "rope_qk_f32"],
     },
     KernelModule {
         name: "elementwise",
@@ -112,6 +115,10 @@ pub const MODULES: &[KernelModule] = &[
             "geglu_f32",
             "convert_f32_f16",
             "copy_rows_f32",
+            "softcap_f32",
+            "add_bias_f32",
+            "copy_rows_f16",
+            "scatter_rows_f32",
         ],
     },
     KernelModule {
@@ -131,7 +138,12 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "fused",
         source: include_str!("../cuda/fused.cu"),
-        kernels: &["rmsnorm_q8", "glu_q8", "rope_qk_f32"],
+        kernels: &["rmsnorm_q8", "glu_q8"],
+    },
+    KernelModule {
+        name: "moe",
+        source: include_str!("../cuda/moe.cu"),
+        kernels: &["moe_route", "moe_combine"],
     },
     KernelModule {
         name: "argmax",

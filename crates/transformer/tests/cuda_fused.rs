@@ -167,17 +167,19 @@ fn rope_qk_rotates_queries_and_keys() {
         let q = rng.vec(n_tok * nq * head_dim, 1.0);
         let k = rng.vec(n_tok * nk * head_dim, 1.0);
         let pos = [0i32, 17, 4095];
-        let p = RopeParams {
-            n_heads: nq,
-            head_dim,
-            n_rot: head_dim,
-            base: 10_000.0,
-            freq_scale: 1.0,
-            neox,
-        };
+        let p = RopeParams::plain(nq, head_dim, 10_000.0, neox);
         let (mut qd, mut kd) = (upload(dev, &q), upload(dev, &k));
-        dev.rope_qk(&mut qd, &mut kd, &upload(dev, &pos), n_tok, nq, nk, &p)
-            .unwrap();
+        dev.rope_qk(
+            &mut qd,
+            &mut kd,
+            &upload(dev, &pos),
+            None,
+            n_tok,
+            nq,
+            nk,
+            &p,
+        )
+        .unwrap();
         let rotate = |x: &[f32], heads: usize| {
             let mut out: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
             for (t, &ps) in pos.iter().enumerate() {

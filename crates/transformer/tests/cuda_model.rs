@@ -1,7 +1,9 @@
 //! Whole models on the GPU against the CPU backend: the same greedy tokens and logits within
 //! tolerance, on real models cut to a few layers and a smaller vocabulary (small enough to
-//! carry to a GPU machine) and on synthetic models with random weights in every block format
-//! the kernels read. Also checks what only the GPU has: step graphs give the same logits as
+//! carry to a GPU machine), on synthetic models with random weights in every block format
+//! the kernels read, and on the tiny random-weight model of every family
+//! (`tests/common/tiny.rs`: biases, rope factors, YaRN, LongRoPE, q/k norms, soft-capping,
+//! mixtures of experts). Also checks what only the GPU has: step graphs give the same logits as
 //! launching kernel by kernel, batches of several sequences, and rolling the cache back.
 //!
 //! The cut models come from `$FERROLM_TEST_MODELS/<name>.gguf` when that file exists (a GPU
@@ -11,8 +13,11 @@
 #![cfg(feature = "cuda")]
 #![allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::tiny::{self, TinySpec, Variant};
 use ferrolm_gguf::{GgmlType, Gguf, GgufFile, GgufWriter};
 use ferrolm_transformer::backend::cuda::CudaKv;
 use ferrolm_transformer::{
@@ -34,6 +39,9 @@ const SYNTHETIC_LOGIT_TOL: f64 = 0.08;
 const NEAR_TIE: f32 = 0.15;
 /// Vocabulary and layers kept when cutting a real model.
 const CUT_VOCAB: usize = 8192;
+/// Positions of the cache for the tiny family models: llama.cpp's n_ctx when their fixtures
+/// were made, past Phi-3-long's original context (so its long rope factors apply).
+const FAMILY_CTX: usize = 1024;
 
 fn require_gpu() -> bool {
     std::env::var("FERROLM_REQUIRE_GPU").is_ok_and(|v| v == "1")
@@ -289,6 +297,12 @@ fn argmax(v: &[f32]) -> u32 {
         .map_or(0, |(i, _)| i as u32)
 }
 
+/// The cache positions of `run` unless a test sets them: a context of 320 or more makes decode
+/// attention split each query's positions (5 ways).
+fn default_ctx(prompt: &[u32], steps: usize) -> usize {
+    (prompt.len() + steps + 1).max(320)
+}
+
 /// Runs `prompt` in batches of `chunk` tokens, then `steps` single-token steps, each feeding
 /// `forced[i]` when given, else the argmax of the last logits.
 fn run<'w, B: Backend<'w>>(
@@ -298,10 +312,26 @@ fn run<'w, B: Backend<'w>>(
     steps: usize,
     forced: Option<&[u32]>,
 ) -> Trace {
-    // A context of 320 or more makes decode attention split each query's positions (5 ways).
-    let mut kv = model
-        .kv_cache((prompt.len() + steps + 1).max(320), 1)
-        .unwrap();
+    run_in(
+        model,
+        default_ctx(prompt, steps),
+        prompt,
+        chunk,
+        steps,
+        forced,
+    )
+}
+
+/// [`run`] with a cache of `n_ctx` positions.
+fn run_in<'w, B: Backend<'w>>(
+    model: &Model<'w, B>,
+    n_ctx: usize,
+    prompt: &[u32],
+    chunk: usize,
+    steps: usize,
+    forced: Option<&[u32]>,
+) -> Trace {
+    let mut kv = model.kv_cache(n_ctx, 1).unwrap();
     let mut state = model.state(chunk, 1).unwrap();
     let mut pos = 0u32;
     let mut feed = |tokens: &[u32], pos: &mut u32, state: &mut State<'w, B>| {
@@ -331,16 +361,16 @@ fn run<'w, B: Backend<'w>>(
     trace
 }
 
-/// Greedy decoding that reads back only token ids ([`Model::forward_argmax`]).
+/// Greedy decoding that reads back only token ids ([`Model::forward_argmax`]), with a cache of
+/// `n_ctx` positions.
 fn run_argmax<'w, B: Backend<'w>>(
     model: &Model<'w, B>,
+    n_ctx: usize,
     prompt: &[u32],
     chunk: usize,
     steps: usize,
 ) -> Vec<u32> {
-    let mut kv = model
-        .kv_cache((prompt.len() + steps + 1).max(320), 1)
-        .unwrap();
+    let mut kv = model.kv_cache(n_ctx, 1).unwrap();
     let mut state = model.state(chunk, 1).unwrap();
     let mut pos = 0u32;
     let mut feed = |tokens: &[u32], pos: &mut u32, state: &mut State<'w, B>| {
@@ -441,6 +471,18 @@ fn prompt(vocab: usize, n: usize) -> Vec<u32> {
 
 /// CPU greedy, then the GPU fed the CPU's tokens (logits compared) and the GPU greedy.
 fn check_against_cpu(what: &str, bytes: &[u8], n_prompt: usize, steps: usize, tol: f64) {
+    check_against_cpu_in(what, bytes, None, n_prompt, steps, tol);
+}
+
+/// [`check_against_cpu`] with a cache of `n_ctx` positions (else [`default_ctx`]).
+fn check_against_cpu_in(
+    what: &str,
+    bytes: &[u8],
+    n_ctx: Option<usize>,
+    n_prompt: usize,
+    steps: usize,
+    tol: f64,
+) {
     let Some(backend) = gpu(true) else {
         return;
     };
@@ -448,14 +490,22 @@ fn check_against_cpu(what: &str, bytes: &[u8], n_prompt: usize, steps: usize, to
     let cpu_model = Model::load(&gguf, cpu()).unwrap();
     let gpu_model = Model::load(&gguf, backend).unwrap();
     let p = prompt(cpu_model.config().vocab, n_prompt);
-    let cpu_trace = run(&cpu_model, &p, n_prompt, steps, None);
-    let forced = run(&gpu_model, &p, n_prompt, steps, Some(&cpu_trace.tokens));
+    let n_ctx = n_ctx.unwrap_or_else(|| default_ctx(&p, steps));
+    let cpu_trace = run_in(&cpu_model, n_ctx, &p, n_prompt, steps, None);
+    let forced = run_in(
+        &gpu_model,
+        n_ctx,
+        &p,
+        n_prompt,
+        steps,
+        Some(&cpu_trace.tokens),
+    );
     compare(what, &cpu_trace, &forced, tol);
-    let free = run(&gpu_model, &p, n_prompt, steps, None);
+    let free = run_in(&gpu_model, n_ctx, &p, n_prompt, steps, None);
     greedy_agrees(what, &cpu_trace, &free);
     // Token ids picked on the GPU, with no logits copied back, are the same tokens.
     assert_eq!(
-        run_argmax(&gpu_model, &p, n_prompt, steps),
+        run_argmax(&gpu_model, n_ctx, &p, n_prompt, steps),
         free.tokens,
         "{what}: greedy by read_argmax"
     );
@@ -532,6 +582,83 @@ fn synthetic_gemma3_with_global_and_window_layers_matches_cpu() {
         30,
         SYNTHETIC_LOGIT_TOL,
     );
+}
+
+/// The tiny random-weight model of `variant` (tests/common/tiny.rs) with weights of `ty`, at
+/// width 4: heads of 64 or 128 (what the GPU's attention reads) and rows of 256 (so K-quants
+/// apply; the expert router, norms, biases and rope factors stay F32).
+fn tiny_model(variant: Variant, ty: GgmlType) -> Vec<u8> {
+    let spec = TinySpec {
+        weight_type: ty,
+        width: 4,
+        ..TinySpec::new(variant)
+    };
+    let mut out = Vec::new();
+    tiny::build(&spec, None)
+        .unwrap()
+        .write_to(&mut out)
+        .unwrap();
+    out
+}
+
+/// The tiny model of `variant` in Q8_0 and in Q4_K: a prompt of 12 tokens (the tensor-core
+/// path), then 16 greedy steps (the mat-vec path and step graphs).
+fn check_family(variant: Variant) {
+    for ty in [GgmlType::Q8_0, GgmlType::Q4K] {
+        let what = format!("tiny {} {ty:?}", variant.name());
+        let bytes = tiny_model(variant, ty);
+        check_against_cpu_in(&what, &bytes, Some(FAMILY_CTX), 12, 16, LOGIT_TOL);
+    }
+}
+
+macro_rules! family_tests {
+    ($($name:ident: $variant:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                check_family(Variant::$variant);
+            }
+        )*
+    };
+}
+
+family_tests! {
+    tiny_llama3_with_rope_factors_matches_cpu: Llama3,
+    tiny_mistral_matches_cpu: Mistral,
+    tiny_mixtral_with_experts_matches_cpu: Mixtral,
+    tiny_qwen2_with_biases_and_yarn_matches_cpu: Qwen2,
+    tiny_qwen3_with_qk_norms_matches_cpu: Qwen3,
+    tiny_qwen3moe_with_experts_matches_cpu: Qwen3Moe,
+    tiny_phi3_with_short_factors_matches_cpu: Phi3,
+    tiny_phi3_with_long_factors_matches_cpu: Phi3Long,
+    tiny_gemma2_with_soft_caps_matches_cpu: Gemma2,
+}
+
+#[test]
+fn tiny_moe_prompt_in_small_batches_agrees_with_one_batch() {
+    // Batches of 1 to 4 tokens route their experts on the device (the mat-vec path, per token
+    // and per slot); a batch of 12 groups the tokens by expert on the host.
+    for variant in [Variant::Mixtral, Variant::Qwen3Moe] {
+        let Some(backend) = gpu(true) else {
+            return;
+        };
+        let bytes = tiny_model(variant, GgmlType::Q8_0);
+        let gguf = Gguf::parse(&bytes).unwrap();
+        let model = Model::load(&gguf, backend).unwrap();
+        let p = prompt(model.config().vocab, 12);
+        let whole = run(&model, &p, 12, 4, None);
+        for chunk in [1, 3, 4] {
+            let pieces = run(&model, &p, chunk, 4, Some(&whole.tokens));
+            for (a, b) in pieces.logits.iter().zip(&whole.logits) {
+                let e = nerr(a, b);
+                assert!(
+                    e < LOGIT_TOL,
+                    "{}: chunks of {chunk}: logits differ by {e}",
+                    variant.name()
+                );
+            }
+        }
+    }
 }
 
 #[test]

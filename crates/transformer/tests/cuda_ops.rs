@@ -102,11 +102,26 @@ fn poisoned(dev: &CudaDevice, n: usize) -> CudaSlice<f32> {
     upload(dev, &vec![f32::NAN; n])
 }
 
-/// Random blocks of `ty` whose f16 scale fields hold small finite values.
+/// Random blocks of `ty` whose f16 scale fields hold small finite values (for F32 and F16,
+/// random values in [-0.5, 0.5)).
 fn random_weights(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
+    match ty {
+        WeightType::F32 => {
+            return (0..rows * cols)
+                .flat_map(|_| (rng.f32() * 0.5).to_le_bytes())
+                .collect();
+        }
+        WeightType::F16 => {
+            return (0..rows * cols)
+                .flat_map(|_| f16::from_f32(rng.f32() * 0.5).to_le_bytes())
+                .collect();
+        }
+        _ => {}
+    }
     let bs = ty.block_bytes();
     let mut bytes = rng.bytes(rows * ty.row_bytes(cols).unwrap());
     let scale_offsets: &[usize] = match ty {
+        WeightType::F32 | WeightType::F16 => &[],
         WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => &[0],
         WeightType::Q4_1 | WeightType::Q4K => &[0, 2],
         WeightType::Q6K => &[208],
@@ -249,13 +264,21 @@ fn check_matvec(dev: &CudaDevice, ty: WeightType, rows: usize, cols: usize, seed
     let out = download(dev, &y);
 
     let wf = dequantize(ty, &bytes, rows, cols);
-    // Exact path: the same int8 activations the kernel used, so only summation order differs.
+    // Exact path: the same int8 activations the kernel used (float weights take the f32
+    // activations instead), so only summation order differs.
     let (q, ds) = act.download(dev).unwrap();
-    let xq: Vec<f64> = q
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| f64::from(v) * f64::from(ds[i / 32 * 2]))
-        .collect();
+    let xq: Vec<f64> = if ty.is_float() {
+        act.download_values(dev)
+            .unwrap()
+            .iter()
+            .map(|&v| f64::from(v))
+            .collect()
+    } else {
+        q.iter()
+            .enumerate()
+            .map(|(i, &v)| f64::from(v) * f64::from(ds[i / 32 * 2]))
+            .collect()
+    };
     let exact = matvec_reference(&wf, &xq, rows, cols);
     let e = nerr(&out, &exact);
     assert!(
@@ -386,30 +409,53 @@ fn rmsnorm_matches_reference() {
     }
 }
 
+/// The rotation of pair `i` at position `p` in f64, as the CPU backend's `rope_angles` defines
+/// it: (cos, sin).
+fn rope_reference(p: i32, i: usize, params: &RopeParams, factor: Option<f32>) -> (f64, f64) {
+    let extrap = f64::from(p) * f64::from(params.base).powf(-2.0 * i as f64 / params.n_rot as f64)
+        / factor.map_or(1.0, f64::from);
+    let interp = f64::from(params.freq_scale) * extrap;
+    let theta = if params.ext_factor == 0.0 {
+        interp
+    } else {
+        let [lo, hi] = params.corr_dims.map(f64::from);
+        let y = (i as f64 - lo) / (hi - lo).max(0.001);
+        let mix = (1.0 - y.clamp(0.0, 1.0)) * f64::from(params.ext_factor);
+        interp * (1.0 - mix) + extrap * mix
+    };
+    let m = f64::from(params.mscale);
+    (theta.cos() * m, theta.sin() * m)
+}
+
 #[test]
-fn rope_matches_reference_in_both_layouts() {
+fn rope_matches_reference_in_both_layouts_with_factors_and_yarn() {
     let Some(dev) = device() else { return };
     let mut rng = Rng::new(4);
     let (n_tok, n_heads, head_dim) = (5, 6, 128);
-    for (neox, n_rot, factors) in [
-        (false, 128, false),
-        (true, 128, false),
-        (true, 64, true),
-        (false, 128, true),
+    for (neox, n_rot, factors, yarn) in [
+        (false, 128, false, false),
+        (true, 128, false, false),
+        (true, 64, true, false),
+        (false, 128, true, false),
+        (true, 128, false, true),
+        (false, 96, true, true),
     ] {
         let x = rng.vec(n_tok * n_heads * head_dim);
         let pos: Vec<i32> = (0..n_tok).map(|_| rng.below(4096) as i32).collect();
         let ff: Vec<f32> = (0..n_rot / 2)
             .map(|_| 1.0 + rng.f32().abs() * 7.0)
             .collect();
-        let p = RopeParams {
-            n_heads,
-            head_dim,
+        let mut p = RopeParams {
             n_rot,
-            base: 500_000.0,
-            freq_scale: 1.0,
-            neox,
+            ..RopeParams::plain(n_heads, head_dim, 500_000.0, neox)
         };
+        if yarn {
+            // Qwen2's YaRN by 4: the first pairs keep their angle, the last are interpolated.
+            p.freq_scale = 0.25;
+            p.ext_factor = 1.0;
+            p.corr_dims = [9.0, 23.5];
+            p.mscale = 1.1386;
+        }
         let mut xd = upload(dev, &x);
         let ffd = upload(dev, &ff);
         let factors_arg: Option<&dyn cudarc::driver::DevicePtr<f32>> =
@@ -417,29 +463,26 @@ fn rope_matches_reference_in_both_layouts() {
         dev.rope(&mut xd, &upload(dev, &pos), factors_arg, n_tok, &p)
             .unwrap();
         let mut want: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-        for (t, &p) in pos.iter().enumerate() {
+        for (t, &ps) in pos.iter().enumerate() {
             for h in 0..n_heads {
                 let base = (t * n_heads + h) * head_dim;
                 for (i, &factor) in ff.iter().enumerate() {
-                    let mut theta = f64::from(p) * 500_000f64.powf(-2.0 * i as f64 / n_rot as f64);
-                    if factors {
-                        theta /= f64::from(factor);
-                    }
+                    let (c, sn) = rope_reference(ps, i, &p, factors.then_some(factor));
                     let (ia, ib) = if neox {
                         (i, i + n_rot / 2)
                     } else {
                         (2 * i, 2 * i + 1)
                     };
                     let (a, b) = (f64::from(x[base + ia]), f64::from(x[base + ib]));
-                    want[base + ia] = a * theta.cos() - b * theta.sin();
-                    want[base + ib] = a * theta.sin() + b * theta.cos();
+                    want[base + ia] = a * c - b * sn;
+                    want[base + ib] = a * sn + b * c;
                 }
             }
         }
         let e = nerr(&download(dev, &xd), &want);
         assert!(
             e < 1e-4,
-            "rope neox={neox} n_rot={n_rot} factors={factors}: {e}"
+            "rope neox={neox} n_rot={n_rot} factors={factors} yarn={yarn}: {e}"
         );
     }
 }
@@ -549,6 +592,7 @@ struct AttnCase {
     n_kv_heads: usize,
     head_dim: usize,
     window: usize,
+    softcap: f32,
     lens: Vec<usize>,
     n_splits: usize,
 }
@@ -637,7 +681,9 @@ fn check_attention(dev: &CudaDevice, c: &AttnCase, seed: u64) {
         head_dim: hd,
         scale,
         window: c.window,
+        softcap: c.softcap,
     };
+    let cap = f64::from(c.softcap);
     let reference = |s: usize, pos: usize, q: &[f32]| -> Vec<f64> {
         let mut out = vec![0.0f64; nh * hd];
         let start = if c.window > 0 {
@@ -656,6 +702,7 @@ fn check_attention(dev: &CudaDevice, c: &AttnCase, seed: u64) {
                         .map(|(&a, &b)| f64::from(a * scale) * f64::from(b))
                         .sum()
                 })
+                .map(|s: f64| if cap > 0.0 { cap * (s / cap).tanh() } else { s })
                 .collect();
             let m = scores.iter().fold(f64::MIN, |a, &b| a.max(b));
             let w: Vec<f64> = scores.iter().map(|&x| (x - m).exp()).collect();
@@ -711,9 +758,10 @@ fn check_attention(dev: &CudaDevice, c: &AttnCase, seed: u64) {
         let e = nerr(&out[s * nh * hd..(s + 1) * nh * hd], &want);
         assert!(
             e < 1e-4,
-            "decode d{hd} g{} window {} seq {s}: {e}",
+            "decode d{hd} g{} window {} softcap {} seq {s}: {e}",
             nh / nkv,
-            c.window
+            c.window,
+            c.softcap
         );
     }
 
@@ -750,7 +798,12 @@ fn check_attention(dev: &CudaDevice, c: &AttnCase, seed: u64) {
         want.extend(reference(0, t, &q[t * nh * hd..(t + 1) * nh * hd]));
     }
     let e = nerr(&out, &want);
-    assert!(e < 1e-4, "prompt d{hd} window {}: {e}", c.window);
+    assert!(
+        e < 1e-4,
+        "prompt d{hd} window {} softcap {}: {e}",
+        c.window,
+        c.softcap
+    );
 }
 
 #[test]
@@ -763,6 +816,7 @@ fn paged_attention_matches_reference() {
             n_kv_heads: 3,
             head_dim: 64,
             window: 0,
+            softcap: 0.0,
             lens: vec![100, 37],
             n_splits: 4,
         },
@@ -772,6 +826,7 @@ fn paged_attention_matches_reference() {
             n_kv_heads: 8,
             head_dim: 128,
             window: 0,
+            softcap: 0.0,
             lens: vec![700, 1],
             n_splits: 16,
         },
@@ -781,6 +836,7 @@ fn paged_attention_matches_reference() {
             n_kv_heads: 1,
             head_dim: 256,
             window: 48,
+            softcap: 0.0,
             lens: vec![130, 20],
             n_splits: 3,
         },
@@ -790,8 +846,29 @@ fn paged_attention_matches_reference() {
             n_kv_heads: 2,
             head_dim: 128,
             window: 0,
+            softcap: 0.0,
             lens: vec![65],
             n_splits: 2,
+        },
+        // Gemma 2: soft-capped scores (a cap small enough to bend them), with and without a
+        // window.
+        AttnCase {
+            n_heads: 8,
+            n_kv_heads: 4,
+            head_dim: 256,
+            window: 0,
+            softcap: 0.5,
+            lens: vec![90, 33],
+            n_splits: 5,
+        },
+        AttnCase {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 64,
+            window: 20,
+            softcap: 0.3,
+            lens: vec![77, 5],
+            n_splits: 4,
         },
     ];
     for (i, c) in cases.iter().enumerate() {

@@ -11,6 +11,8 @@
 //! and need no conditional compilation.
 
 #[cfg(feature = "cuda")]
+mod experts;
+#[cfg(feature = "cuda")]
 mod gpu;
 #[cfg(feature = "cuda")]
 mod kv;

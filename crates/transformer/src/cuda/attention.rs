@@ -130,6 +130,8 @@ pub struct AttentionParams {
     pub scale: f32,
     /// Sliding window: a query sees only its last `window` tokens; 0 for none.
     pub window: usize,
+    /// Soft cap on the scaled scores (`cap · tanh(s / cap)` before the softmax); 0 for none.
+    pub softcap: f32,
 }
 
 /// Scratch for the partial results of split attention, allocated once.

@@ -11,11 +11,15 @@
 //! A decode step for one token reads, per layer: `rmsnorm` → `quantize_q8` → `matvec` (Q, K,
 //! V) → `rope` → `kv_append` → `attention` → `quantize_q8` → `matvec` with `accumulate` (output
 //! projection and residual) → `rmsnorm` → `quantize_q8` → `matvec` (gate, up) → `swiglu` or
-//! `geglu` → `quantize_q8` → `matvec` with `accumulate` (down projection and residual).
+//! `geglu` → `quantize_q8` → `matvec` with `accumulate` (down projection and residual). A
+//! mixture-of-experts layer replaces the gate, up and down products with `matvec` (router) →
+//! `moe_route` → `matvec_experts` (gate, up) → `glu_q8` → `matvec_experts` (down) →
+//! `moe_combine`, the experts' indices never leaving the device.
 
 mod attention;
 mod device;
 mod error;
+mod experts;
 mod launch;
 mod ops;
 mod profile;

@@ -12,7 +12,7 @@ use super::{
     QuantMatrix, QueryBatch, WeightType,
 };
 
-/// Rotary embedding settings.
+/// Rotary embedding settings (the angles as [`crate::config::Rope`] defines them).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RopeParams {
     /// Heads per token in the buffer.
@@ -25,8 +25,54 @@ pub struct RopeParams {
     pub base: f32,
     /// Linear position scale (1 for none).
     pub freq_scale: f32,
+    /// YaRN: how much of the unscaled angle the ramp mixes back (0: none).
+    pub ext_factor: f32,
+    /// YaRN: the pair range over which the ramp goes from the unscaled to the scaled angle.
+    pub corr_dims: [f32; 2],
+    /// Multiplier on cos and sin (1 for none).
+    pub mscale: f32,
     /// NeoX layout (pairs `i, i + n_rot/2`) instead of adjacent pairs.
     pub neox: bool,
+}
+
+impl RopeParams {
+    /// Plain rotary embedding of `n_heads` heads of `head_dim`, all dimensions rotated: no
+    /// scaling.
+    pub fn plain(n_heads: usize, head_dim: usize, base: f32, neox: bool) -> Self {
+        Self {
+            n_heads,
+            head_dim,
+            n_rot: head_dim,
+            base,
+            freq_scale: 1.0,
+            ext_factor: 0.0,
+            corr_dims: [0.0, 0.0],
+            mscale: 1.0,
+            neox,
+        }
+    }
+
+    /// The kernels' arguments after the head counts: head_dim, n_rot, base, freq_scale,
+    /// ext_factor, the two corr_dims, mscale, neox.
+    fn args(&self, op: &'static str) -> Result<[Arg; 9], CudaError> {
+        if !self.n_rot.is_multiple_of(2) || self.n_rot > self.head_dim || self.n_rot == 0 {
+            return Err(CudaError::Unsupported {
+                op,
+                what: format!("n_rot {} with head_dim {}", self.n_rot, self.head_dim),
+            });
+        }
+        Ok([
+            Arg::I32(dim(op, "head_dim", self.head_dim)?),
+            Arg::I32(dim(op, "n_rot", self.n_rot)?),
+            Arg::F32(self.base),
+            Arg::F32(self.freq_scale),
+            Arg::F32(self.ext_factor),
+            Arg::F32(self.corr_dims[0]),
+            Arg::F32(self.corr_dims[1]),
+            Arg::F32(self.mscale),
+            Arg::I32(i32::from(self.neox)),
+        ])
+    }
 }
 
 /// Device addresses and sizes of one matvec launch (0 for an absent optional buffer).
@@ -34,10 +80,12 @@ pub struct RopeParams {
 struct MatvecLaunch {
     ty: WeightType,
     w: u64,
+    bias: u64,
     rows: usize,
     cols: usize,
     xq: u64,
     xds: u64,
+    xf: u64,
     n_vec: usize,
     y: u64,
     residual: u64,
@@ -47,20 +95,25 @@ struct MatvecLaunch {
 /// The block-wide reductions (rmsnorm, argmax) use this many threads.
 const REDUCE_THREADS: u32 = 256;
 const ARGMAX_THREADS: u32 = 1024;
-const ELEMENTWISE_THREADS: u32 = 256;
+pub(super) const ELEMENTWISE_THREADS: u32 = 256;
 /// Threads per block of `rmsnorm_q8`: one warp per group of 32 values.
 const RMSNORM_Q8_THREADS: usize = 1024;
-const MATVEC_WARPS: usize = 4;
+pub(super) const MATVEC_WARPS: usize = 4;
 
-fn ptr<T>(buf: &impl DevicePtr<T>, stream: &CudaStream) -> u64 {
+pub(super) fn ptr<T>(buf: &impl DevicePtr<T>, stream: &CudaStream) -> u64 {
     buf.device_ptr(stream).0
 }
 
-fn ptr_mut<T>(buf: &mut impl DevicePtrMut<T>, stream: &CudaStream) -> u64 {
+pub(super) fn ptr_mut<T>(buf: &mut impl DevicePtrMut<T>, stream: &CudaStream) -> u64 {
     buf.device_ptr_mut(stream).0
 }
 
-fn need(
+/// The address of a matrix's bias, or 0 without one.
+fn bias_ptr(w: &QuantMatrix, stream: &CudaStream) -> u64 {
+    w.bias().map_or(0, |b| ptr(b, stream))
+}
+
+pub(super) fn need(
     op: &'static str,
     what: &'static str,
     expected: usize,
@@ -77,21 +130,21 @@ fn need(
     Ok(())
 }
 
-fn dim(op: &'static str, what: &'static str, v: usize) -> Result<i32, CudaError> {
+pub(super) fn dim(op: &'static str, what: &'static str, v: usize) -> Result<i32, CudaError> {
     i32::try_from(v).map_err(|_| CudaError::Unsupported {
         op,
         what: format!("{what} = {v} does not fit the kernels' 32-bit indices"),
     })
 }
 
-fn grid_for(n: usize, threads: u32) -> Result<u32, CudaError> {
+pub(super) fn grid_for(n: usize, threads: u32) -> Result<u32, CudaError> {
     u32::try_from(n.div_ceil(threads as usize)).map_err(|_| CudaError::Unsupported {
         op: "launch",
         what: format!("{n} threads"),
     })
 }
 
-fn cfg(grid: (u32, u32, u32), threads: u32) -> LaunchConfig {
+pub(super) fn cfg(grid: (u32, u32, u32), threads: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: grid,
         block_dim: (threads, 1, 1),
@@ -100,14 +153,21 @@ fn cfg(grid: (u32, u32, u32), threads: u32) -> LaunchConfig {
 }
 
 impl CudaDevice {
-    fn run(&self, kernel: &str, config: LaunchConfig, args: &[Arg]) -> Result<(), CudaError> {
+    /// Queues `kernel` (or matches it against the step being replayed). Callers must pass the
+    /// kernel's argument list and buffers large enough for what it touches.
+    pub(super) fn run(
+        &self,
+        kernel: &str,
+        config: LaunchConfig,
+        args: &[Arg],
+    ) -> Result<(), CudaError> {
         let (name, f) = self.function(kernel)?;
         if !self.track_launch(name, &config, args)? {
             return Ok(());
         }
-        // SAFETY: every caller below passes the argument list of `kernel`'s signature in
-        // `ferrolm-kernels`, and has checked each buffer's length against what the kernel
-        // touches for this configuration.
+        // SAFETY: every caller (below and in `experts`) passes the argument list of `kernel`'s
+        // signature in `ferrolm-kernels`, and has checked each buffer's length against what
+        // the kernel touches for this configuration.
         unsafe { launch(self.stream(), f, config, args) }
     }
 
@@ -124,8 +184,9 @@ impl CudaDevice {
         Ok(())
     }
 
-    /// `out = quantized(x)` for the integer matvec path; `x` has `out.len()` values (any
-    /// number of rows of a length that is a multiple of 32, back to back).
+    /// `out = quantized(x)` for the matvec path (the int8 form and the f32 values); `x` has
+    /// `out.len()` values (any number of rows of a length that is a multiple of 32, back to
+    /// back).
     pub fn quantize_q8(
         &self,
         x: &impl DevicePtr<f32>,
@@ -155,6 +216,7 @@ impl CudaDevice {
             Arg::Ptr(ptr(x, s)),
             Arg::Ptr(ptr_mut(&mut out.q, s)),
             Arg::Ptr(ptr_mut(&mut out.ds, s)),
+            Arg::Ptr(ptr_mut(&mut out.x, s)),
             Arg::I32(dim("quantize_q8", "n", n)?),
         ];
         self.run(
@@ -167,8 +229,9 @@ impl CudaDevice {
         )
     }
 
-    /// `y = W · x` for `W` of `rows × cols` and `x` of `cols` quantized values; with
-    /// `accumulate`, `y += W · x` (the residual add fused into the product).
+    /// `y = W · x + b` for `W` of `rows × cols` (and its bias `b`, if any) and `x` of `cols`
+    /// prepared values; with `accumulate`, `y += W · x + b` (the residual add fused into the
+    /// product).
     pub fn matvec(
         &self,
         w: &QuantMatrix,
@@ -200,7 +263,7 @@ impl CudaDevice {
         }
     }
 
-    /// `y[v] = W · x[v]` and `add_to[v] += W · x[v]` in one launch (a product and the residual
+    /// `y[v] = W · x[v] + b` and `add_to[v] += y[v]` in one launch (a product and the residual
     /// connection that consumes it), for `n_vec` vectors as in [`CudaDevice::matvec_batch`].
     pub fn matvec_add(
         &self,
@@ -217,7 +280,7 @@ impl CudaDevice {
         unsafe { self.matvec_raw(&MatvecLaunch { add_to, ..m }) }
     }
 
-    /// `ys[m][v] = ws[m] · x[v]` for two or three matrices of one type and width that share
+    /// `ys[m][v] = ws[m] · x[v] + b_m` for two or three matrices of one type and width that share
     /// their input (a layer's query, key and value projections; its gate and up projections),
     /// in one launch, for `n_vec` vectors as in [`CudaDevice::matvec_batch`].
     pub fn matvec_many(
@@ -253,11 +316,13 @@ impl CudaDevice {
         need("matvec", "x", n_vec * first.cols(), x.len())?;
         let s = self.stream();
         let mut w_ptrs = [0u64; 3];
+        let mut b_ptrs = [0u64; 3];
         let mut y_ptrs = [0u64; 3];
         let mut rows = [0usize; 3];
         for (m, (w, y)) in ws.iter().zip(ys.iter_mut()).enumerate() {
             need("matvec", "y", n_vec * w.rows(), y.len())?;
             w_ptrs[m] = ptr(w.data(), s);
+            b_ptrs[m] = bias_ptr(w, s);
             y_ptrs[m] = ptr_mut(*y, s);
             rows[m] = w.rows();
         }
@@ -265,8 +330,12 @@ impl CudaDevice {
             Arg::Ptr(w_ptrs[0]),
             Arg::Ptr(w_ptrs[1]),
             Arg::Ptr(w_ptrs[2]),
+            Arg::Ptr(b_ptrs[0]),
+            Arg::Ptr(b_ptrs[1]),
+            Arg::Ptr(b_ptrs[2]),
             Arg::Ptr(ptr(&x.q, s)),
             Arg::Ptr(ptr(&x.ds, s)),
+            Arg::Ptr(ptr(&x.x, s)),
             Arg::Ptr(y_ptrs[0]),
             Arg::Ptr(y_ptrs[1]),
             Arg::Ptr(y_ptrs[2]),
@@ -298,10 +367,12 @@ impl CudaDevice {
         Ok(MatvecLaunch {
             ty: w.weight_type(),
             w: ptr(w.data(), s),
+            bias: bias_ptr(w, s),
             rows: w.rows(),
             cols: w.cols(),
             xq: ptr(&x.q, s),
             xds: ptr(&x.ds, s),
+            xf: ptr(&x.x, s),
             n_vec,
             y: ptr_mut(y, s),
             residual: 0,
@@ -312,9 +383,9 @@ impl CudaDevice {
     /// Launches a matvec from device addresses.
     ///
     /// # Safety
-    /// `m.w` must hold a `rows × cols` matrix of `m.ty` (padded to 16 bytes), `xq` and `xds`
-    /// `n_vec` quantized vectors of `cols`, and `y`, `residual` and `add_to` (when not 0)
-    /// `n_vec × rows` f32 each.
+    /// `m.w` must hold a `rows × cols` matrix of `m.ty` (padded to 16 bytes), `m.bias` (when not
+    /// 0) `rows` f32, `xq`, `xds` and `xf` `n_vec` prepared vectors of `cols`, and `y`,
+    /// `residual` and `add_to` (when not 0) `n_vec × rows` f32 each.
     unsafe fn matvec_raw(&self, m: &MatvecLaunch) -> Result<(), CudaError> {
         if m.n_vec == 0 || m.n_vec > 65_535 {
             return Err(CudaError::Unsupported {
@@ -326,6 +397,8 @@ impl CudaDevice {
             Arg::Ptr(m.w),
             Arg::Ptr(m.xq),
             Arg::Ptr(m.xds),
+            Arg::Ptr(m.xf),
+            Arg::Ptr(m.bias),
             Arg::Ptr(m.residual),
             Arg::Ptr(m.y),
             Arg::Ptr(m.add_to),
@@ -360,22 +433,25 @@ impl CudaDevice {
         need("rmsnorm_q8", "out", rows * n, out.len())?;
         let s = self.stream();
         let (xp, wp, yp) = (ptr(x, s), ptr(w, s), ptr_mut(y, s));
-        let (q, ds) = (ptr_mut(&mut out.q, s), ptr_mut(&mut out.ds, s));
+        let q = [
+            ptr_mut(&mut out.q, s),
+            ptr_mut(&mut out.ds, s),
+            ptr_mut(&mut out.x, s),
+        ];
         // SAFETY: the sizes were checked above.
-        unsafe { self.rmsnorm_q8_raw(xp, wp, yp, q, ds, rows, n, eps) }
+        unsafe { self.rmsnorm_q8_raw(xp, wp, yp, q, rows, n, eps) }
     }
 
     /// # Safety
-    /// `x` and `y` must hold `rows × n` f32, `w` `n` f32, `q` `rows × n` int8 and `ds`
-    /// `rows × n / 16` f32.
+    /// `x` and `y` must hold `rows × n` f32, `w` `n` f32, and `q` the addresses of `rows × n`
+    /// int8, `rows × n / 16` f32 and `rows × n` f32.
     #[allow(clippy::too_many_arguments)]
     unsafe fn rmsnorm_q8_raw(
         &self,
         x: u64,
         w: u64,
         y: u64,
-        q: u64,
-        ds: u64,
+        [q, ds, xf]: [u64; 3],
         rows: usize,
         n: usize,
         eps: f32,
@@ -392,6 +468,7 @@ impl CudaDevice {
             Arg::Ptr(y),
             Arg::Ptr(q),
             Arg::Ptr(ds),
+            Arg::Ptr(xf),
             Arg::I32(dim("rmsnorm_q8", "n", n)?),
             Arg::F32(eps),
         ];
@@ -425,19 +502,23 @@ impl CudaDevice {
         need("glu_q8", "out", n, out.len())?;
         let s = self.stream();
         let (g, u) = (ptr_mut(gate, s), ptr(up, s));
-        let (q, ds) = (ptr_mut(&mut out.q, s), ptr_mut(&mut out.ds, s));
+        let q = [
+            ptr_mut(&mut out.q, s),
+            ptr_mut(&mut out.ds, s),
+            ptr_mut(&mut out.x, s),
+        ];
         // SAFETY: the sizes were checked above.
-        unsafe { self.glu_q8_raw(g, u, q, ds, n, gelu) }
+        unsafe { self.glu_q8_raw(g, u, q, n, gelu) }
     }
 
     /// # Safety
-    /// `gate` and `up` must hold `n` f32, `q` `n` int8 and `ds` `n / 16` f32.
+    /// `gate` and `up` must hold `n` f32, and `q` the addresses of `n` int8, `n / 16` f32 and
+    /// `n` f32.
     unsafe fn glu_q8_raw(
         &self,
         gate: u64,
         up: u64,
-        q: u64,
-        ds: u64,
+        [q, ds, xf]: [u64; 3],
         n: usize,
         gelu: bool,
     ) -> Result<(), CudaError> {
@@ -452,6 +533,7 @@ impl CudaDevice {
             Arg::Ptr(up),
             Arg::Ptr(q),
             Arg::Ptr(ds),
+            Arg::Ptr(xf),
             Arg::I32(dim("glu_q8", "n", n)?),
             Arg::I32(i32::from(gelu)),
         ];
@@ -466,13 +548,15 @@ impl CudaDevice {
     }
 
     /// Rotary embedding of queries `q` (`[n_tok][n_q][head_dim]`) and keys `k`
-    /// (`[n_tok][n_k][head_dim]`) in one launch; `p.n_heads` is not used.
+    /// (`[n_tok][n_k][head_dim]`) in one launch, as [`CudaDevice::rope`] does to each;
+    /// `p.n_heads` is not used.
     #[allow(clippy::too_many_arguments)]
     pub fn rope_qk(
         &self,
         q: &mut impl DevicePtrMut<f32>,
         k: &mut impl DevicePtrMut<f32>,
         pos: &impl DevicePtr<i32>,
+        freq_factors: Option<&dyn DevicePtr<f32>>,
         n_tok: usize,
         n_q: usize,
         n_k: usize,
@@ -482,45 +566,23 @@ impl CudaDevice {
         need("rope_qk", "k", n_tok * n_k * p.head_dim, k.len())?;
         need("rope_qk", "pos", n_tok, pos.len())?;
         let s = self.stream();
-        let (qp, kp, pp) = (ptr_mut(q, s), ptr_mut(k, s), ptr(pos, s));
-        // SAFETY: the sizes were checked above.
-        unsafe { self.rope_qk_raw(qp, kp, pp, n_tok, n_q, n_k, p) }
-    }
-
-    /// # Safety
-    /// `q` must hold `n_tok × n_q × head_dim` f32, `k` `n_tok × n_k × head_dim` (or be 0 with
-    /// `n_k` 0) and `pos` `n_tok` i32.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn rope_qk_raw(
-        &self,
-        q: u64,
-        k: u64,
-        pos: u64,
-        n_tok: usize,
-        n_q: usize,
-        n_k: usize,
-        p: &RopeParams,
-    ) -> Result<(), CudaError> {
-        if !p.n_rot.is_multiple_of(2) || p.n_rot > p.head_dim || p.n_rot == 0 {
-            return Err(CudaError::Unsupported {
-                op: "rope",
-                what: format!("n_rot {} with head_dim {}", p.n_rot, p.head_dim),
-            });
-        }
-        let args = [
-            Arg::Ptr(q),
-            Arg::Ptr(k),
-            Arg::Ptr(pos),
-            Arg::Ptr(0),
-            Arg::I32(dim("rope", "n_tok", n_tok)?),
-            Arg::I32(dim("rope", "n_q", n_q)?),
-            Arg::I32(dim("rope", "n_k", n_k)?),
-            Arg::I32(dim("rope", "head_dim", p.head_dim)?),
-            Arg::I32(dim("rope", "n_rot", p.n_rot)?),
-            Arg::F32(p.base),
-            Arg::F32(p.freq_scale),
-            Arg::I32(i32::from(p.neox)),
+        let ff = match freq_factors {
+            Some(f) => {
+                need("rope_qk", "freq_factors", p.n_rot / 2, f.len())?;
+                f.device_ptr(s).0
+            }
+            None => 0,
+        };
+        let mut args = vec![
+            Arg::Ptr(ptr_mut(q, s)),
+            Arg::Ptr(ptr_mut(k, s)),
+            Arg::Ptr(ptr(pos, s)),
+            Arg::Ptr(ff),
+            Arg::I32(dim("rope_qk", "n_tok", n_tok)?),
+            Arg::I32(dim("rope_qk", "n_q", n_q)?),
+            Arg::I32(dim("rope_qk", "n_k", n_k)?),
         ];
+        args.extend(p.args("rope_qk")?);
         let grid = grid_for(n_tok * (n_q + n_k) * p.n_rot / 2, ELEMENTWISE_THREADS)?;
         self.run("rope_qk_f32", cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
     }
@@ -612,10 +674,11 @@ impl CudaDevice {
         )
     }
 
-    /// Prompt-sized product on the tensor cores: `out[t][r] = Σ_k W[r][k] · x[t][k]` for `n`
-    /// tokens, `x` f16 `[n][cols]`, `out` f32 `[n][rows]`. `W` is dequantized to f16 slab by
-    /// slab into `scratch` (any size of at least one row; larger slabs mean fewer, larger
-    /// products) and multiplied with cuBLAS, so no dequantized copy of the model is kept.
+    /// Prompt-sized product on the tensor cores: `out[t][r] = Σ_k W[r][k] · x[t][k] + b[r]` for
+    /// `n` tokens, `x` f16 `[n][cols]`, `out` f32 `[n][rows]` (`b` the matrix's bias, if any).
+    /// `W` is dequantized to f16 slab by slab into `scratch` (any size of at least one row;
+    /// larger slabs mean fewer, larger products) and multiplied with cuBLAS, so no dequantized
+    /// copy of the model is kept.
     pub fn matmul(
         &self,
         w: &QuantMatrix,
@@ -624,28 +687,72 @@ impl CudaDevice {
         out: &mut impl DevicePtrMut<f32>,
         scratch: &mut cudarc::driver::CudaSlice<u16>,
     ) -> Result<(), CudaError> {
-        let (rows, cols) = (w.rows(), w.cols());
+        let rows = w.rows();
+        self.matmul_rows(w, 0, rows, x, n, out, scratch)?;
+        match w.bias() {
+            Some(bias) if n > 0 => {
+                let s = self.stream();
+                let args = [
+                    Arg::Ptr(ptr_mut(out, s)),
+                    Arg::Ptr(ptr(bias, s)),
+                    Arg::I32(dim("matmul", "rows", rows)?),
+                    Arg::I32(dim("matmul", "n", n * rows)?),
+                ];
+                let grid = grid_for(n * rows, ELEMENTWISE_THREADS)?;
+                self.run(
+                    "add_bias_f32",
+                    cfg((grid, 1, 1), ELEMENTWISE_THREADS),
+                    &args,
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// [`CudaDevice::matmul`] with rows `row0 .. row0 + n_rows` of `W` only (one expert of a
+    /// stack), without the bias: `out[t][r] = Σ_k W[row0 + r][k] · x[t][k]`, `out` f32
+    /// `[n][n_rows]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_rows(
+        &self,
+        w: &QuantMatrix,
+        row0: usize,
+        n_rows: usize,
+        x: &impl DevicePtr<u16>,
+        n: usize,
+        out: &mut impl DevicePtrMut<f32>,
+        scratch: &mut cudarc::driver::CudaSlice<u16>,
+    ) -> Result<(), CudaError> {
+        let cols = w.cols();
+        if row0 + n_rows > w.rows() {
+            return Err(CudaError::Shape {
+                op: "matmul",
+                what: "matrix rows",
+                expected: row0 + n_rows,
+                got: w.rows(),
+            });
+        }
         need("matmul", "x", n * cols, x.len())?;
-        need("matmul", "out", n * rows, out.len())?;
+        need("matmul", "out", n * n_rows, out.len())?;
         need("matmul", "scratch", cols, scratch.len())?;
-        if n == 0 {
+        if n == 0 || n_rows == 0 {
             return Ok(());
         }
         let blas = self.blas()?;
         // cuBLAS calls cannot be part of a replayed step graph.
         self.untracked_work()?;
-        let slab = (scratch.len() / cols).min(rows);
+        let slab = (scratch.len() / cols).min(n_rows);
         let s = self.stream();
         let xp = ptr(x, s);
         let op = ptr_mut(out, s);
         let mut r0 = 0;
-        while r0 < rows {
-            let m = slab.min(rows - r0);
-            self.dequantize_rows_f16(w, r0, m, scratch)?;
+        while r0 < n_rows {
+            let m = slab.min(n_rows - r0);
+            self.dequantize_rows_f16(w, row0 + r0, m, scratch)?;
             let wp = ptr_mut(scratch, s);
             // SAFETY: scratch holds m × cols f16 values (checked by dequantize_rows_f16), x
-            // holds n × cols, and out from column r0 holds (n - 1) · rows + m f32 values
-            // because out has n × rows and r0 + m <= rows.
+            // holds n × cols, and out from column r0 holds (n - 1) · n_rows + m f32 values
+            // because out has n × n_rows and r0 + m <= n_rows.
             unsafe {
                 gemm_f16_f32(
                     blas,
@@ -655,7 +762,7 @@ impl CudaDevice {
                     dim("matmul", "rows", m)?,
                     dim("matmul", "n", n)?,
                     dim("matmul", "cols", cols)?,
-                    dim("matmul", "rows", rows)?,
+                    dim("matmul", "rows", n_rows)?,
                 )?;
             }
             r0 += m;
@@ -772,7 +879,8 @@ impl CudaDevice {
     }
 
     /// Rotary embedding in place on `x` = `[n_tok][n_heads][head_dim]`, token `t` at position
-    /// `pos[t]`; `freq_factors` (`n_rot / 2` values) divide the pair frequencies (Llama 3).
+    /// `pos[t]`; `freq_factors` (`n_rot / 2` values) divide the pair frequencies (Llama 3,
+    /// LongRoPE), and `p` sets the YaRN ramp and the magnitude scale.
     pub fn rope(
         &self,
         x: &mut impl DevicePtrMut<f32>,
@@ -781,12 +889,6 @@ impl CudaDevice {
         n_tok: usize,
         p: &RopeParams,
     ) -> Result<(), CudaError> {
-        if !p.n_rot.is_multiple_of(2) || p.n_rot > p.head_dim || p.n_rot == 0 {
-            return Err(CudaError::Unsupported {
-                op: "rope",
-                what: format!("n_rot {} with head_dim {}", p.n_rot, p.head_dim),
-            });
-        }
         need("rope", "x", n_tok * p.n_heads * p.head_dim, x.len())?;
         need("rope", "pos", n_tok, pos.len())?;
         let s = self.stream();
@@ -797,20 +899,40 @@ impl CudaDevice {
             }
             None => 0,
         };
-        let args = [
+        let mut args = vec![
             Arg::Ptr(ptr_mut(x, s)),
             Arg::Ptr(ptr(pos, s)),
             Arg::Ptr(ff),
             Arg::I32(dim("rope", "n_tok", n_tok)?),
             Arg::I32(dim("rope", "n_heads", p.n_heads)?),
-            Arg::I32(dim("rope", "head_dim", p.head_dim)?),
-            Arg::I32(dim("rope", "n_rot", p.n_rot)?),
-            Arg::F32(p.base),
-            Arg::F32(p.freq_scale),
-            Arg::I32(i32::from(p.neox)),
         ];
+        args.extend(p.args("rope")?);
         let grid = grid_for(n_tok * p.n_heads * p.n_rot / 2, ELEMENTWISE_THREADS)?;
         self.run("rope_f32", cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
+    }
+
+    /// `x = cap · tanh(x / cap)` over `n` values, in place (logit soft-capping).
+    pub fn softcap(
+        &self,
+        x: &mut impl DevicePtrMut<f32>,
+        cap: f32,
+        n: usize,
+    ) -> Result<(), CudaError> {
+        need("softcap", "x", n, x.len())?;
+        let s = self.stream();
+        let args = [
+            Arg::Ptr(ptr_mut(x, s)),
+            Arg::F32(cap),
+            Arg::I32(dim("softcap", "n", n)?),
+        ];
+        self.run(
+            "softcap_f32",
+            cfg(
+                (grid_for(n, ELEMENTWISE_THREADS)?, 1, 1),
+                ELEMENTWISE_THREADS,
+            ),
+            &args,
+        )
     }
 
     fn binary(
@@ -1072,6 +1194,12 @@ impl CudaDevice {
         if let Some(q8) = &quantized {
             need("attention", "quantized output", n, q8.len())?;
         }
+        if !(p.softcap >= 0.0 && p.softcap.is_finite()) {
+            return Err(CudaError::Unsupported {
+                op: "attention",
+                what: format!("a soft cap of {}", p.softcap),
+            });
+        }
         if p.head_dim == 0 || !p.head_dim.is_multiple_of(32) || p.head_dim > 1024 {
             return Err(CudaError::Unsupported {
                 op: "attention",
@@ -1104,6 +1232,7 @@ impl CudaDevice {
             Arg::I32(dim("attention", "n_blocks", layer.n_blocks())?),
             Arg::F32(p.scale),
             Arg::I32(dim("attention", "window", p.window)?),
+            Arg::F32(p.softcap),
         ];
         let too_big = |what: &str| CudaError::Unsupported {
             op: "attention",
@@ -1116,9 +1245,13 @@ impl CudaDevice {
         );
         let kernel = format!("attn_split_d{}_g{maxg}", p.head_dim);
         self.run(&kernel, cfg(grid, (ATT_WARPS * 32) as u32), &split_args)?;
-        let (xq, xds) = match quantized {
-            Some(q8) => (ptr_mut(&mut q8.q, s), ptr_mut(&mut q8.ds, s)),
-            None => (0, 0),
+        let (xq, xds, xf) = match quantized {
+            Some(q8) => (
+                ptr_mut(&mut q8.q, s),
+                ptr_mut(&mut q8.ds, s),
+                ptr_mut(&mut q8.x, s),
+            ),
+            None => (0, 0, 0),
         };
         let combine_args = [
             Arg::Ptr(ptr(&ws.acc, s)),
@@ -1126,6 +1259,7 @@ impl CudaDevice {
             Arg::Ptr(ptr_mut(out, s)),
             Arg::Ptr(xq),
             Arg::Ptr(xds),
+            Arg::Ptr(xf),
             Arg::I32(dim("attention", "n_heads", p.n_heads)?),
             Arg::I32(dim("attention", "head_dim", p.head_dim)?),
             Arg::I32(dim("attention", "parts", nparts)?),

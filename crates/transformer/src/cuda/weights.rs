@@ -2,10 +2,15 @@ use cudarc::driver::CudaSlice;
 
 use super::{CudaDevice, CudaError};
 
-/// Block formats the GPU kernels read directly (no dequantized copy is ever made).
+/// Weight formats the GPU kernels read directly (no dequantized copy is ever made): the GGUF
+/// block formats, and plain f32 and f16 taken 32 values at a time as if they were blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)]
 pub enum WeightType {
+    /// Plain f32 (a mixture-of-experts router, small models): 32 weights in 128 bytes.
+    F32,
+    /// Plain f16: 32 weights in 64 bytes.
+    F16,
     /// 32 weights in 18 bytes.
     Q4_0,
     /// 32 weights in 20 bytes.
@@ -22,7 +27,9 @@ pub enum WeightType {
 
 impl WeightType {
     /// Every supported type.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
+        Self::F32,
+        Self::F16,
         Self::Q4_0,
         Self::Q4_1,
         Self::Q5_0,
@@ -34,7 +41,7 @@ impl WeightType {
     /// Weights per block.
     pub const fn block_elems(self) -> usize {
         match self {
-            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => 32,
+            Self::F32 | Self::F16 | Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => 32,
             Self::Q4K | Self::Q6K => 256,
         }
     }
@@ -42,6 +49,8 @@ impl WeightType {
     /// Bytes per block.
     pub const fn block_bytes(self) -> usize {
         match self {
+            Self::F32 => 128,
+            Self::F16 => 64,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
@@ -54,6 +63,8 @@ impl WeightType {
     /// The kernel-name suffix, as in `matvec_q4_k`.
     pub const fn kernel_suffix(self) -> &'static str {
         match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
             Self::Q4_0 => "q4_0",
             Self::Q4_1 => "q4_1",
             Self::Q5_0 => "q5_0",
@@ -67,6 +78,8 @@ impl WeightType {
     pub fn from_ggml(ty: ferrolm_gguf::GgmlType) -> Option<Self> {
         use ferrolm_gguf::GgmlType as G;
         Some(match ty {
+            G::F32 => Self::F32,
+            G::F16 => Self::F16,
             G::Q4_0 => Self::Q4_0,
             G::Q4_1 => Self::Q4_1,
             G::Q5_0 => Self::Q5_0,
@@ -80,6 +93,8 @@ impl WeightType {
     /// The decode mat-vec kernel of this type.
     pub const fn matvec_kernel(self) -> &'static str {
         match self {
+            Self::F32 => "matvec_f32",
+            Self::F16 => "matvec_f16",
             Self::Q4_0 => "matvec_q4_0",
             Self::Q4_1 => "matvec_q4_1",
             Self::Q5_0 => "matvec_q5_0",
@@ -92,6 +107,8 @@ impl WeightType {
     /// The decode kernel of this type for up to three matrices that share their input.
     pub const fn matvec3_kernel(self) -> &'static str {
         match self {
+            Self::F32 => "matvec3_f32",
+            Self::F16 => "matvec3_f16",
             Self::Q4_0 => "matvec3_q4_0",
             Self::Q4_1 => "matvec3_q4_1",
             Self::Q5_0 => "matvec3_q5_0",
@@ -101,9 +118,28 @@ impl WeightType {
         }
     }
 
+    /// The decode kernel of this type for the experts of a mixture-of-experts layer, chosen
+    /// on the device.
+    pub const fn matvec_experts_kernel(self) -> &'static str {
+        match self {
+            Self::F32 => "matvec_experts_f32",
+            Self::F16 => "matvec_experts_f16",
+            Self::Q4_0 => "matvec_experts_q4_0",
+            Self::Q4_1 => "matvec_experts_q4_1",
+            Self::Q5_0 => "matvec_experts_q5_0",
+            Self::Q8_0 => "matvec_experts_q8_0",
+            Self::Q4K => "matvec_experts_q4_k",
+            Self::Q6K => "matvec_experts_q6_k",
+        }
+    }
+
     /// The dequantization kernel of this type, to f32 or to f16.
     pub const fn get_rows_kernel(self, f16: bool) -> &'static str {
         match (self, f16) {
+            (Self::F32, false) => "get_rows_f32_f32",
+            (Self::F16, false) => "get_rows_f16_f32",
+            (Self::F32, true) => "get_rows_f32_f16",
+            (Self::F16, true) => "get_rows_f16_f16",
             (Self::Q4_0, false) => "get_rows_q4_0_f32",
             (Self::Q4_1, false) => "get_rows_q4_1_f32",
             (Self::Q5_0, false) => "get_rows_q5_0_f32",
@@ -123,6 +159,8 @@ impl WeightType {
     pub fn to_ggml(self) -> ferrolm_gguf::GgmlType {
         use ferrolm_gguf::GgmlType as G;
         match self {
+            Self::F32 => G::F32,
+            Self::F16 => G::F16,
             Self::Q4_0 => G::Q4_0,
             Self::Q4_1 => G::Q4_1,
             Self::Q5_0 => G::Q5_0,
@@ -130,6 +168,11 @@ impl WeightType {
             Self::Q4K => G::Q4K,
             Self::Q6K => G::Q6K,
         }
+    }
+
+    /// Whether products with this type take the f32 activations rather than their int8 form.
+    pub const fn is_float(self) -> bool {
+        matches!(self, Self::F32 | Self::F16)
     }
 
     /// Bytes of one row of `cols` weights, or `None` when `cols` is not a whole number of
@@ -143,7 +186,8 @@ impl WeightType {
     }
 }
 
-/// A row-major `rows × cols` weight matrix on the device, in its GGUF block format.
+/// A row-major `rows × cols` weight matrix on the device, in its GGUF block format, with the
+/// bias (one f32 per row) that every product with it adds, if any.
 ///
 /// The allocation is padded to a multiple of 16 bytes because the matvec kernel reads whole
 /// 16-byte words.
@@ -153,6 +197,7 @@ pub struct QuantMatrix {
     rows: usize,
     cols: usize,
     data: CudaSlice<u8>,
+    bias: Option<CudaSlice<f32>>,
 }
 
 impl QuantMatrix {
@@ -198,7 +243,31 @@ impl QuantMatrix {
             rows,
             cols,
             data,
+            bias: None,
         })
+    }
+
+    /// The matrix with `bias` (one value per row) added to every product with it.
+    pub fn with_bias(mut self, dev: &CudaDevice, bias: &[f32]) -> Result<Self, CudaError> {
+        if bias.len() != self.rows {
+            return Err(CudaError::Shape {
+                op: "weight upload",
+                what: "bias values",
+                expected: self.rows,
+                got: bias.len(),
+            });
+        }
+        self.bias = Some(
+            dev.stream()
+                .clone_htod(bias)
+                .map_err(CudaError::driver("uploading a bias"))?,
+        );
+        Ok(self)
+    }
+
+    /// The bias every product adds, if any.
+    pub fn bias(&self) -> Option<&CudaSlice<f32>> {
+        self.bias.as_ref()
     }
 
     /// The block format.
@@ -226,14 +295,17 @@ impl QuantMatrix {
     }
 }
 
-/// Activations quantized for the integer matvec path: `len` values in groups of 32, each group
-/// with one scale `d` and the product of `d` and the sum of its int8 values.
+/// Activations prepared for the matvec path: `len` values in groups of 32, each group quantized
+/// to int8 with one scale `d` and the product of `d` and the sum of its int8 values, and the f32
+/// values themselves (products with float weights take those).
 #[derive(Debug)]
 pub struct Q8Activations {
     len: usize,
     pub(crate) q: CudaSlice<i8>,
     /// (d, d · Σq) per group, as pairs of f32.
     pub(crate) ds: CudaSlice<f32>,
+    /// The values before quantization.
+    pub(crate) x: CudaSlice<f32>,
 }
 
 impl Q8Activations {
@@ -252,7 +324,10 @@ impl Q8Activations {
         let ds = stream
             .alloc_zeros::<f32>(len / 16)
             .map_err(CudaError::driver("allocating activations"))?;
-        Ok(Self { len, q, ds })
+        let x = stream
+            .alloc_zeros::<f32>(len)
+            .map_err(CudaError::driver("allocating activations"))?;
+        Ok(Self { len, q, ds, x })
     }
 
     /// Number of values.
@@ -275,5 +350,12 @@ impl Q8Activations {
             .clone_dtoh(&self.ds)
             .map_err(CudaError::driver("downloading activations"))?;
         Ok((q, ds))
+    }
+
+    /// Copies the f32 values (as they were before quantization) back to the host.
+    pub fn download_values(&self, dev: &CudaDevice) -> Result<Vec<f32>, CudaError> {
+        dev.stream()
+            .clone_dtoh(&self.x)
+            .map_err(CudaError::driver("downloading activations"))
     }
 }

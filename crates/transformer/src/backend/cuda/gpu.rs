@@ -3,14 +3,14 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, DevicePtr};
 use ferrolm_gguf::{GgmlType, TensorView};
 use ferrolm_sampling::SamplingError;
 
 use super::CudaOptions;
 use super::kv::CudaKv;
 use super::staging::Staging;
-use crate::backend::{AttentionParams, Backend, Batch, Glu, KvLayout, SeqId};
+use crate::backend::{AttentionParams, Backend, Batch, Glu, KvLayout, MoeRouting, SeqId};
 use crate::config::{Rope, RopeStyle};
 use crate::cuda::{
     self, AttentionWorkspace, CudaDevice, CudaError, DeviceOptions, Q8Activations, QuantMatrix,
@@ -33,6 +33,12 @@ const SPLIT_MAX_QUERIES: usize = 4;
 const SPLIT_SPAN: usize = 64;
 const MAX_SPLITS: usize = 64;
 
+/// Elements of dequantization scratch for products with a `rows × cols` matrix: the whole
+/// matrix, or slabs of [`MAX_SCRATCH`] (at least one row).
+pub(super) fn scratch_len(rows: usize, cols: usize) -> usize {
+    (rows * cols).min(MAX_SCRATCH.max(cols))
+}
+
 /// Runs the forward pass on one NVIDIA GPU.
 pub struct CudaBackend {
     dev: CudaDevice,
@@ -48,8 +54,8 @@ impl std::fmt::Debug for CudaBackend {
 }
 
 /// Scratch and step state shared by the operations (they take `&self`).
-struct Shared {
-    staging: Staging,
+pub(super) struct Shared {
+    pub(super) staging: Staging,
     /// Graphs are wanted and have not failed.
     graphs: bool,
     /// The batch staged last is one token: its step may be replayed as a graph.
@@ -58,20 +64,22 @@ struct Shared {
     /// An error of a graph launch, reported by the next [`Backend::read`].
     deferred: Option<CudaError>,
     attention: Option<(AttentionWorkspace, usize, usize)>, // (workspace, parts/4, head_dim)
-    scratch: Option<CudaSlice<u16>>,
+    pub(super) scratch: Option<CudaSlice<u16>>,
     /// Token ids of [`Backend::read_argmax`], on the device and copied back.
     argmax: Option<CudaSlice<i32>>,
     argmax_host: Vec<i32>,
     /// The buffer whose argmax [`Backend::argmax_ahead`] launched last, not yet read.
     argmax_of: Option<u64>,
+    /// Scratch of the prompt-sized expert products.
+    pub(super) experts: super::experts::ExpertScratch,
 }
 
 /// Activations on the GPU: `rows × cols` f32, row-major, with room for more rows.
 #[derive(Debug)]
 pub struct CudaBuffer {
-    data: CudaSlice<f32>,
-    rows: usize,
-    cols: usize,
+    pub(super) data: CudaSlice<f32>,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
     capacity_rows: usize,
 }
 
@@ -89,7 +97,7 @@ impl CudaBuffer {
 
 /// How prepared activations are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Form {
+pub(super) enum Form {
     /// Nothing prepared yet.
     Empty,
     /// int8 with a scale per 32 values, for the mat-vec kernels.
@@ -101,21 +109,21 @@ enum Form {
 /// Activations made ready for matrix products: int8 for small batches, f16 for large ones.
 #[derive(Debug)]
 pub struct CudaPrepared {
-    q8: Option<Q8Activations>,
-    f16: Option<CudaSlice<u16>>,
-    form: Form,
-    rows: usize,
-    cols: usize,
+    pub(super) q8: Option<Q8Activations>,
+    pub(super) f16: Option<CudaSlice<u16>>,
+    pub(super) form: Form,
+    pub(super) rows: usize,
+    pub(super) cols: usize,
     capacity_rows: usize,
 }
 
-fn shape_error(op: &str, what: &str, expected: usize, got: usize) -> TransformerError {
+pub(super) fn shape_error(op: &str, what: &str, expected: usize, got: usize) -> TransformerError {
     TransformerError::InvalidBatch {
         reason: format!("{op}: {what} is {got}, expected {expected}"),
     }
 }
 
-fn check(op: &str, what: &str, expected: usize, got: usize) -> Result<()> {
+pub(super) fn check(op: &str, what: &str, expected: usize, got: usize) -> Result<()> {
     if expected == got {
         Ok(())
     } else {
@@ -163,6 +171,7 @@ impl CudaBackend {
                 argmax: None,
                 argmax_host: Vec::new(),
                 argmax_of: None,
+                experts: super::experts::ExpertScratch::default(),
             }),
         })
     }
@@ -197,8 +206,45 @@ impl CudaBackend {
         Ok(Some(median_us))
     }
 
-    fn shared(&self) -> MutexGuard<'_, Shared> {
+    /// Copies `values` (the rows in use of `x`, row after row) from host memory into `x`.
+    pub fn write(&self, x: &mut CudaBuffer, values: &[f32]) -> Result<()> {
+        let n = x.rows * x.cols;
+        check("write", "length", n, values.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        self.dev.untracked_work()?;
+        let mut head = x.data.slice_mut(0..n);
+        self.dev
+            .stream()
+            .memcpy_htod(values, &mut head)
+            .map_err(CudaError::driver("writing activations"))?;
+        Ok(())
+    }
+
+    pub(super) fn shared(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The scratch buffer of dequantized f16 weights, grown to hold `want` values (work a step
+    /// graph cannot hold, so only for prompt-sized products).
+    pub(super) fn weight_scratch<'a>(
+        &self,
+        slot: &'a mut Option<CudaSlice<u16>>,
+        want: usize,
+    ) -> Result<&'a mut CudaSlice<u16>> {
+        if slot.as_ref().is_none_or(|s| s.len() < want) {
+            self.dev.untracked_work()?;
+            *slot = None;
+            *slot = Some(
+                self.dev
+                    .stream()
+                    .alloc_zeros::<u16>(want)
+                    .map_err(CudaError::driver("allocating dequantization scratch"))?,
+            );
+        }
+        slot.as_mut()
+            .ok_or_else(|| shape_error("matmul", "scratch", want, 0))
     }
 
     /// Appends the batch's keys and values to layer `layer` of the cache and runs attention
@@ -270,6 +316,7 @@ impl CudaBackend {
             head_dim: hd,
             scale: p.scale,
             window: p.window.unwrap_or(0),
+            softcap: p.softcap.unwrap_or(0.0),
         };
         self.dev.attention(
             cache,
@@ -368,7 +415,7 @@ impl<'w> Backend<'w> for CudaBackend {
         result
     }
 
-    fn matrix(&self, view: &TensorView<'w>) -> Result<Self::Matrix> {
+    fn matrix(&self, view: &TensorView<'w>, bias: Option<&TensorView<'w>>) -> Result<Self::Matrix> {
         let (rows, cols) = (view.n_rows() as usize, view.row_len() as usize);
         let ty = WeightType::from_ggml(view.ty).ok_or_else(|| {
             TransformerError::UnsupportedTensorType {
@@ -377,22 +424,19 @@ impl<'w> Backend<'w> for CudaBackend {
                 backend: "the CUDA backend",
             }
         })?;
-        Ok(QuantMatrix::upload(&self.dev, ty, rows, cols, view.data)?)
+        let m = QuantMatrix::upload(&self.dev, ty, rows, cols, view.data)?;
+        match bias {
+            None => Ok(m),
+            Some(b) => {
+                let values = f32_values(b, "a bias on the CUDA backend")?;
+                check("matrix", "bias length", rows, values.len())?;
+                Ok(m.with_bias(&self.dev, &values)?)
+            }
+        }
     }
 
     fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector> {
-        if view.ty != GgmlType::F32 {
-            return Err(TransformerError::UnsupportedTensorType {
-                name: view.name.to_owned(),
-                ty: view.ty,
-                backend: "a norm weight on the CUDA backend",
-            });
-        }
-        let values: Vec<f32> = view
-            .data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let values = f32_values(view, "a norm weight on the CUDA backend")?;
         Ok(self
             .dev
             .stream()
@@ -561,19 +605,9 @@ impl<'w> Backend<'w> for CudaBackend {
             }
             (Form::F16, _, Some(f16)) => {
                 let mut sh = self.shared();
-                let want = (w.rows() * w.cols()).min(MAX_SCRATCH.max(w.cols()));
-                if sh.scratch.as_ref().is_none_or(|s| s.len() < want) {
-                    self.dev.untracked_work()?;
-                    sh.scratch = Some(
-                        self.dev
-                            .stream()
-                            .alloc_zeros::<u16>(want)
-                            .map_err(CudaError::driver("allocating dequantization scratch"))?,
-                    );
-                }
-                if let Some(scratch) = sh.scratch.as_mut() {
-                    self.dev.matmul(w, f16, x.rows, &mut out.data, scratch)?;
-                }
+                let want = scratch_len(w.rows(), w.cols());
+                let scratch = self.weight_scratch(&mut sh.scratch, want)?;
+                self.dev.matmul(w, f16, x.rows, &mut out.data, scratch)?;
                 Ok(())
             }
             _ => Err(shape_error("matmul", "prepared form", 0, x.rows)),
@@ -633,28 +667,20 @@ impl<'w> Backend<'w> for CudaBackend {
         head_dim: usize,
         positions: &[u32],
         rope: &Rope,
+        factors: Option<&Self::Vector>,
     ) -> Result<()> {
         check("rope", "positions", x.rows, positions.len())?;
-        if head_dim == 0 || x.cols % head_dim != 0 || rope.n_rot > head_dim {
-            return Err(shape_error("rope", "row width", head_dim, x.cols));
-        }
+        check_rope(head_dim, &[x.cols], rope, factors)?;
         if x.rows == 0 {
             return Ok(());
         }
         let mut sh = self.shared();
         sh.staging.positions.set(&self.dev, positions)?;
-        let params = RopeParams {
-            n_heads: x.cols / head_dim,
-            head_dim,
-            n_rot: rope.n_rot,
-            base: rope.base,
-            freq_scale: rope.freq_scale,
-            neox: rope.style == RopeStyle::Halves,
-        };
+        let params = rope_params(x.cols / head_dim, head_dim, rope);
         self.dev.rope(
             &mut x.data,
             &sh.staging.positions.dev,
-            None,
+            factors.map(|f| f as &dyn DevicePtr<f32>),
             x.rows,
             &params,
         )?;
@@ -806,36 +832,89 @@ impl<'w> Backend<'w> for CudaBackend {
         head_dim: usize,
         positions: &[u32],
         rope: &Rope,
+        factors: Option<&Self::Vector>,
     ) -> Result<()> {
         check("rope", "positions", q.rows, positions.len())?;
         check("rope", "key rows", q.rows, k.rows)?;
-        for cols in [q.cols, k.cols] {
-            if head_dim == 0 || cols % head_dim != 0 || rope.n_rot > head_dim {
-                return Err(shape_error("rope", "row width", head_dim, cols));
-            }
-        }
+        check_rope(head_dim, &[q.cols, k.cols], rope, factors)?;
         if q.rows == 0 {
             return Ok(());
         }
         let mut sh = self.shared();
         sh.staging.positions.set(&self.dev, positions)?;
-        let params = RopeParams {
-            n_heads: q.cols / head_dim,
-            head_dim,
-            n_rot: rope.n_rot,
-            base: rope.base,
-            freq_scale: rope.freq_scale,
-            neox: rope.style == RopeStyle::Halves,
-        };
+        let params = rope_params(q.cols / head_dim, head_dim, rope);
         self.dev.rope_qk(
             &mut q.data,
             &mut k.data,
             &sh.staging.positions.dev,
+            factors.map(|f| f as &dyn DevicePtr<f32>),
             q.rows,
             q.cols / head_dim,
             k.cols / head_dim,
             &params,
         )?;
+        Ok(())
+    }
+
+    fn softcap(&self, x: &mut Self::Buffer, cap: f32) -> Result<()> {
+        let n = x.rows * x.cols;
+        if n > 0 {
+            self.dev.softcap(&mut x.data, cap, n)?;
+        }
+        Ok(())
+    }
+
+    fn moe_route(
+        &self,
+        logits: &Self::Buffer,
+        routing: &MoeRouting,
+        choice: &mut Self::Buffer,
+    ) -> Result<()> {
+        check("moe_route", "choice rows", logits.rows, choice.rows)?;
+        check("moe_route", "choice width", 2 * routing.n_used, choice.cols)?;
+        if routing.n_used == 0 || routing.n_used > logits.cols {
+            return Err(shape_error(
+                "moe_route",
+                "experts used",
+                logits.cols,
+                routing.n_used,
+            ));
+        }
+        self.dev.moe_route(
+            &logits.data,
+            logits.rows,
+            logits.cols,
+            routing.n_used,
+            routing.norm_weights,
+            routing.weights_scale,
+            &mut choice.data,
+        )?;
+        Ok(())
+    }
+
+    fn matmul_experts(
+        &self,
+        experts: &Self::Matrix,
+        n_expert: usize,
+        choice: &Self::Buffer,
+        x: &Self::Prepared,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        self.experts_product(experts, n_expert, choice, x, out)
+    }
+
+    fn moe_combine(
+        &self,
+        choice: &Self::Buffer,
+        y: &Self::Buffer,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        let k = choice.cols / 2;
+        check("moe_combine", "rows", choice.rows * k, y.rows)?;
+        check("moe_combine", "output rows", choice.rows, out.rows)?;
+        check("moe_combine", "output width", y.cols, out.cols)?;
+        self.dev
+            .moe_combine(&choice.data, choice.rows, k, &y.data, y.cols, &mut out.data)?;
         Ok(())
     }
 
@@ -922,6 +1001,10 @@ impl<'w> Backend<'w> for CudaBackend {
         Ok(())
     }
 
+    fn kv_layout(&self, kv: &Self::Kv) -> KvLayout {
+        kv.layout()
+    }
+
     fn kv_len(&self, kv: &Self::Kv, seq: SeqId) -> usize {
         kv.len(seq)
     }
@@ -946,6 +1029,55 @@ impl<'w> Backend<'w> for CudaBackend {
         // Only a failed upload of the block table can fail here; the next reserve rewrites
         // every row it touches, so there is nothing to report.
         let _ = kv.clear(&self.dev);
+    }
+}
+
+/// The values of a 1-D f32 tensor (`what` names it in the error for another type).
+fn f32_values(view: &TensorView<'_>, what: &'static str) -> Result<Vec<f32>> {
+    if view.ty != GgmlType::F32 {
+        return Err(TransformerError::UnsupportedTensorType {
+            name: view.name.to_owned(),
+            ty: view.ty,
+            backend: what,
+        });
+    }
+    Ok(view
+        .data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Checks rows of each width in `widths` against heads of `head_dim`, and the factors.
+fn check_rope(
+    head_dim: usize,
+    widths: &[usize],
+    rope: &Rope,
+    factors: Option<&CudaSlice<f32>>,
+) -> Result<()> {
+    for &cols in widths {
+        if head_dim == 0 || cols % head_dim != 0 || rope.n_rot > head_dim {
+            return Err(shape_error("rope", "row width", head_dim, cols));
+        }
+    }
+    if let Some(f) = factors {
+        check("rope", "frequency factors", rope.n_rot / 2, f.len())?;
+    }
+    Ok(())
+}
+
+/// The kernels' settings for `rope` on heads of `head_dim`.
+fn rope_params(n_heads: usize, head_dim: usize, rope: &Rope) -> RopeParams {
+    RopeParams {
+        n_heads,
+        head_dim,
+        n_rot: rope.n_rot,
+        base: rope.base,
+        freq_scale: rope.freq_scale,
+        ext_factor: rope.ext_factor,
+        corr_dims: rope.corr_dims,
+        mscale: rope.mscale,
+        neox: rope.style == RopeStyle::Halves,
     }
 }
 

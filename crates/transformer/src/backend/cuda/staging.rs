@@ -72,6 +72,8 @@ pub(crate) struct Staging {
     pub(crate) positions: Staged,
     pub(crate) seqs: Staged,
     pub(crate) outputs: Staged,
+    /// Rows moved by a prompt's expert products (see `experts`).
+    pub(crate) expert_rows: Staged,
 }
 
 impl Staging {
@@ -81,6 +83,7 @@ impl Staging {
             positions: Staged::new(dev)?,
             seqs: Staged::new(dev)?,
             outputs: Staged::new(dev)?,
+            expert_rows: Staged::new(dev)?,
         })
     }
 }
