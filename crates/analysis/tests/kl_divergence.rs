@@ -5,7 +5,7 @@ mod common;
 
 use ferrolm_analysis::perplexity::tokenize_text;
 use ferrolm_analysis::{AnalysisError, PerplexityOptions, kl_divergence, perplexity};
-use ferrolm_gguf::{GgmlType, GgufFile};
+use ferrolm_gguf::GgufFile;
 use ferrolm_tokenizer::Tokenizer;
 
 const N_CTX: usize = 64;
@@ -73,7 +73,8 @@ fn a_requantized_copy_diverges_by_a_positive_amount() {
     ferrolm_quant::requantize_file(
         common::model_path(common::SMOLLM2),
         &copy,
-        GgmlType::Q8_0,
+        ferrolm_quant::Mix::Q8_0,
+        &ferrolm_quant::MixOptions::default(),
         |_| {},
     )
     .unwrap();
