@@ -1,6 +1,7 @@
 //! Tasks of the ferrolm workspace, run as `cargo xtask <task>` (an alias in
 //! `.cargo/config.toml`).
 
+mod fuzz;
 mod layers;
 mod test_gpu;
 
@@ -16,7 +17,10 @@ tasks:
   publish-check    `cargo package` every publishable crate, in dependency order
   check-layers     assert that crates depend only down the layer diagram of README.md
   test-gpu [--package DIR]
-                   run the CUDA tests here (needs a GPU), or package them with run.sh into DIR";
+                   run the CUDA tests here (needs a GPU), or package them with run.sh into DIR
+  fuzz [SECONDS [TARGET..]]
+                   run each `cargo fuzz` target of fuzz/ (or those named) for SECONDS
+                   (default 60), one after another; fail if any crashes";
 
 /// The models that the test suite reads.
 const TEST_MODELS: &[&str] = &["smollm2-135m", "gemma3-270m"];
@@ -44,6 +48,7 @@ fn run(args: &[String]) -> Result<()> {
         "publish-check" => publish_check(),
         "check-layers" => check_layers(),
         "test-gpu" => test_gpu::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())

@@ -188,6 +188,11 @@ impl<'a> GgufWriter<'a> {
                 .and_then(|end| end.checked_next_multiple_of(alignment))
                 .ok_or_else(too_large)?;
         }
+        // Only a data section is aligned: without tensors the file ends here, whatever the
+        // alignment (a parsed file may say 2^63, which would be that many bytes of padding).
+        if self.tensors.is_empty() {
+            return Ok(());
+        }
         out.pad_to(alignment)?;
         for t in &self.tensors {
             out.write_all(&t.data)?;

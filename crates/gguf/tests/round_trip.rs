@@ -163,6 +163,30 @@ fn writer_honours_alignment_from_metadata() {
     assert_eq!(bytes.len(), 256 * 3);
 }
 
+/// Found by the `gguf_parse` fuzz target: a file without tensors whose `general.alignment`
+/// is 2^63 parses, and rewriting it padded the end of the header to 2^63 bytes.
+#[test]
+fn a_file_without_tensors_ends_after_its_header_whatever_the_alignment() {
+    let mut w = GgufWriter::with_alignment(1 << 63);
+    w.add_metadata(keys::general::NAME, "no tensors");
+    let mut bytes = Vec::new();
+    w.write_to(&mut bytes).unwrap();
+    let header = 4 + 4 + 8 + 8;
+    let alignment_kv = 8 + keys::general::ALIGNMENT.len() + 4 + 8;
+    let name_kv = 8 + keys::general::NAME.len() + 4 + 8 + "no tensors".len();
+    assert_eq!(bytes.len(), header + alignment_kv + name_kv);
+
+    let g = Gguf::parse(&bytes).unwrap();
+    assert_eq!(g.alignment(), 1 << 63);
+    assert!(g.tensors().is_empty());
+    let mut again = Vec::new();
+    GgufWriter::from_gguf(&g)
+        .unwrap()
+        .write_to(&mut again)
+        .unwrap();
+    assert_eq!(again, bytes);
+}
+
 #[test]
 fn writer_rejects_bad_alignment_and_bad_tensors() {
     for align in [0, 3, 48] {
