@@ -103,3 +103,19 @@ fn ctrl_c_ends_run_with_its_text_and_timing_line() {
     assert!(e.contains("(interrupted)"), "{e}");
     assert!(e.contains("load ") && e.contains("decode "), "{e}");
 }
+
+#[test]
+fn a_huge_trained_context_and_a_huge_context_flag_are_a_memory_error_not_an_abort() {
+    let source = ferrolm_gguf::GgufFile::open(smollm2()).unwrap();
+    let gguf = source.gguf().unwrap();
+    let mut w = ferrolm_gguf::GgufWriter::from_gguf(&gguf).unwrap();
+    w.add_metadata("llama.context_length", u32::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge-context.gguf");
+    w.write_file(&path).unwrap();
+    let path = path.display().to_string();
+    let out = ferrolm(&["run", "-m", &path, "-p", "hi", "-c", "4000000000", "-n", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("needs") && e.contains("MiB"), "{e}");
+}
