@@ -114,7 +114,17 @@ fn a_huge_trained_context_and_a_huge_context_flag_are_a_memory_error_not_an_abor
     let path = dir.path().join("huge-context.gguf");
     w.write_file(&path).unwrap();
     let path = path.display().to_string();
-    let out = ferrolm(&["run", "-m", &path, "-p", "hi", "-c", "4000000000", "-n", "1"]);
+    let out = ferrolm(&[
+        "run",
+        "-m",
+        &path,
+        "-p",
+        "hi",
+        "-c",
+        "4000000000",
+        "-n",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let e = stderr(&out);
     assert!(e.contains("needs") && e.contains("MiB"), "{e}");
