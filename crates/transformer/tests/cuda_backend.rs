@@ -743,3 +743,23 @@ fn kv_layout_is_the_one_the_cache_was_made_with() {
     let kv = g.kv_cache(layout).unwrap();
     assert_eq!(g.kv_layout(&kv), layout);
 }
+
+#[test]
+fn a_kv_cache_larger_than_free_device_memory_is_an_error_naming_its_size() {
+    let Some(g) = gpu() else { return };
+    // 2^30 positions × 32 layers × 8 heads × 128 × (keys, values) × 2 bytes: 16 PiB.
+    let layout = KvLayout {
+        n_layer: 32,
+        n_head_kv: 8,
+        head_dim: 128,
+        n_ctx: 1 << 30,
+        n_seq: 1,
+    };
+    match g.kv_cache(layout) {
+        Err(TransformerError::InsufficientMemory { needed_mib, .. }) => {
+            assert!(needed_mib >= ((1u64 << 30) * 32 * 8 * 128 * 2 * 2) >> 20);
+        }
+        Err(e) => panic!("expected a memory error, got {e}"),
+        Ok(_) => panic!("a 16 PiB cache was made"),
+    }
+}

@@ -52,6 +52,31 @@ impl CudaKv {
         )?
         .with_max_sequence_tokens(layout.n_ctx);
         let n_blocks = config.n_blocks();
+        // Keys and values in f16: refused with the size it needs when the device has not that
+        // much free, before anything is allocated.
+        let bytes = [
+            n_blocks,
+            BLOCK_TOKENS,
+            layout.n_layer,
+            layout.n_head_kv,
+            layout.head_dim,
+            2,
+            2,
+        ]
+        .iter()
+        .try_fold(1u64, |acc, &m| acc.checked_mul(m as u64))
+        .ok_or_else(|| TransformerError::InvalidConfig {
+            key: "context size".into(),
+            reason: format!("a KV cache of {tokens} positions overflows"),
+        })?;
+        let (free, _) = dev.memory_info()?;
+        if bytes > free as u64 {
+            return Err(TransformerError::InsufficientMemory {
+                what: format!("a KV cache of {tokens} positions on the GPU"),
+                needed_mib: bytes >> 20,
+                available_mib: (free as u64) >> 20,
+            });
+        }
         let layers = (0..layout.n_layer)
             .map(|_| {
                 PagedKvLayer::new(
