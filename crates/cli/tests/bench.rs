@@ -2,26 +2,15 @@
 //! `--attention` (the decode test again with attention weights recorded) on SmolLM2.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::smollm2;
+
 use serde_json::Value;
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// SmolLM2 has 30 layers of 9 query heads.
 const SMOLLM2_LAYERS_TIMES_HEADS: u64 = 30 * 9;
-
-fn smollm2() -> String {
-    let dir = match std::env::var_os("FERROLM_HOME").filter(|h| !h.is_empty()) {
-        Some(home) => PathBuf::from(home).join("models"),
-        None => dirs::cache_dir().unwrap().join("ferrolm").join("models"),
-    };
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo xtask fetch-models` first",
-        path.display()
-    );
-    path.to_string_lossy().into_owned()
-}
 
 fn ferrolm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ferrolm"))

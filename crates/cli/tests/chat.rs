@@ -3,25 +3,14 @@
 //! oldest turns instead of ending the session; `/commands` never reach the model.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::smollm2;
+
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn smollm2() -> String {
-    let dir = match std::env::var_os("FERROLM_HOME").filter(|h| !h.is_empty()) {
-        Some(home) => PathBuf::from(home).join("models"),
-        None => dirs::cache_dir().unwrap().join("ferrolm").join("models"),
-    };
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo xtask fetch-models` first",
-        path.display()
-    );
-    path.display().to_string()
-}
 
 /// A running `ferrolm chat` with everything it printed so far.
 struct Chat {

@@ -2,22 +2,11 @@
 //! or a warning, never a panic or an abort.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn smollm2() -> String {
-    let dir = match std::env::var_os("FERROLM_HOME").filter(|h| !h.is_empty()) {
-        Some(home) => PathBuf::from(home).join("models"),
-        None => dirs::cache_dir().unwrap().join("ferrolm").join("models"),
-    };
-    let path = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo xtask fetch-models` first",
-        path.display()
-    );
-    path.display().to_string()
-}
+use common::smollm2;
+
+use std::process::{Command, Output};
 
 fn ferrolm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ferrolm"))

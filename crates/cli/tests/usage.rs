@@ -2,6 +2,8 @@
 //! to tokenize can come from stdin.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
@@ -36,13 +38,7 @@ fn a_missing_model_file_is_named_once() {
 
 #[test]
 fn tokenize_reads_stdin_with_dash() {
-    let dir = std::env::var_os("FERROLM_HOME").map_or_else(
-        || dirs::cache_dir().unwrap().join("ferrolm/models"),
-        |h| std::path::PathBuf::from(h).join("models"),
-    );
-    let model = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(model.is_file(), "run `cargo xtask fetch-models` first");
-    let model = model.display().to_string();
+    let model = common::smollm2();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolm"))
         .args(["tokenize", "-m", &model, "--json", "-f", "-"])
         .stdin(Stdio::piped())
