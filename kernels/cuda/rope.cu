@@ -75,3 +75,41 @@ extern "C" __global__ void rope_qk_f32(float* __restrict__ q, float* __restrict_
     const RopeScaling r = {base, freq_scale, ext_factor, corr_lo, corr_hi, mscale};
     rope_pair(h, i, pos[t], n_rot, neox, freq_factors, r);
 }
+
+// Largest head the fused per-head norm and rotation holds in shared memory.
+#define QK_NORM_ROPE_MAX_HEAD 512
+
+// Per-head RMSNorm then rotary embedding of queries q[token][nq][head_dim] and keys
+// k[token][nk][head_dim] (Qwen 3's q/k norms): one block per (token, head). The block reads its
+// head once, normalises it with q_norm or k_norm (head_dim weights each) as rmsnorm_f32 does,
+// rotates it in shared memory as rope_f32 does, and writes it back once.
+extern "C" __global__ void qk_norm_rope_f32(float* __restrict__ q, float* __restrict__ k,
+                                            const float* __restrict__ q_norm,
+                                            const float* __restrict__ k_norm, float eps,
+                                            const i32* __restrict__ pos,
+                                            const float* __restrict__ freq_factors, int nq, int nk,
+                                            int head_dim, int n_rot, float base, float freq_scale,
+                                            float ext_factor, float corr_lo, float corr_hi,
+                                            float mscale, int neox) {
+    __shared__ float hs[QK_NORM_ROPE_MAX_HEAD];
+    __shared__ float scratch[32];
+    const int nh = nq + nk;
+    const int t = blockIdx.x / nh;
+    const int hh = blockIdx.x % nh;
+    float* h = hh < nq ? q + ((size_t)t * nq + hh) * head_dim : k + ((size_t)t * nk + (hh - nq)) * head_dim;
+    const float* w = hh < nq ? q_norm : k_norm;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+        const float v = h[i];
+        hs[i] = v;
+        ss += v * v;
+    }
+    ss = block_sum(ss, scratch);
+    const float r = rsqrtf(ss / (float)head_dim + eps);
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) hs[i] = hs[i] * r * w[i];
+    __syncthreads();
+    const RopeScaling rs = {base, freq_scale, ext_factor, corr_lo, corr_hi, mscale};
+    for (int i = threadIdx.x; i < n_rot / 2; i += blockDim.x) rope_pair(hs, i, pos[t], n_rot, neox, freq_factors, rs);
+    __syncthreads();
+    for (int i = threadIdx.x; i < head_dim; i += blockDim.x) h[i] = hs[i];
+}

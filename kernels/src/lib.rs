@@ -102,7 +102,7 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "rope",
         source: include_str!("../cuda/rope.cu"),
-        kernels: &["rope_f32", "rope_qk_f32"],
+        kernels: &["rope_f32", "rope_qk_f32", "qk_norm_rope_f32"],
     },
     KernelModule {
         name: "elementwise",

@@ -1,6 +1,6 @@
 //! The CUDA backend's operations against the CPU backend's (whose semantics are the reference)
 //! through the `Backend` trait, on random inputs: products with a matrix's bias, the rotary
-//! embedding with frequency factors and YaRN, soft-capped attention, logit soft-capping, and
+//! embedding with frequency factors and YaRN, per-head q/k norms fused with it, soft-capped attention, logit soft-capping, and
 //! mixture-of-experts routing, expert products and their combination, each at decode and
 //! prompt batch sizes (the GPU takes a different path for each). Compared by the normalized
 //! error ‖gpu − cpu‖ / ‖cpu‖; the CPU runs at exact f32 precision.
@@ -439,6 +439,85 @@ fn rope_with_factors_and_yarn_matches_cpu() {
             {
                 let e = nerr(g, w);
                 assert!(e < 1e-4, "{what}, {n} rows, {op}: error {e}");
+            }
+        }
+    }
+}
+
+/// `qk_norm_rope` of queries `q` and keys `k` at `positions`: the normalised, rotated queries
+/// and keys.
+#[allow(clippy::too_many_arguments)]
+fn normed_rotated<'w, B: Load<'w>>(
+    b: &B,
+    q: &[f32],
+    k: &[f32],
+    norms: (&TensorView<'w>, &TensorView<'w>),
+    head_dim: usize,
+    positions: &[u32],
+    rope: &Rope,
+    factors: Option<&TensorView<'w>>,
+) -> Vec<Vec<f32>> {
+    let n = positions.len();
+    let factors = factors.map(|f| b.vector(f).unwrap());
+    let (q_norm, k_norm) = (b.vector(norms.0).unwrap(), b.vector(norms.1).unwrap());
+    let mut qb = b.load(q, n, q.len() / n);
+    let mut kb = b.load(k, n, k.len() / n);
+    b.qk_norm_rope(
+        &mut qb,
+        &mut kb,
+        &q_norm,
+        &k_norm,
+        1e-6,
+        head_dim,
+        positions,
+        rope,
+        factors.as_ref(),
+    )
+    .unwrap();
+    vec![read(b, &qb, q.len()), read(b, &kb, k.len())]
+}
+
+/// The fused per-head q/k norm and rotation (Qwen 3) against the CPU's norm then rotation, at
+/// decode and prompt sizes, with heads of 64 and 128 (partly rotated, with frequency factors).
+#[test]
+fn qk_norm_rope_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut rng = Rng::new(11);
+    let cases = [
+        (128, Rope::plain(1_000_000.0, 128, RopeStyle::Halves), false),
+        (64, Rope::plain(10_000.0, 64, RopeStyle::Adjacent), false),
+        (128, Rope::plain(500_000.0, 64, RopeStyle::Halves), true),
+    ];
+    for (head_dim, rope, with_factors) in cases {
+        let qn = rng
+            .vec(head_dim, 0.5)
+            .iter()
+            .map(|v| v + 1.0)
+            .collect::<Vec<_>>();
+        let kn = rng
+            .vec(head_dim, 0.5)
+            .iter()
+            .map(|v| v + 1.0)
+            .collect::<Vec<_>>();
+        let ff: Vec<f32> = (0..rope.n_rot / 2).map(|i| 1.0 + 0.5 * i as f32).collect();
+        let (qn_b, kn_b, ff_b) = (f32_bytes(&qn), f32_bytes(&kn), f32_bytes(&ff));
+        let qv = view("attn_q_norm", GgmlType::F32, &[head_dim], &qn_b);
+        let kv = view("attn_k_norm", GgmlType::F32, &[head_dim], &kn_b);
+        let fv = view("rope_freqs", GgmlType::F32, &[ff.len()], &ff_b);
+        let factors = with_factors.then_some(&fv);
+        for n in [1usize, 13] {
+            let positions: Vec<u32> = (0..n).map(|_| rng.below(4096) as u32).collect();
+            // Heads of very different sizes, so a norm applied to the wrong rows shows.
+            let q: Vec<f32> = (0..n * 4 * head_dim)
+                .map(|i| rng.f32() * (1.0 + 9.0 * ((i / head_dim) % 3) as f32))
+                .collect();
+            let k = rng.vec(n * 2 * head_dim, 3.0);
+            let want = normed_rotated(&c, &q, &k, (&qv, &kv), head_dim, &positions, &rope, factors);
+            let got = normed_rotated(&g, &q, &k, (&qv, &kv), head_dim, &positions, &rope, factors);
+            for ((w, g), what) in want.iter().zip(&got).zip(["q", "k"]) {
+                let e = nerr(g, w);
+                assert!(e < 1e-4, "head_dim {head_dim}, {n} rows, {what}: error {e}");
             }
         }
     }

@@ -94,6 +94,10 @@ struct MatvecLaunch {
 
 /// The block-wide reductions (rmsnorm, argmax) use this many threads.
 const REDUCE_THREADS: u32 = 256;
+/// Threads of each (token, head) block of `qk_norm_rope_f32`.
+const QK_NORM_ROPE_THREADS: u32 = 128;
+/// `QK_NORM_ROPE_MAX_HEAD` of `rope.cu`: the largest head `qk_norm_rope_f32` holds.
+const QK_NORM_ROPE_MAX_HEAD: usize = 512;
 const ARGMAX_THREADS: u32 = 1024;
 pub(super) const ELEMENTWISE_THREADS: u32 = 256;
 /// Threads per block of `rmsnorm_q8`: one warp per group of 32 values.
@@ -585,6 +589,73 @@ impl CudaDevice {
         args.extend(p.args("rope_qk")?);
         let grid = grid_for(n_tok * (n_q + n_k) * p.n_rot / 2, ELEMENTWISE_THREADS)?;
         self.run("rope_qk_f32", cfg((grid, 1, 1), ELEMENTWISE_THREADS), &args)
+    }
+
+    /// Per-head RMS norms of queries `q` (`[n_tok][n_q][head_dim]`, weights `q_norm`) and keys
+    /// `k` (`[n_tok][n_k][head_dim]`, weights `k_norm`), each `head_dim` long, then their rotary
+    /// embedding: [`CudaDevice::rmsnorm_in_place`] on rows of `head_dim` and
+    /// [`CudaDevice::rope_qk`] in one launch, each head read and written once. `p.n_heads` is not
+    /// used.
+    #[allow(clippy::too_many_arguments)]
+    pub fn qk_norm_rope(
+        &self,
+        q: &mut impl DevicePtrMut<f32>,
+        k: &mut impl DevicePtrMut<f32>,
+        q_norm: &impl DevicePtr<f32>,
+        k_norm: &impl DevicePtr<f32>,
+        eps: f32,
+        pos: &impl DevicePtr<i32>,
+        freq_factors: Option<&dyn DevicePtr<f32>>,
+        n_tok: usize,
+        n_q: usize,
+        n_k: usize,
+        p: &RopeParams,
+    ) -> Result<(), CudaError> {
+        const OP: &str = "qk_norm_rope";
+        if p.head_dim > QK_NORM_ROPE_MAX_HEAD {
+            return Err(CudaError::Unsupported {
+                op: OP,
+                what: format!("head_dim {} (at most {QK_NORM_ROPE_MAX_HEAD})", p.head_dim),
+            });
+        }
+        need(OP, "q", n_tok * n_q * p.head_dim, q.len())?;
+        need(OP, "k", n_tok * n_k * p.head_dim, k.len())?;
+        need(OP, "q_norm", p.head_dim, q_norm.len())?;
+        need(OP, "k_norm", p.head_dim, k_norm.len())?;
+        need(OP, "pos", n_tok, pos.len())?;
+        let blocks = n_tok * (n_q + n_k);
+        if blocks == 0 {
+            return Ok(());
+        }
+        let s = self.stream();
+        let ff = match freq_factors {
+            Some(f) => {
+                need(OP, "freq_factors", p.n_rot / 2, f.len())?;
+                f.device_ptr(s).0
+            }
+            None => 0,
+        };
+        let mut args = vec![
+            Arg::Ptr(ptr_mut(q, s)),
+            Arg::Ptr(ptr_mut(k, s)),
+            Arg::Ptr(ptr(q_norm, s)),
+            Arg::Ptr(ptr(k_norm, s)),
+            Arg::F32(eps),
+            Arg::Ptr(ptr(pos, s)),
+            Arg::Ptr(ff),
+            Arg::I32(dim(OP, "n_q", n_q)?),
+            Arg::I32(dim(OP, "n_k", n_k)?),
+        ];
+        args.extend(p.args(OP)?);
+        let grid = u32::try_from(blocks).map_err(|_| CudaError::Unsupported {
+            op: OP,
+            what: format!("{blocks} heads"),
+        })?;
+        self.run(
+            "qk_norm_rope_f32",
+            cfg((grid, 1, 1), QK_NORM_ROPE_THREADS),
+            &args,
+        )
     }
 
     /// Embedding lookup: `out[r, :] = scale · W[ids[r], :]` for `r < n_ids`, as f32; an id

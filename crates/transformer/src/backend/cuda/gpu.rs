@@ -856,6 +856,45 @@ impl<'w> Backend<'w> for CudaBackend {
         Ok(())
     }
 
+    fn qk_norm_rope(
+        &self,
+        q: &mut Self::Buffer,
+        k: &mut Self::Buffer,
+        q_norm: &Self::Vector,
+        k_norm: &Self::Vector,
+        eps: f32,
+        head_dim: usize,
+        positions: &[u32],
+        rope: &Rope,
+        factors: Option<&Self::Vector>,
+    ) -> Result<()> {
+        check("qk_norm_rope", "positions", q.rows, positions.len())?;
+        check("qk_norm_rope", "key rows", q.rows, k.rows)?;
+        check("qk_norm_rope", "query norm width", head_dim, q_norm.len())?;
+        check("qk_norm_rope", "key norm width", head_dim, k_norm.len())?;
+        check_rope(head_dim, &[q.cols, k.cols], rope, factors)?;
+        if q.rows == 0 {
+            return Ok(());
+        }
+        let mut sh = self.shared();
+        sh.staging.positions.set(&self.dev, positions)?;
+        let params = rope_params(q.cols / head_dim, head_dim, rope);
+        self.dev.qk_norm_rope(
+            &mut q.data,
+            &mut k.data,
+            q_norm,
+            k_norm,
+            eps,
+            &sh.staging.positions.dev,
+            factors.map(|f| f as &dyn DevicePtr<f32>),
+            q.rows,
+            q.cols / head_dim,
+            k.cols / head_dim,
+            &params,
+        )?;
+        Ok(())
+    }
+
     fn softcap(&self, x: &mut Self::Buffer, cap: f32) -> Result<()> {
         let n = x.rows * x.cols;
         if n > 0 {
