@@ -7,11 +7,14 @@
 
 mod commands;
 mod download;
+mod fetch;
 mod file_type;
+mod hub;
 mod interrupt;
 mod models;
 mod output;
 mod serve;
+mod split;
 
 use clap::{ArgAction, Parser, Subcommand};
 use std::io::IsTerminal;
@@ -32,8 +35,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Download a known model into the model cache (unless it is already there).
+    /// Download a model into the model cache (unless it is already there): a known name, an
+    /// https:// link to a .gguf file, or hf:OWNER/REPO[:QUANT].
     Pull(commands::pull::PullArgs),
+    /// The models in the model cache: name, size, quantization, architecture and path.
+    List(commands::cache::ListArgs),
+    /// Remove models from the model cache.
+    Rm(commands::cache::RmArgs),
     /// Show a model's metadata, hyperparameters, tokenizer, tensors, types and sizes.
     Inspect(commands::inspect::InspectArgs),
     /// Token ids of a text under a model's vocabulary.
@@ -61,6 +69,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result = match &cli.command {
         Command::Pull(args) => commands::pull::run(args),
+        Command::List(args) => commands::cache::list(args),
+        Command::Rm(args) => commands::cache::rm(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Quantize(args) => commands::quantize::run(args),

@@ -1,6 +1,8 @@
-//! Known models and model resolution: a MODEL argument is either the path of a
-//! `.gguf` file or the name of a known model, which is fetched on first use into
-//! the model cache (`$FERROLM_HOME/models`, else `<user cache dir>/ferrolm/models`).
+//! Known models and model resolution: a MODEL argument is the path of a `.gguf` file, the
+//! name of a known model, an `http(s)://` link to a `.gguf` file or a Hugging Face reference
+//! (`hf:OWNER/REPO[:QUANT]`, `hf:OWNER/REPO/FILE.gguf`; see [`crate::hub`]). Names and
+//! references are fetched on first use into the model cache (`$FERROLM_HOME/models`, else
+//! `<user cache dir>/ferrolm/models`).
 
 use anyhow::{Context, Result, bail};
 use std::fs;
@@ -114,10 +116,19 @@ pub fn models_dir() -> Result<PathBuf> {
     Ok(cache.join("ferrolm").join("models"))
 }
 
-/// Turns a MODEL argument into a file path. Something that looks like a path
-/// (has a separator or ends in `.gguf`) is a path; otherwise a known name is
-/// fetched if needed; otherwise an existing file of that name is used.
+/// Turns a MODEL argument into a file path. A remote reference (`hf:`, `http(s)://`) is
+/// fetched if needed; something that looks like a path (has a separator or ends in `.gguf`)
+/// is a path; otherwise a known name is fetched if needed; otherwise an existing file of that
+/// name is used.
 pub fn resolve(spec: &str) -> Result<PathBuf> {
+    resolve_with(spec, false)
+}
+
+/// [`resolve`], hashing a present copy again when `rehash` (`pull --verify`).
+pub fn resolve_with(spec: &str, rehash: bool) -> Result<PathBuf> {
+    if let Some(reference) = crate::hub::parse(spec) {
+        return crate::hub::ensure_present(&reference?, &models_dir()?, rehash);
+    }
     let looks_like_path = spec.contains('/')
         || spec.contains(std::path::MAIN_SEPARATOR)
         || Path::new(spec)
@@ -127,13 +138,13 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
         return Ok(PathBuf::from(spec));
     }
     if let Some(model) = known(spec) {
-        return ensure_present(model, &models_dir()?, false);
+        return ensure_present(model, &models_dir()?, rehash);
     }
     if Path::new(spec).exists() {
         return Ok(PathBuf::from(spec));
     }
     bail!(
-        "`{spec}` is neither a file nor a known model name (known models: {})",
+        "`{spec}` is neither a file, a known model name (known models: {}), an http(s):// link to a .gguf file, nor a Hugging Face reference (hf:OWNER/REPO[:QUANT])",
         known_names()
     )
 }

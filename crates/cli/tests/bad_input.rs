@@ -282,7 +282,7 @@ fn an_unknown_model_name_is_rejected() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("`no-such-model` is neither a file nor a known model name"),
+        stderr.contains("`no-such-model` is neither a file, a known model name"),
         "{stderr}"
     );
 }

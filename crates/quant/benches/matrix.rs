@@ -51,6 +51,7 @@ fn matvec(c: &mut Criterion) {
         (GgmlType::Q4_1, 576, 1536),
         (GgmlType::Q8_0, 576, 1536),
         (GgmlType::Q5_0, 640, 2048),
+        (GgmlType::Q8_0, 640, 262_144),
         (GgmlType::Q4K, 1024, 640),
         (GgmlType::Q6K, 2048, 640),
         (GgmlType::Q4K, 4096, 14336),

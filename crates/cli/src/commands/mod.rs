@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod bench;
+pub mod cache;
 pub mod chat;
 pub mod inspect;
 pub mod kl_divergence;

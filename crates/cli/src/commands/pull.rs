@@ -1,6 +1,6 @@
-//! `ferrolm pull [NAME]`: fetch a known model into the model cache and print its path.
+//! `ferrolm pull [MODEL]`: fetch a model into the model cache and print its path.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::models::{self, DEFAULT_MODEL};
 use crate::output::print_stdout;
@@ -8,8 +8,12 @@ use crate::output::print_stdout;
 /// Arguments of `ferrolm pull`.
 #[derive(Debug, clap::Args)]
 pub struct PullArgs {
-    /// Known model to fetch: smollm2-135m or gemma3-270m.
-    #[arg(default_value = DEFAULT_MODEL, value_name = "NAME")]
+    /// What to fetch: a known model (smollm2-135m, gemma3-270m), an https:// link to a .gguf
+    /// file, or a Hugging Face reference: hf:OWNER/REPO[:QUANT] (the file whose name carries
+    /// QUANT, e.g. Q4_K_M; without QUANT the repository's only model, else its Q4_K_M) or
+    /// hf:OWNER/REPO/FILE.gguf. HF_TOKEN is sent to the Hub; HF_ENDPOINT replaces
+    /// https://huggingface.co. A partial download is resumed.
+    #[arg(default_value = DEFAULT_MODEL, value_name = "MODEL")]
     pub name: String,
     /// Compute the SHA-256 of a present copy again, even when nothing about it changed.
     #[arg(long)]
@@ -18,13 +22,13 @@ pub struct PullArgs {
 
 /// Downloads the model unless a verified copy is present; prints its path on stdout.
 pub fn run(args: &PullArgs) -> Result<()> {
-    let model = models::known(&args.name).with_context(|| {
-        format!(
-            "`{}` is not a known model (known models: {})",
+    if crate::hub::parse(&args.name).is_none() && models::known(&args.name).is_none() {
+        anyhow::bail!(
+            "`{}` is not a known model (known models: {}), an http(s):// link to a .gguf file or a Hugging Face reference (hf:OWNER/REPO[:QUANT])",
             args.name,
             models::known_names()
-        )
-    })?;
-    let path = models::ensure_present(model, &models::models_dir()?, args.verify)?;
+        );
+    }
+    let path = models::resolve_with(&args.name, args.verify)?;
     print_stdout(&format!("{}\n", path.display()))
 }
