@@ -135,7 +135,11 @@ pub fn resolve_with(spec: &str, rehash: bool) -> Result<PathBuf> {
             .extension()
             .is_some_and(|ext| ext.eq_ignore_ascii_case("gguf"));
     if looks_like_path {
-        return Ok(PathBuf::from(spec));
+        let path = PathBuf::from(spec);
+        return match crate::split::merged_local(&path, &models_dir()?)? {
+            Some(merged) => Ok(merged),
+            None => Ok(path),
+        };
     }
     if let Some(model) = known(spec) {
         return ensure_present(model, &models_dir()?, rehash);

@@ -42,6 +42,47 @@ pub fn merged_path(part: &Path) -> PathBuf {
     }
 }
 
+/// For the local path of a part of a split model, the merged model in `cache`
+/// (`merged/NAME.gguf`), merging the parts first unless a merge newer than all of them is
+/// there; `None` for a path that is not a part.
+pub fn merged_local(part: &Path, cache: &Path) -> Result<Option<PathBuf>> {
+    let Some(name) = part.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(None);
+    };
+    let Some((stem, _, count)) = part_name(&name) else {
+        return Ok(None);
+    };
+    let parts: Vec<PathBuf> = (1..=count)
+        .map(|i| part.with_file_name(format!("{stem}-{i:05}-of-{count:05}.gguf")))
+        .collect();
+    let mut newest = std::time::SystemTime::UNIX_EPOCH;
+    for p in &parts {
+        let meta = std::fs::metadata(p).with_context(|| {
+            format!(
+                "{} is part of a model split in {count}, but part {} cannot be read",
+                part.display(),
+                p.display()
+            )
+        })?;
+        newest = newest.max(meta.modified().unwrap_or(newest));
+    }
+    let dir = cache.join("merged");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let merged = dir.join(format!("{stem}.gguf"));
+    let fresh = std::fs::metadata(&merged)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t >= newest);
+    if !fresh {
+        tracing::info!(
+            "{} is part 1 of {count}; merging the parts into {}",
+            parts[0].display(),
+            merged.display()
+        );
+        merge(&parts, &merged)?;
+    }
+    Ok(Some(merged))
+}
+
 /// A metadata integer of a part, as u64.
 fn split_key(gguf: &ferrolm_gguf::Gguf<'_>, key: &str) -> Option<u64> {
     gguf.get(key).and_then(ferrolm_gguf::MetadataValue::as_u64)

@@ -581,3 +581,27 @@ fn two_pulls_of_one_file_share_one_download_and_links_work() {
     ));
     assert!(err.contains("does not name a .gguf file"), "{err}");
 }
+
+#[test]
+fn a_local_split_model_is_merged_into_the_cache_and_runs_as_the_whole_file() {
+    let parts = tempfile::tempdir().unwrap();
+    let [p1, p2] = smollm2_parts();
+    std::fs::write(parts.path().join("s-00001-of-00002.gguf"), p1).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let first = parts.path().join("s-00001-of-00002.gguf");
+    let first = first.to_str().unwrap();
+    let err = failed(&ferrolm(
+        "http://unused",
+        home.path(),
+        &["inspect", first],
+        None,
+    ));
+    assert!(
+        err.contains("part 2 of 2") || err.contains("cannot be read"),
+        "{err}"
+    );
+    std::fs::write(parts.path().join("s-00002-of-00002.gguf"), p2).unwrap();
+    let local = greedy("http://unused", home.path(), &common::smollm2());
+    assert_eq!(greedy("http://unused", home.path(), first), local);
+    assert!(home.path().join("models/merged/s.gguf").is_file());
+}
