@@ -18,6 +18,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ferrolm-kvcache", &[]),
     ("ferrolm-kernels", &[]),
     (
+        "ferrolm-grammar",
+        &["ferrolm-gguf", "ferrolm-tokenizer", "ferrolm-sampling"],
+    ),
+    (
         "ferrolm-transformer",
         &[
             "ferrolm-gguf",

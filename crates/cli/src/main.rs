@@ -6,6 +6,7 @@
 //! stderr and a non-zero exit code.
 
 mod commands;
+mod constrain;
 mod download;
 mod fetch;
 mod file_type;

@@ -734,3 +734,101 @@ async fn sigterm_lets_the_streams_in_progress_finish() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn response_format_and_grammar_hold_replies_to_json_and_grammars() {
+    let server = Server::start(&[]);
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "planet": {"enum": ["Jupiter", "Saturn", "Earth"]},
+            "moons": {"type": "integer", "minimum": 0, "maximum": 200},
+            "rings": {"type": "boolean"}
+        },
+        "required": ["planet", "moons", "rings"],
+        "additionalProperties": false
+    });
+    for temperature in [0.0, 0.8] {
+        let body = json!({
+            "model": MODEL_ID,
+            "messages": [{"role": "user", "content": QUESTION}],
+            "temperature": temperature,
+            "seed": 4,
+            "max_tokens": 200,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "planet", "strict": true, "schema": schema}
+            }
+        });
+        let reply = server.post_ok("/v1/chat/completions", &body).await;
+        let content = reply["choices"][0]["message"]["content"].as_str().unwrap();
+        let v: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+        assert!(
+            ["Jupiter", "Saturn", "Earth"].contains(&v["planet"].as_str().unwrap()),
+            "{v}"
+        );
+        assert!(
+            v["moons"].as_i64().is_some_and(|m| (0..=200).contains(&m)),
+            "{v}"
+        );
+        assert!(v["rings"].is_boolean(), "{v}");
+        assert_eq!(reply["choices"][0]["finish_reason"], "stop", "{reply}");
+    }
+    let body = json!({
+        "model": MODEL_ID,
+        "messages": [{"role": "user", "content": QUESTION}],
+        "temperature": 0,
+        "max_tokens": 300,
+        "response_format": {"type": "json_object"}
+    });
+    let reply = server.post_ok("/v1/chat/completions", &body).await;
+    let content = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    let v: Value = serde_json::from_str(content).unwrap_or_else(|e| panic!("{e}: {content}"));
+    assert!(v.is_object(), "{v}");
+    let body = json!({
+        "model": MODEL_ID,
+        "prompt": "The largest planet is",
+        "temperature": 0,
+        "max_tokens": 20,
+        "grammar": "start: \" \" (\"Jupiter\" | \"Saturn\") \".\""
+    });
+    let reply = server.post_ok("/v1/completions", &body).await;
+    let text = reply["choices"][0]["text"].as_str().unwrap();
+    assert!(text == " Jupiter." || text == " Saturn.", "{text:?}");
+
+    // Bad constraints are 400s that name the field and the problem.
+    for (format, param, needle) in [
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "strnig"}}}}),
+            "response_format",
+            "strnig",
+        ),
+        (
+            json!({"response_format": {"type": "yaml"}}),
+            "response_format.type",
+            "yaml",
+        ),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+            "response_format.json_schema.schema",
+            "required",
+        ),
+        (json!({"grammar": "start: nowhere"}), "grammar", "nowhere"),
+        (
+            json!({"grammar": "start: \"a\"", "response_format": {"type": "json_object"}}),
+            "grammar",
+            "not both",
+        ),
+    ] {
+        let mut body = json!({"model": MODEL_ID, "prompt": "x", "max_tokens": 3});
+        for (k, v) in format.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let response = server.post("/v1/completions", &body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let err: Value = response.json().await.unwrap();
+        assert_eq!(err["error"]["param"], param, "{err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{message}");
+    }
+}

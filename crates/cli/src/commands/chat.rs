@@ -63,6 +63,8 @@ pub struct ChatArgs {
     /// dropping the oldest turns.
     #[arg(long)]
     pub no_context_shift: bool,
+    #[command(flatten)]
+    pub constraint: crate::constrain::ConstraintArgs,
 }
 
 /// Runs the conversation until end of input.
@@ -98,6 +100,9 @@ fn chat_on<'w, B: Backend<'w>>(
         args.repeat_penalty,
         args.seed,
     )?;
+    // With a grammar, each reply gets a fresh constraint (and a fresh chain under it).
+    let constrained = crate::constrain::Constrained::new(&args.constraint, gguf)?;
+    let mut turns = 0u64;
     let mut messages: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
     let interrupt = Interrupt::install()?;
     eprintln!(
@@ -145,11 +150,27 @@ fn chat_on<'w, B: Backend<'w>>(
             continue;
         };
         let mut reply = String::new();
+        let mut turn_sampler;
+        let reply_sampler = match &constrained {
+            Some(c) => {
+                turns += 1;
+                turn_sampler = c.chain(self::sampler(
+                    args.temp,
+                    args.top_k,
+                    args.top_p,
+                    args.min_p,
+                    args.repeat_penalty,
+                    args.seed.map(|s| s.wrapping_add(turns)),
+                )?)?;
+                &mut turn_sampler
+            }
+            None => &mut sampler,
+        };
         let mut stdout = std::io::stdout().lock();
         let generation = session.generate_text(
             tokenizer,
             &prompt,
-            &mut sampler,
+            reply_sampler,
             GenerateOptions {
                 max_tokens: args.n_predict,
             },

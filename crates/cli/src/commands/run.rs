@@ -150,6 +150,8 @@ pub struct RunArgs {
     /// Speculative decoding with a drafter: ngram, self:N or draft:PATH.
     #[arg(long, value_name = "KIND")]
     pub spec: Option<SpecKind>,
+    #[command(flatten)]
+    pub constraint: crate::constrain::ConstraintArgs,
 }
 
 /// A model file opened, with its tokenizer, ready for a backend.
@@ -256,6 +258,11 @@ fn run_on<'w, B: Backend<'w>>(
         args.repeat_penalty,
         args.seed,
     )?;
+    let constrained = crate::constrain::Constrained::new(&args.constraint, gguf)?;
+    crate::constrain::refuse_with_speculation(constrained.is_some(), args.spec.is_some())?;
+    if let Some(c) = &constrained {
+        sampler = c.chain(sampler)?;
+    }
     // Metrics come from a probe at the head of the chain; without --metrics there is none.
     let probe = args.metrics.then(|| MetricsProbe::new(10));
     if let Some(p) = &probe {

@@ -59,6 +59,8 @@ pub struct ModelInfo {
     pub created: u64,
     /// Its tokenizer, shared with the engine.
     pub tokenizer: Arc<Tokenizer>,
+    /// The grammar compiler for its vocabulary, made on the first constrained request.
+    pub grammar: std::sync::OnceLock<Result<ferrolm_grammar::GrammarCompiler, String>>,
 }
 
 /// Counters the engine keeps for `/health`.
@@ -266,6 +268,7 @@ fn serve_file<'w, B: Backend<'w>>(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         tokenizer: Arc::clone(&tokenizer),
+        grammar: std::sync::OnceLock::new(),
     });
     info!(
         "{} loaded on {}: {} slots of {n_ctx} positions, batches of up to {max_batch} tokens",

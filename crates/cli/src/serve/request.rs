@@ -1,6 +1,7 @@
 //! Reading OpenAI request bodies field by field, so that every mistake is answered with the
 //! field's name and what was wrong with it.
 
+use ferrolm_grammar::Grammar;
 use ferrolm_sampling::SamplingConfig;
 use ferrolm_tokenizer::ChatMessage;
 use serde_json::{Map, Value};
@@ -48,6 +49,9 @@ pub struct Request {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// The grammar the output must follow (`response_format` or `grammar`), with the field
+    /// that asked for it.
+    pub grammar: Option<(Grammar, &'static str)>,
 }
 
 /// Most stop sequences (as OpenAI allows).
@@ -123,7 +127,71 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
         metrics: f.boolean("x_metrics")?.unwrap_or(false),
         stream,
         include_usage,
+        grammar: grammar(&f)?,
     })
+}
+
+/// `response_format` (`text`, `json_object`, or `json_schema` with its `schema`) and
+/// llama.cpp's `grammar` (here in llguidance's Lark syntax).
+fn grammar(f: &Fields<'_>) -> Result<Option<(Grammar, &'static str)>, ApiError> {
+    let format = match f.get("response_format") {
+        None => None,
+        Some(Value::Object(o)) => {
+            let o = Fields(o);
+            match o.string("type")? {
+                None => return Err(ApiError::missing("response_format.type")),
+                Some("text") => None,
+                Some("json_object") => Some(Grammar::JsonObject),
+                Some("json_schema") => {
+                    let spec = match o.get("json_schema") {
+                        Some(Value::Object(spec)) => spec,
+                        Some(v) => {
+                            return Err(ApiError::mistyped(
+                                "response_format.json_schema",
+                                "an object",
+                                v,
+                            ));
+                        }
+                        None => return Err(ApiError::missing("response_format.json_schema")),
+                    };
+                    match spec.get("schema") {
+                        Some(schema @ (Value::Object(_) | Value::Bool(_))) => {
+                            Some(Grammar::JsonSchema(schema.clone()))
+                        }
+                        Some(v) => {
+                            return Err(ApiError::mistyped(
+                                "response_format.json_schema.schema",
+                                "an object",
+                                v,
+                            ));
+                        }
+                        None => {
+                            return Err(ApiError::missing("response_format.json_schema.schema"));
+                        }
+                    }
+                }
+                Some(other) => {
+                    return Err(ApiError::field(
+                        "response_format.type",
+                        format!(
+                            "unknown response format `{other}` (text, json_object and json_schema are supported)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Some(v) => return Err(ApiError::mistyped("response_format", "an object", v)),
+    };
+    let lark = f.string("grammar")?.map(|g| Grammar::Lark(g.to_owned()));
+    match (format, lark) {
+        (Some(_), Some(_)) => Err(ApiError::field(
+            "grammar",
+            "give either response_format or grammar, not both",
+        )),
+        (Some(g), None) => Ok(Some((g, "response_format"))),
+        (None, Some(g)) => Ok(Some((g, "grammar"))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Typed access to the fields of a JSON object; `null` counts as absent.

@@ -163,10 +163,26 @@ async fn complete(
             ),
         ));
     }
-    let sampler = req
+    let mut sampler = req
         .sampling
         .build()
         .map_err(|e| ApiError::invalid(format!("invalid sampling settings: {e}")))?;
+    if let Some((grammar, param)) = &req.grammar {
+        let compiler = info
+            .grammar
+            .get_or_init(|| {
+                ferrolm_grammar::GrammarCompiler::new(Arc::clone(&info.tokenizer))
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| ApiError::invalid(e.clone()))?;
+        let constraint = compiler
+            .compile(grammar)
+            .map_err(|e| ApiError::field(param, format!("cannot use this {param}: {e}")))?;
+        sampler = ferrolm_sampling::SamplerChain::new()
+            .with(constraint)
+            .with(sampler);
+    }
     let room = info.n_ctx - prompt.len();
     let (events, rx) = mpsc::unbounded_channel();
     let job = Job {
