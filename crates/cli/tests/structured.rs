@@ -307,3 +307,36 @@ fn chat_replies_are_json_objects_turn_after_turn() {
     assert!(!replies.is_empty());
     assert!(replies.iter().all(Value::is_object), "{replies:?}");
 }
+
+#[test]
+fn bench_reports_the_mask_cost_per_token() {
+    let schema = numbers_schema().to_string();
+    let out = ferrolm(&[
+        "bench",
+        "-m",
+        &common::smollm2(),
+        "--json-schema",
+        &schema,
+        "-n",
+        "40",
+        "-r",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let g = &report["grammar"];
+    assert_eq!(g["runs"], 2, "{report}");
+    assert!(g["tokens"].as_u64().is_some_and(|t| t > 4), "{report}");
+    let mask = g["mask_us_per_token"].as_f64().unwrap();
+    let step = g["decode_step_us"].as_f64().unwrap();
+    assert!(mask > 0.0 && step > 0.0, "{report}");
+    assert_eq!(
+        g["outputs_parsed"], 2,
+        "greedy output under the schema is JSON: {report}"
+    );
+}

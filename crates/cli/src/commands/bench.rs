@@ -9,6 +9,7 @@
 //! that leaving it off costs nothing. `--spec KIND` replaces the random-token tests with
 //! greedy decoding of a real prompt, plain and speculative (see [`speculative`]).
 
+mod grammar;
 mod speculative;
 
 use std::fmt::Write as _;
@@ -78,6 +79,10 @@ pub struct BenchArgs {
     /// Most tokens drafted per round with --spec.
     #[arg(long, default_value_t = 4, requires = "spec")]
     pub draft_len: usize,
+    /// Measure what holding the output to this JSON schema (a file, or the schema itself)
+    /// costs per token: greedy generation of up to -n tokens under it, -r times.
+    #[arg(long, value_name = "FILE|JSON", conflicts_with_all = ["spec", "attention"])]
+    pub json_schema: Option<String>,
 }
 
 struct TestResult {
@@ -248,6 +253,23 @@ fn bench_on<'w, B: Backend<'w>>(
 ) -> Result<()> {
     let model = Model::load(gguf, backend)?;
     let load_ms = loaded.started.elapsed().as_secs_f64() * 1e3;
+    if let Some(schema) = &args.json_schema {
+        let constraint = crate::constrain::ConstraintArgs {
+            json_schema: Some(schema.clone()),
+            ..Default::default()
+        };
+        let grammar = constraint
+            .grammar()?
+            .ok_or_else(|| anyhow::anyhow!("no schema"))?;
+        let tokenizer = std::sync::Arc::new(Tokenizer::from_gguf(gguf)?);
+        let cost = grammar::measure(&model, tokenizer, &grammar, args.n_gen, args.repetitions)?;
+        if args.json {
+            return print_stdout(&format!("{}\n", json!({"grammar": cost.to_json()})));
+        }
+        let mut out = String::new();
+        cost.write(&mut out);
+        return print_stdout(&out);
+    }
     let (results, ttft_ms) = match spec {
         Some(spec) => (spec.measure(&model)?.into(), None),
         None => random_token_tests(args, &model, capture)?,
