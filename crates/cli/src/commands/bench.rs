@@ -262,7 +262,7 @@ fn bench_on<'w, B: Backend<'w>>(
             .grammar()?
             .ok_or_else(|| anyhow::anyhow!("no schema"))?;
         let tokenizer = std::sync::Arc::new(Tokenizer::from_gguf(gguf)?);
-        let cost = grammar::measure(&model, tokenizer, &grammar, args.n_gen, args.repetitions)?;
+        let cost = grammar::measure(&model, &tokenizer, &grammar, args.n_gen, args.repetitions)?;
         if args.json {
             return print_stdout(&format!("{}\n", json!({"grammar": cost.to_json()})));
         }

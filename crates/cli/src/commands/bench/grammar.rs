@@ -72,13 +72,13 @@ pub struct GrammarCost {
 /// Generates `n_gen` tokens at most under `grammar`, `runs` times, from a short prompt.
 pub fn measure<'w, B: Backend<'w>>(
     model: &Model<'w, B>,
-    tokenizer: Arc<Tokenizer>,
+    tokenizer: &Arc<Tokenizer>,
     grammar: &Grammar,
     n_gen: usize,
     runs: usize,
 ) -> Result<GrammarCost> {
     let start = Instant::now();
-    let compiler = GrammarCompiler::new(Arc::clone(&tokenizer))?;
+    let compiler = GrammarCompiler::new(Arc::clone(tokenizer))?;
     let setup_ms = start.elapsed().as_secs_f64() * 1e3;
     let prompt_text = match tokenizer.chat_template() {
         Ok(template) => template.render(
