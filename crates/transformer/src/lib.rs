@@ -30,6 +30,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod embed;
 mod error;
 pub mod models;
 mod names;
@@ -43,6 +44,7 @@ pub use backend::cpu::{AttentionRow, CpuBackend, CpuOptions};
 pub use backend::cuda::{CudaBackend, CudaOptions};
 pub use backend::{AttentionParams, Backend, Batch, Glu, KvLayout, MoeRouting, SeqId};
 pub use config::{LayerConfig, ModelConfig, MoeConfig, Rope, RopeStyle};
+pub use embed::{Pooling, embed};
 pub use error::{Result, TransformerError};
 pub use ferrolm_quant::Precision;
 pub use models::{ARCHITECTURES, ArchSpec, Model, State, architecture_names};

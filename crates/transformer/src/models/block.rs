@@ -220,7 +220,9 @@ fn load_layer<'w, B: Backend<'w>>(
     })
 }
 
-/// Runs `batch` through the first `n_layers` blocks and the output head.
+/// Runs `batch` through the first `n_layers` blocks, the output norm and, with `head`, the
+/// output head.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<'w, B: Backend<'w>>(
     w: &Weights<B::Matrix, B::Vector>,
     c: &ModelConfig,
@@ -229,6 +231,7 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
     kv: &mut B::Kv,
     batch: &Batch<'_>,
     n_layers: usize,
+    head: bool,
 ) -> Result<()> {
     s.set_rows(b, batch.len(), batch.outputs.len())?;
     b.embed(
@@ -244,6 +247,9 @@ pub(crate) fn forward<'w, B: Backend<'w>>(
     }
     b.gather_rows(&s.x, batch.outputs, &mut s.out_x)?;
     b.rms_norm(&mut s.out_x, &w.output_norm, c.rms_eps)?;
+    if !head {
+        return Ok(());
+    }
     b.prepare(&s.out_x, &mut s.out_in)?;
     b.matmul(&w.output, &s.out_in, &mut s.logits)?;
     if let Some(cap) = c.final_softcap {

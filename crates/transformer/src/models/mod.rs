@@ -196,10 +196,12 @@ pub struct Model<'w, B: Backend<'w>> {
 }
 
 /// What a forward pass reads back from the backend.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Readback {
     Logits,
     Argmax,
+    /// The final hidden states of the output rows, without the head.
+    Hidden,
 }
 
 impl<'w, B: Backend<'w>> Model<'w, B> {
@@ -291,6 +293,18 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
         self.run_batch(state, kv, batch, self.config.n_layer, Readback::Argmax)
     }
 
+    /// [`Model::forward`] without the output head: the output rows' final hidden states
+    /// (after the output norm) are read back into [`State::hidden`], and [`State::logits`] is
+    /// not updated. These are the embeddings llama.cpp's `--embeddings` pools.
+    pub fn forward_hidden(
+        &self,
+        state: &mut State<'w, B>,
+        kv: &mut B::Kv,
+        batch: &Batch<'_>,
+    ) -> Result<()> {
+        self.run_batch(state, kv, batch, self.config.n_layer, Readback::Hidden)
+    }
+
     fn run_batch(
         &self,
         state: &mut State<'w, B>,
@@ -304,10 +318,20 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
         let b = &self.backend;
         b.kv_reserve(kv, batch)?;
         let result = b.run(|| {
-            block::forward(&self.weights, &self.config, b, state, kv, batch, n_layers)?;
+            let head = readback != Readback::Hidden;
+            block::forward(
+                &self.weights,
+                &self.config,
+                b,
+                state,
+                kv,
+                batch,
+                n_layers,
+                head,
+            )?;
             match readback {
                 Readback::Argmax => b.argmax_ahead(&state.logits),
-                Readback::Logits => Ok(()),
+                Readback::Logits | Readback::Hidden => Ok(()),
             }
         });
         if result.is_err() {
@@ -334,6 +358,10 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
             Readback::Argmax => {
                 b.read_argmax(&state.logits, &mut state.argmax_host[..batch.outputs.len()])
             }
+            Readback::Hidden => b.read(
+                &state.out_x,
+                &mut state.hidden_host[..batch.outputs.len() * self.config.d_model],
+            ),
         }
     }
 }

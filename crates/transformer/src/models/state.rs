@@ -28,6 +28,7 @@ pub struct State<'w, B: Backend<'w>> {
     pub(crate) logits: B::Buffer, // (O, vocab)
     pub(crate) logits_host: Vec<f32>, // (O, vocab)
     pub(crate) argmax_host: Vec<u32>, // (O) index of each output row's largest logit
+    pub(crate) hidden_host: Vec<f32>, // (O, d_model) final hidden states, after the output norm
 }
 
 /// Activations of a mixture-of-experts layer (`K` experts used per token).
@@ -95,6 +96,7 @@ impl<'w, B: Backend<'w>> State<'w, B> {
             logits: b.buffer(o, c.vocab)?,
             logits_host: vec![0.0; o * c.vocab],
             argmax_host: vec![0; o],
+            hidden_host: vec![0.0; o * c.d_model],
         })
     }
 
@@ -119,6 +121,14 @@ impl<'w, B: Backend<'w>> State<'w, B> {
     pub fn logits(&self) -> &[f32] {
         let vocab = self.logits_host.len() / self.max_outputs;
         &self.logits_host[..self.n_outputs * vocab]
+    }
+
+    /// Final hidden states (after the output norm, before the head) of the last
+    /// [`crate::Model::forward_hidden`]'s output rows, `outputs × d_model`, in the order the
+    /// batch listed them: the model's embeddings of those positions.
+    pub fn hidden(&self) -> &[f32] {
+        let d = self.hidden_host.len() / self.max_outputs.max(1);
+        &self.hidden_host[..self.n_outputs * d]
     }
 
     /// Sets the rows in use of every per-token buffer to `n` and of the output buffers to `o`.
