@@ -53,6 +53,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Talk with a model through its chat template.
     Chat(commands::chat::ChatArgs),
+    /// A text's embedding: the model's final hidden states, pooled and normalised.
+    Embed(commands::embed::EmbedArgs),
     /// Measure prefill and decode speed (llama-bench's protocol).
     Bench(commands::bench::BenchArgs),
     /// Serve the model over an OpenAI-compatible HTTP API.
@@ -77,6 +79,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => commands::quantize::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Chat(args) => commands::chat::run(args),
+        Command::Embed(args) => commands::embed::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Perplexity(args) => commands::perplexity::run(args),

@@ -832,3 +832,92 @@ async fn response_format_and_grammar_hold_replies_to_json_and_grammars() {
         assert!(message.contains(needle), "{message}");
     }
 }
+
+#[tokio::test]
+async fn embeddings_are_unit_vectors_equal_to_ferrolm_embed_in_both_encodings() {
+    let server = Server::start(&[]);
+    let texts = ["The cat sat on the mat.", "Jupiter is a gas giant."];
+    let body = json!({"model": MODEL_ID, "input": texts});
+    let reply = server.post_ok("/v1/embeddings", &body).await;
+    assert_eq!(reply["object"], "list");
+    let data = reply["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    let vectors: Vec<Vec<f32>> = data
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect();
+    for (i, (v, text)) in vectors.iter().zip(texts).enumerate() {
+        assert_eq!(data[i]["index"], i);
+        assert_eq!(v.len(), 576);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "{norm}");
+        // The same vector as the command line computes.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferrolm"))
+            .args([
+                "embed",
+                "-m",
+                model_path().to_str().unwrap(),
+                "--json",
+                text,
+            ])
+            .output()
+            .unwrap();
+        let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let cli: Vec<f32> = cli["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let diff = v
+            .iter()
+            .zip(&cli)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "server and ferrolm embed differ by {diff}");
+    }
+    let cos: f32 = vectors[0].iter().zip(&vectors[1]).map(|(a, b)| a * b).sum();
+    assert!(cos < 0.999, "different texts give different vectors: {cos}");
+    let usage = &reply["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 6, "{usage}");
+
+    // base64, as OpenAI's clients ask for: the same floats, little-endian.
+    let body = json!({"model": MODEL_ID, "input": texts[0], "encoding_format": "base64"});
+    let reply = server.post_ok("/v1/embeddings", &body).await;
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(reply["data"][0]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(decoded, vectors[0]);
+
+    for (body, param) in [
+        (json!({"model": MODEL_ID, "input": []}), "input"),
+        (json!({"model": MODEL_ID, "input": ""}), "input"),
+        (json!({"model": MODEL_ID, "input": [1, 99999999]}), "input"),
+        (
+            json!({"model": MODEL_ID, "input": "x", "dimensions": 12}),
+            "dimensions",
+        ),
+        (
+            json!({"model": MODEL_ID, "input": "x", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+        (json!({"model": MODEL_ID}), "input"),
+    ] {
+        let response = server.post("/v1/embeddings", &body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let err: Value = response.json().await.unwrap();
+        assert_eq!(err["error"]["param"], param, "{err}");
+    }
+}

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod bench;
 pub mod cache;
 pub mod chat;
+pub mod embed;
 pub mod inspect;
 pub mod kl_divergence;
 pub mod perplexity;

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Most tokens run in one step (decode tokens plus prompt chunks).
     #[arg(short = 'b', long = "batch-size", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
+    /// How /v1/embeddings pools the hidden states: mean, last or cls. Default: the model's
+    /// `pooling_type`, else mean.
+    #[arg(long, value_enum)]
+    pub pooling: Option<super::embed::PoolingArg>,
 }
 
 /// Serves until SIGINT or SIGTERM.
@@ -45,6 +49,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         slots: args.parallel as usize,
         queue: args.queue as usize,
         max_batch: args.batch_size as usize,
+        pooling: args.pooling.map(Into::into),
     };
     let model = args.model.clone();
     match args.model.device {

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use ferrolm_gguf::GgufFile;
 use ferrolm_sampling::SamplerChain;
 use ferrolm_tokenizer::{StreamingDecoder, Tokenizer};
-use ferrolm_transformer::{Backend, Batch, Model, SeqId, State};
+use ferrolm_transformer::{Backend, Batch, Model, Pooling, SeqId, State};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -42,6 +42,9 @@ pub struct EngineConfig {
     pub queue: usize,
     /// Most tokens run in one step (decode tokens and prompt chunks together).
     pub max_batch: usize,
+    /// How `/v1/embeddings` pools hidden states (`None`: the model's `pooling_type`, else
+    /// mean).
+    pub pooling: Option<Pooling>,
 }
 
 /// What the handlers need to know about the served model.
@@ -59,6 +62,8 @@ pub struct ModelInfo {
     pub created: u64,
     /// Its tokenizer, shared with the engine.
     pub tokenizer: Arc<Tokenizer>,
+    /// Width of its embeddings.
+    pub d_model: usize,
     /// The grammar compiler for its vocabulary, made on the first constrained request.
     pub grammar: std::sync::OnceLock<Result<ferrolm_grammar::GrammarCompiler, String>>,
 }
@@ -72,6 +77,24 @@ pub struct EngineStats {
     pub finished: AtomicU64,
     /// Tokens generated since start.
     pub generated: AtomicU64,
+}
+
+/// What the engine is asked to do.
+#[derive(Debug)]
+pub enum Work {
+    /// Generate a continuation.
+    Generate(Job),
+    /// Embed texts.
+    Embed(EmbedJob),
+}
+
+/// Texts to embed, answered at once (between generation steps).
+#[derive(Debug)]
+pub struct EmbedJob {
+    /// Each text's tokens, each fewer than the context size and not empty.
+    pub inputs: Vec<Vec<u32>>,
+    /// Where the vectors (unit length, one per input) or the failure go.
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
 }
 
 /// One request for the engine: a tokenized prompt and how to continue it.
@@ -144,7 +167,7 @@ impl Finish {
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
     /// Bounded queue of requests.
-    pub submit: mpsc::Sender<Job>,
+    pub submit: mpsc::Sender<Work>,
     /// The served model.
     pub info: Arc<ModelInfo>,
     /// Live counters.
@@ -203,7 +226,7 @@ type Ready = std::sync::mpsc::SyncSender<Result<Arc<ModelInfo>>>;
 fn run<B, F>(
     config: &EngineConfig,
     make_backend: F,
-    jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::Receiver<Work>,
     stats: &EngineStats,
     ready: &Ready,
 ) where
@@ -233,7 +256,7 @@ fn serve_file<'w, B: Backend<'w>>(
     config: &EngineConfig,
     file: &'w GgufFile,
     backend: B,
-    jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::Receiver<Work>,
     stats: &EngineStats,
     ready: &Ready,
 ) -> Result<()> {
@@ -244,6 +267,9 @@ fn serve_file<'w, B: Backend<'w>>(
             .with_context(|| format!("cannot read the tokenizer of {path}"))?,
     );
     let model = Model::load(&gguf, backend).with_context(|| format!("cannot load {path}"))?;
+    let pooling = config
+        .pooling
+        .or_else(|| crate::commands::embed::model_pooling(&gguf));
     let n_vocab = model.config().vocab;
     let n_ctx = context_size(config.n_ctx, model.config().n_ctx_train)?;
     let max_batch = config.max_batch.max(config.slots);
@@ -258,6 +284,7 @@ fn serve_file<'w, B: Backend<'w>>(
         active: Vec::with_capacity(config.slots),
         stats,
         batch: BatchBuf::default(),
+        pooling: pooling.unwrap_or(Pooling::Mean),
     };
     let info = Arc::new(ModelInfo {
         id: config.model_id.clone(),
@@ -268,6 +295,7 @@ fn serve_file<'w, B: Backend<'w>>(
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         tokenizer: Arc::clone(&tokenizer),
+        d_model: model.config().d_model,
         grammar: std::sync::OnceLock::new(),
     });
     info!(
@@ -331,6 +359,7 @@ struct Engine<'m, 'w, 't, B: Backend<'w>> {
     active: Vec<Sequence<'t>>,
     stats: &'m EngineStats,
     batch: BatchBuf,
+    pooling: Pooling,
 }
 
 /// What sampling one token did to a sequence.
@@ -342,7 +371,7 @@ enum Outcome {
 }
 
 impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
-    fn run(&mut self, mut jobs: mpsc::Receiver<Job>) {
+    fn run(&mut self, mut jobs: mpsc::Receiver<Work>) {
         let mut open = true;
         loop {
             open = open && self.admit(&mut jobs);
@@ -360,18 +389,25 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
 
     /// Moves queued requests into free slots; waits for one when nothing is active.
     /// Returns false once the queue is closed.
-    fn admit(&mut self, jobs: &mut mpsc::Receiver<Job>) -> bool {
+    fn admit(&mut self, jobs: &mut mpsc::Receiver<Work>) -> bool {
         while !self.free.is_empty() {
-            let job = if self.active.is_empty() {
+            let work = if self.active.is_empty() {
                 match jobs.blocking_recv() {
-                    Some(job) => job,
+                    Some(work) => work,
                     None => return false,
                 }
             } else {
                 match jobs.try_recv() {
-                    Ok(job) => job,
+                    Ok(work) => work,
                     Err(mpsc::error::TryRecvError::Empty) => return true,
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
+                }
+            };
+            let job = match work {
+                Work::Generate(job) => job,
+                Work::Embed(e) => {
+                    self.embed(e);
+                    continue;
                 }
             };
             if job.events.is_closed() {
@@ -398,6 +434,21 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
                 .store(self.active.len(), Ordering::Relaxed);
         }
         true
+    }
+
+    /// Embeds each input of `e` (in a cache of its own, so running sequences are untouched)
+    /// and sends the vectors back.
+    fn embed(&mut self, e: EmbedJob) {
+        if e.reply.is_closed() {
+            return;
+        }
+        let vectors: Result<Vec<Vec<f32>>, String> = e
+            .inputs
+            .iter()
+            .map(|tokens| ferrolm_transformer::embed(self.model, tokens, self.pooling, true))
+            .collect::<Result<_, _>>()
+            .map_err(|err| format!("embedding failed: {err}"));
+        let _ = e.reply.send(vectors);
     }
 
     fn drop_cancelled(&mut self) {

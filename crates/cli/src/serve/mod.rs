@@ -4,7 +4,8 @@
 //! (continuous batching); the [`routes`] run on a small tokio runtime, turn requests into
 //! [`engine::Job`]s and stream the engine's events back as JSON or server-sent events.
 
-pub mod engine;
+mod embeddings;
+mod engine;
 pub mod error;
 pub mod prompt;
 pub mod request;
@@ -40,6 +41,8 @@ pub struct ServerOptions {
     pub queue: usize,
     /// Most tokens per step.
     pub max_batch: usize,
+    /// Pooling of `/v1/embeddings` (`None`: the model's, else mean).
+    pub pooling: Option<ferrolm_transformer::Pooling>,
 }
 
 /// Loads the model on the backend `make_backend` makes, listens, and serves until SIGINT or SIGTERM; then stops taking
@@ -58,6 +61,7 @@ where
             slots: options.slots,
             queue: options.queue,
             max_batch: options.max_batch,
+            pooling: options.pooling,
         },
         make_backend,
     )?;

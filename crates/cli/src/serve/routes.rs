@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::engine::{EngineHandle, Event, Job, ModelInfo};
+use super::engine::{EngineHandle, Event, Job, ModelInfo, Work};
 use super::error::ApiError;
 use super::prompt::prompt_ids;
 use super::request::{self, Endpoint};
@@ -31,7 +31,7 @@ const MAX_BODY_BYTES: usize = 4 << 20;
 /// State shared by the handlers.
 #[derive(Debug, Clone)]
 pub struct App {
-    engine: EngineHandle,
+    pub(super) engine: EngineHandle,
     next_id: Arc<AtomicU64>,
 }
 
@@ -56,6 +56,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/models/{id}", get(get_model))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(super::embeddings::embeddings))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -128,7 +129,7 @@ async fn completions(State(app): State<App>, body: Result<Bytes, BytesRejection>
 }
 
 /// Whether `name` names the served model: its id, or its file's name with or without `.gguf`.
-fn serves(info: &ModelInfo, name: &str) -> bool {
+pub(super) fn serves(info: &ModelInfo, name: &str) -> bool {
     let file = info.path.file_name().and_then(|f| f.to_str());
     let stem = info.path.file_stem().and_then(|f| f.to_str());
     [Some(info.id.as_str()), file, stem]
@@ -194,7 +195,7 @@ async fn complete(
         metrics: req.metrics,
         events,
     };
-    app.engine.submit.try_send(job).map_err(|e| match e {
+    app.engine.submit.try_send(Work::Generate(job)).map_err(|e| match e {
         TrySendError::Full(_) => ApiError::unavailable(
             "server_overloaded",
             format!(
