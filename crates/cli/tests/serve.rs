@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use futures_util::future::join_all;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
@@ -891,7 +892,6 @@ async fn embeddings_are_unit_vectors_equal_to_ferrolm_embed_in_both_encodings() 
     // base64, as OpenAI's clients ask for: the same floats, little-endian.
     let body = json!({"model": MODEL_ID, "input": texts[0], "encoding_format": "base64"});
     let reply = server.post_ok("/v1/embeddings", &body).await;
-    use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(reply["data"][0]["embedding"].as_str().unwrap())
         .unwrap();

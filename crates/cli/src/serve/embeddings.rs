@@ -62,16 +62,16 @@ fn parse(body: &[u8], info: &ModelInfo) -> Result<EmbedRequest, ApiError> {
             ));
         }
     };
-    if let Some(d) = get("dimensions") {
-        if d.as_u64() != Some(info.d_model as u64) {
-            return Err(ApiError::field(
-                "dimensions",
-                format!(
-                    "this model's embeddings have {} dimensions; other sizes are not supported",
-                    info.d_model
-                ),
-            ));
-        }
+    if let Some(d) = get("dimensions")
+        && d.as_u64() != Some(info.d_model as u64)
+    {
+        return Err(ApiError::field(
+            "dimensions",
+            format!(
+                "this model's embeddings have {} dimensions; other sizes are not supported",
+                info.d_model
+            ),
+        ));
     }
     let input = get("input").ok_or_else(|| ApiError::missing("input"))?;
     let texts_or_ids: Vec<&Value> = match input {
