@@ -11,6 +11,7 @@ mod file_type;
 mod interrupt;
 mod models;
 mod output;
+mod sampling;
 mod serve;
 
 use clap::{ArgAction, Parser, Subcommand};

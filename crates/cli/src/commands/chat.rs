@@ -15,8 +15,9 @@ use ferrolm_gguf::Gguf;
 use ferrolm_tokenizer::{ChatMessage, Tokenizer};
 use ferrolm_transformer::{Backend, GenerateOptions, Model, Session, StopReason};
 
-use super::run::{Device, Loaded, ModelArgs, context_size, sampler};
+use super::run::{Device, Loaded, ModelArgs, context_size};
 use crate::interrupt::Interrupt;
+use crate::sampling::SamplingArgs;
 use crate::serve::prompt::chat_prompt;
 
 const HELP: &str = "\
@@ -41,24 +42,8 @@ pub struct ChatArgs {
     /// Most tokens per reply.
     #[arg(short = 'n', long = "n-predict", default_value_t = 1024)]
     pub n_predict: usize,
-    /// Temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
-    pub temp: f32,
-    /// Keep the K most likely tokens (0: off).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: usize,
-    /// Nucleus sampling mass (1: off).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Keep tokens at least this fraction as likely as the best (0: off).
-    #[arg(long, default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Penalty on tokens among the last 64 (1: off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    /// Seed of the sampler (default: from the clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// When a turn would overflow the context, say so and stay at the prompt instead of
     /// dropping the oldest turns.
     #[arg(long)]
@@ -90,14 +75,7 @@ fn chat_on<'w, B: Backend<'w>>(
     let model = Model::load(gguf, backend)?;
     let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train)?;
     let mut session = Session::new(&model, n_ctx, 512)?;
-    let mut sampler = sampler(
-        args.temp,
-        args.top_k,
-        args.top_p,
-        args.min_p,
-        args.repeat_penalty,
-        args.seed,
-    )?;
+    let mut sampler = args.sampling.chain()?;
     let mut messages: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
     let interrupt = Interrupt::install()?;
     eprintln!(
