@@ -39,6 +39,8 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Token ids of a text under a model's vocabulary.
     Tokenize(commands::tokenize::TokenizeArgs),
+    /// Vocabulary tools: `tokenizer train` learns a BPE vocabulary from text files.
+    Tokenizer(commands::tokenizer::TokenizerArgs),
     /// Requantize a model's weight matrices to another type.
     Quantize(commands::quantize::QuantizeArgs),
     /// Generate a continuation of a prompt.
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => commands::pull::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Tokenizer(args) => commands::tokenizer::run(args),
         Command::Quantize(args) => commands::quantize::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Chat(args) => commands::chat::run(args),
