@@ -12,6 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use ferrolm_gguf::Gguf;
+use ferrolm_sampling::SamplerChain;
 use ferrolm_tokenizer::{ChatMessage, Tokenizer};
 use ferrolm_transformer::{Backend, GenerateOptions, Model, Session, StopReason};
 
@@ -52,6 +53,8 @@ pub struct ChatArgs {
 
 /// Runs the conversation until end of input.
 pub fn run(args: &ChatArgs) -> Result<()> {
+    // Bad sampling flags are reported before the model loads.
+    let sampler = args.sampling.chain()?;
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
@@ -61,13 +64,14 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         eprintln!("(the model has no chat template; using the built-in {name} template)");
     }
     match args.model.device {
-        Device::Cpu => chat_on(args, &gguf, &tokenizer, args.model.backend()?),
-        Device::Cuda => chat_on(args, &gguf, &tokenizer, ModelArgs::cuda_backend()?),
+        Device::Cpu => chat_on(args, sampler, &gguf, &tokenizer, args.model.backend()?),
+        Device::Cuda => chat_on(args, sampler, &gguf, &tokenizer, ModelArgs::cuda_backend()?),
     }
 }
 
 fn chat_on<'w, B: Backend<'w>>(
     args: &ChatArgs,
+    mut sampler: SamplerChain,
     gguf: &Gguf<'w>,
     tokenizer: &Tokenizer,
     backend: B,
@@ -75,7 +79,6 @@ fn chat_on<'w, B: Backend<'w>>(
     let model = Model::load(gguf, backend)?;
     let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train)?;
     let mut session = Session::new(&model, n_ctx, 512)?;
-    let mut sampler = args.sampling.chain()?;
     let mut messages: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
     let interrupt = Interrupt::install()?;
     eprintln!(

@@ -172,17 +172,34 @@ pub fn context_size(asked: usize, n_ctx_train: usize) -> Result<usize> {
 
 /// Generates and prints the continuation.
 pub fn run(args: &RunArgs) -> Result<()> {
+    // Bad sampling flags are reported before the model loads.
+    let sampler = args.sampling.chain()?;
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     match args.model.device {
-        Device::Cpu => run_on(args, &loaded, &gguf, &tokenizer, args.model.backend()?),
-        Device::Cuda => run_on(args, &loaded, &gguf, &tokenizer, ModelArgs::cuda_backend()?),
+        Device::Cpu => run_on(
+            args,
+            sampler,
+            &loaded,
+            &gguf,
+            &tokenizer,
+            args.model.backend()?,
+        ),
+        Device::Cuda => run_on(
+            args,
+            sampler,
+            &loaded,
+            &gguf,
+            &tokenizer,
+            ModelArgs::cuda_backend()?,
+        ),
     }
 }
 
 fn run_on<'w, B: Backend<'w>>(
     args: &RunArgs,
+    mut sampler: SamplerChain,
     loaded: &Loaded,
     gguf: &Gguf<'w>,
     tokenizer: &Tokenizer,
@@ -207,7 +224,6 @@ fn run_on<'w, B: Backend<'w>>(
         );
     }
     let max_tokens = usize::try_from(args.n_predict).unwrap_or(usize::MAX);
-    let mut sampler = args.sampling.chain()?;
     // Metrics come from a probe at the head of the chain; without --metrics there is none.
     let probe = args.metrics.then(|| MetricsProbe::new(10));
     if let Some(p) = &probe {

@@ -462,9 +462,10 @@ fn entropy_guided(f: &Fields<'_>) -> Result<EntropyGuided, ApiError> {
         .keys()
         .find(|k| !matches!(k.as_str(), "weight" | "order" | "window"))
     {
+        let param = format!("{NAME}.{key}");
         return Err(ApiError::field(
-            &format!("{NAME}.{key}"),
-            format!("unknown field `{key}` in `{NAME}`: expected weight, order or window"),
+            &param,
+            format!("unknown field `{param}`: `{NAME}` takes weight, order and window"),
         ));
     }
     let inner = Fields::nested(map, NAME);
