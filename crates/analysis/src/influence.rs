@@ -191,17 +191,18 @@ mod tests {
         let n = 200;
         let mut rand = noise(0x2545f491);
         let mut layer = LayerAttention::causal(1, n).unwrap();
-        let mut surprisal = vec![0.0; n - 1];
+        let mut surprisal = Vec::with_capacity(n - 1);
         for q in 0..n {
             let mut row: Vec<f32> = (0..=q).map(|_| rand() as f32).collect();
-            if q >= 3 {
+            let next = if q >= 3 {
                 let high = rand() < 0.5;
                 row[3] = if high { 5.0 } else { 0.01 };
-                if q + 1 < n {
-                    surprisal[q] = if high { 6.0 + rand() } else { rand() };
-                }
-            } else if q + 1 < n {
-                surprisal[q] = rand() * 7.0;
+                if high { 6.0 + rand() } else { rand() }
+            } else {
+                rand() * 7.0
+            };
+            if q + 1 < n {
+                surprisal.push(next);
             }
             layer.set_row(0, q, &row).unwrap();
         }

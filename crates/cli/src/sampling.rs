@@ -1,6 +1,8 @@
 //! The sampling flags that `run` and `chat` share: a preset, flags that override its values,
 //! and the choice of the entropy-guided sampler, turned into a [`SamplingConfig`].
 
+use std::fmt::Write as _;
+
 use anyhow::Result;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use ferrolm_sampling::{Preset, SamplerChain, SamplingConfig, SamplingError};
@@ -98,7 +100,8 @@ pub fn describe(c: &SamplingConfig) -> String {
         )
     };
     if c.entropy_weight > 0.0 {
-        text += &format!(
+        let _ = write!(
+            text,
             ", entropy-guided w {} order {} window {}",
             c.entropy_weight, c.entropy_order, c.entropy_window
         );
