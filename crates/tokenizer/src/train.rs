@@ -104,7 +104,8 @@ impl BpeTrainer {
         // Most frequent first; among equals the smallest pair, so training is deterministic.
         let mut heap: BinaryHeap<(u64, Reverse<(u32, u32)>)> =
             pair_count.iter().map(|(&p, &c)| (c, Reverse(p))).collect();
-        let mut merges: Vec<(u32, u32)> = Vec::with_capacity(self.n_merges);
+        // A corpus runs out of pairs long before a huge n_merges: reserve modestly.
+        let mut merges: Vec<(u32, u32)> = Vec::with_capacity(self.n_merges.min(1 << 16));
         let mut touched: FxHashSet<(u32, u32)> = FxHashSet::default();
 
         while merges.len() < self.n_merges {

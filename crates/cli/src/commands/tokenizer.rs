@@ -33,8 +33,8 @@ pub struct TrainArgs {
     /// Tokens in the vocabulary: the special token <|endoftext|> (id 0, BOS and EOS), the 256
     /// byte tokens, and one token per learned merge; at least 258. Training stops earlier
     /// when no pair of tokens occurs twice.
-    #[arg(long, value_name = "N")]
-    pub vocab_size: usize,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub vocab_size: u32,
     /// UTF-8 text files to learn from; each is one document.
     #[arg(value_name = "FILES", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
@@ -57,7 +57,8 @@ pub fn run(args: &TokenizerArgs) -> Result<()> {
 
 fn run_train(args: &TrainArgs) -> Result<()> {
     let fixed = SPECIAL_TOKENS.len() + BYTE_TOKENS;
-    if args.vocab_size <= fixed {
+    let vocab_size = args.vocab_size as usize;
+    if vocab_size <= fixed {
         return Err(UsageError(format!(
             "--vocab-size {} is too small: the vocabulary holds {} special token(s) and {BYTE_TOKENS} \
              byte tokens before any merge, so give at least {}",
@@ -79,7 +80,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
         documents.push(text);
     }
     let total_bytes: usize = documents.iter().map(String::len).sum();
-    let n_merges = args.vocab_size - fixed;
+    let n_merges = vocab_size - fixed;
     let trainer = BpeTrainer {
         special_tokens: SPECIAL_TOKENS.map(str::to_owned).to_vec(),
         ..BpeTrainer::new(n_merges)
