@@ -16,6 +16,10 @@
 //! says how much `A`'s recent values predict `B`'s next one beyond `B`'s own history;
 //! each figure comes with a shuffled-source baseline (the bias of the plug-in estimator
 //! on this many samples), and the excess over it is the evidence of flow.
+//!
+//! Token influence ranks the prompt's tokens by the transfer entropy from the attention
+//! later positions pay to each of them to the surprisal of the tokens that follow (see
+//! [`crate::influence`]); it needs attention weights, as attention health does.
 
 use std::fmt::Write as _;
 
@@ -24,6 +28,7 @@ use serde::Serialize;
 
 use crate::attention::{AttentionHealth, HealthThresholds, LayerAttention, entropy};
 use crate::error::{AnalysisError, Result};
+use crate::influence::{InfluenceOptions, TokenInfluence, token_influence};
 use crate::token_metrics::{TokenMetrics, token_metrics};
 use crate::transfer_entropy::{discretize, shuffled_baseline, transfer_entropy};
 
@@ -150,6 +155,8 @@ pub struct AnalysisOptions {
     pub attention: Option<HealthThresholds>,
     /// Transfer entropy between per-position signals (needs `metrics`).
     pub transfer_entropy: Option<TransferEntropyOptions>,
+    /// The prompt tokens with the most influence on the ones after them.
+    pub influence: Option<InfluenceOptions>,
 }
 
 impl AnalysisOptions {
@@ -159,6 +166,7 @@ impl AnalysisOptions {
             metrics: Some(MetricsOptions::default()),
             attention: Some(HealthThresholds::default()),
             transfer_entropy: Some(TransferEntropyOptions::default()),
+            influence: Some(InfluenceOptions::default()),
         }
     }
 
@@ -168,6 +176,7 @@ impl AnalysisOptions {
             metrics: None,
             attention: None,
             transfer_entropy: None,
+            influence: None,
         }
     }
 }
@@ -207,12 +216,15 @@ pub struct Analysis {
     /// Head health and attention received.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention: Option<AttentionHealth>,
-    /// Why attention is absent although it was asked for.
+    /// Why attention (or token influence, which needs it) is absent although it was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_unavailable: Option<String>,
     /// Transfer entropy between per-position signals.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer_entropy: Option<Vec<SignalFlow>>,
+    /// The most influential prompt tokens, most influential first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub influence: Option<Vec<TokenInfluence>>,
 }
 
 /// Runs prompts through a model and computes the diagnostics its options ask for.
@@ -251,8 +263,10 @@ impl Analyzer {
             });
         }
         let o = &self.options;
-        let want_logits = o.metrics.is_some() || o.transfer_entropy.is_some();
-        let capturing = o.attention.is_some() && model.backend().start_attention_capture();
+        let want_logits =
+            o.metrics.is_some() || o.transfer_entropy.is_some() || o.influence.is_some();
+        let want_attention = o.attention.is_some() || o.influence.is_some();
+        let capturing = want_attention && model.backend().start_attention_capture();
         let outputs: Vec<usize> = if want_logits {
             (0..n).collect()
         } else {
@@ -296,7 +310,7 @@ impl Analyzer {
             (Some(t), Some(layers)) => Some(AttentionHealth::of(layers, *t)),
             _ => None,
         };
-        let attention_unavailable = (o.attention.is_some() && attention.is_none()).then(|| {
+        let attention_unavailable = (want_attention && layers.is_none()).then(|| {
             format!(
                 "the {} backend does not record attention weights",
                 model.backend().name()
@@ -304,6 +318,10 @@ impl Analyzer {
         });
         let transfer_entropy = match (o.transfer_entropy, &metrics) {
             (Some(te), Some(m)) => Some(signal_flows(m, layers.as_deref(), &te)?),
+            _ => None,
+        };
+        let influence = match (&o.influence, &metrics, &layers) {
+            (Some(opts), Some(m), Some(layers)) => Some(token_influence(tokens, m, layers, opts)?),
             _ => None,
         };
         Ok(Analysis {
@@ -314,6 +332,7 @@ impl Analyzer {
             attention,
             attention_unavailable,
             transfer_entropy,
+            influence,
         })
     }
 }
@@ -495,6 +514,29 @@ impl Analysis {
                 let _ = writeln!(s, "(the prompt is too short)");
             }
         }
+        if let Some(ranked) = &self.influence {
+            let _ = writeln!(
+                s,
+                "\nMost influential tokens (bits; TE from the attention paid to the token to the \
+                 surprisal of the next tokens, ranked by the margin over the largest shuffled TE)"
+            );
+            for r in ranked {
+                let _ = writeln!(
+                    s,
+                    "{:>4}  {:<20} TE {:.3}  shuffled {:.3} (max {:.3})  margin {:+.3}  ({} samples)",
+                    r.position,
+                    format!("{:?}", piece(r.position)),
+                    r.te_bits,
+                    r.baseline_bits,
+                    r.baseline_max_bits,
+                    r.margin_bits,
+                    r.samples
+                );
+            }
+            if ranked.is_empty() {
+                let _ = writeln!(s, "(the prompt is too short)");
+            }
+        }
         s
     }
 }
@@ -593,14 +635,29 @@ mod tests {
             attention: None,
             attention_unavailable: Some("no weights".into()),
             transfer_entropy: Some(vec![]),
+            influence: Some(vec![TokenInfluence {
+                position: 1,
+                token: 2,
+                te_bits: 0.5,
+                baseline_bits: 0.125,
+                baseline_max_bits: 0.25,
+                excess_bits: 0.375,
+                margin_bits: 0.25,
+                samples: 9,
+            }]),
         };
         let t = a.to_text();
         assert!(t.contains("\"Hi\"") && t.contains("\"\\n\""), "{t}");
         assert!(t.contains("mean surprisal 2.000"));
         assert!(t.contains("Attention: no weights"));
         assert!(t.contains("too short"));
+        assert!(
+            t.contains("   1  \"Hi\"                 TE 0.500  shuffled 0.125 (max 0.250)  margin +0.250  (9 samples)"),
+            "{t}"
+        );
         let j = serde_json::to_value(&a).unwrap();
         assert_eq!(j["metrics"][1]["surprisal"], 3.0);
         assert!(j.get("attention").is_none());
+        assert_eq!(j["influence"][0]["position"], 1);
     }
 }

@@ -8,6 +8,8 @@
 //!   during generation through a [`MetricsProbe`] at the head of a sampler chain.
 //! - [`attention`]: attention entropy per head, collapse detection and attention received.
 //! - [`transfer_entropy`]: information flow between discrete series.
+//! - [`influence`]: the prompt tokens whose attention best predicts later surprisal, by
+//!   transfer entropy.
 //! - [`analyzer`]: one handle that runs a prompt once and computes the diagnostics its
 //!   options switch on (each an `Option`), with a text report and JSON.
 //! - [`speculative`]: draft-then-verify decoding that keeps the target's distribution exact.
@@ -42,6 +44,7 @@ pub mod analyzer;
 pub mod attention;
 pub mod chunks;
 mod error;
+pub mod influence;
 pub mod kl_divergence;
 pub mod logits;
 pub mod perplexity;

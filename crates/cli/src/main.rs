@@ -14,6 +14,7 @@ mod hub;
 mod interrupt;
 mod models;
 mod output;
+mod sampling;
 mod serve;
 mod split;
 
@@ -47,6 +48,8 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Token ids of a text under a model's vocabulary.
     Tokenize(commands::tokenize::TokenizeArgs),
+    /// Vocabulary tools: `tokenizer train` learns a BPE vocabulary from text files.
+    Tokenizer(commands::tokenizer::TokenizerArgs),
     /// Requantize a model's weight matrices to another type.
     Quantize(commands::quantize::QuantizeArgs),
     /// Generate a continuation of a prompt.
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         Command::Rm(args) => commands::cache::rm(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Tokenizer(args) => commands::tokenizer::run(args),
         Command::Quantize(args) => commands::quantize::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Chat(args) => commands::chat::run(args),

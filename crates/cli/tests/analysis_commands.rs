@@ -123,6 +123,71 @@ fn analyze_reports_metrics_attention_and_flow() {
 }
 
 #[test]
+fn analyze_lists_the_most_influential_tokens() {
+    let model = smollm2();
+    let prompt = "The capital of France is Paris. The capital of Italy is Rome. The capital of \
+                  Spain is Madrid. The capital of Germany is Berlin. The capital of";
+    let a = json_line(&[
+        "analyze",
+        "-m",
+        &model,
+        "-p",
+        prompt,
+        "--no-transfer-entropy",
+        "--influence",
+        "5",
+        "--json",
+    ]);
+    let tokens = a["tokens"].as_array().unwrap();
+    let n = tokens.len();
+    assert!(n > 30, "{n}");
+    assert!(a.get("transfer_entropy").is_none());
+    let ranked = a["influence"].as_array().unwrap();
+    assert_eq!(ranked.len(), 5);
+    let mut margins = Vec::new();
+    for r in ranked {
+        let pos = r["position"].as_u64().unwrap() as usize;
+        assert_eq!(r["token"], tokens[pos]);
+        // With history 1, position s has a series over the queries max(s, 1)..n, one sample
+        // fewer; fewer than 8 samples are not ranked.
+        let samples = r["samples"].as_u64().unwrap() as usize;
+        assert_eq!(samples, n - pos.max(1) - 1, "{r}");
+        assert!(samples >= 8);
+        let f = |k: &str| r[k].as_f64().unwrap();
+        assert!(f("te_bits") >= 0.0 && f("baseline_max_bits") >= f("baseline_bits"));
+        assert!((f("margin_bits") - (f("te_bits") - f("baseline_max_bits"))).abs() < 1e-12);
+        margins.push(f("margin_bits"));
+    }
+    assert!(margins.windows(2).all(|w| w[0] >= w[1]), "{margins:?}");
+
+    let out = ferrolm(&[
+        "analyze",
+        "-m",
+        &model,
+        "-p",
+        prompt,
+        "--no-attention",
+        "--no-transfer-entropy",
+        "--influence",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let section = text
+        .split_once("Most influential tokens")
+        .unwrap_or_else(|| panic!("{text}"))
+        .1;
+    // Without a value, ten tokens.
+    assert_eq!(
+        section.lines().filter(|l| l.ends_with(" samples)")).count(),
+        10
+    );
+    assert!(!text.contains("Attention health"), "{text}");
+
+    let out = ferrolm(&["analyze", "-m", &model, "-p", "Hi", "--influence", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn bad_inputs_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (model, text) = (smollm2(), short_text(&dir));

@@ -638,6 +638,83 @@ async fn bad_requests_get_openai_errors_and_the_server_stays_healthy() {
 }
 
 #[tokio::test]
+async fn typical_p_and_entropy_guidance_reach_the_sampler_and_bad_values_get_400() {
+    let server = Server::start(&[]);
+    let sampled = |extra: Value| {
+        let mut body = completion_body("Once upon a time", 12);
+        body["temperature"] = json!(1.0);
+        body["seed"] = json!(42);
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let completions = "/v1/completions";
+    let plain = text_of(&server.post_ok(completions, &sampled(json!({}))).await);
+    assert_eq!(
+        text_of(&server.post_ok(completions, &sampled(json!({}))).await),
+        plain,
+        "a seed replays"
+    );
+    let typical_one = sampled(json!({"typical_p": 1.0}));
+    assert_eq!(
+        text_of(&server.post_ok(completions, &typical_one).await),
+        plain
+    );
+    let typical = sampled(json!({"typical_p": 0.2}));
+    assert_ne!(text_of(&server.post_ok(completions, &typical).await), plain);
+    let guided = sampled(json!({"x_entropy_guided": {"weight": 0.4, "order": 2, "window": 64}}));
+    let guided_text = text_of(&server.post_ok(completions, &guided).await);
+    assert_ne!(guided_text, plain);
+    assert_eq!(
+        text_of(&server.post_ok(completions, &guided).await),
+        guided_text
+    );
+    let off = sampled(json!({"x_entropy_guided": {"weight": 0}}));
+    assert_eq!(text_of(&server.post_ok(completions, &off).await), plain);
+
+    let bad = [
+        (json!({"typical_p": 1.5}), "typical_p"),
+        (json!({"x_entropy_guided": true}), "x_entropy_guided"),
+        (
+            json!({"x_entropy_guided": {"weight": 2}}),
+            "x_entropy_guided.weight",
+        ),
+        (
+            json!({"x_entropy_guided": {"order": 3, "window": 2}}),
+            "x_entropy_guided.window",
+        ),
+        (
+            json!({"x_entropy_guided": {"temperature": 1}}),
+            "x_entropy_guided.temperature",
+        ),
+        (
+            json!({"x_entropy_guided": {}, "temperature": 0}),
+            "x_entropy_guided",
+        ),
+    ];
+    for (extra, param) in bad {
+        let body = sampled(extra);
+        let response = server.post(completions, &body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["param"], param, "{body}: {error}");
+        assert_eq!(error["error"]["type"], "invalid_request_error");
+        assert!(
+            error["error"]["message"].as_str().unwrap().contains(param),
+            "{error}"
+        );
+    }
+    // Chat takes the same fields.
+    let mut chat = chat_body(4);
+    chat["temperature"] = json!(0.8);
+    chat["typical_p"] = json!(0.9);
+    chat["x_entropy_guided"] = json!({"weight": 0.1});
+    let reply = server.post_ok("/v1/chat/completions", &chat).await;
+    assert_eq!(reply["usage"]["completion_tokens"], 4);
+}
+
+#[tokio::test]
 async fn a_client_that_disconnects_mid_stream_frees_its_sequence() {
     let server = Server::start(&["--parallel", "1"]);
     let mut body = completion_body("Once upon a time", 400);

@@ -33,7 +33,7 @@ pub struct SamplingConfig {
     pub top_p: f32,
     /// `--min-p`: keep tokens with `p >= min_p * p_max`; 0 disables, 1.0 is greedy.
     pub min_p: f32,
-    /// Locally typical mass; 1.0 disables.
+    /// `--typical`: locally typical mass; 1.0 disables.
     pub typical_p: f32,
     /// `--repeat-penalty`: llama.cpp's repetition penalty; 1.0 disables.
     pub repeat_penalty: f32,
@@ -43,11 +43,11 @@ pub struct SamplingConfig {
     pub frequency_penalty: f32,
     /// Subtracted once if the token occurs in the window.
     pub presence_penalty: f32,
-    /// Entropy-guided weight `w` in `[0, 1]`; 0 disables (see [`EntropyGuided`]).
+    /// `--entropy-weight`: entropy-guided weight `w` in `[0, 1]`; 0 disables (see [`EntropyGuided`]).
     pub entropy_weight: f32,
-    /// Entropy-guided n-gram order.
+    /// `--entropy-order`: entropy-guided n-gram order.
     pub entropy_order: usize,
-    /// Entropy-guided history window in tokens.
+    /// `--entropy-window`: entropy-guided history window in tokens.
     pub entropy_window: usize,
     /// `(token, bias)` pairs added to the logits.
     pub logit_bias: Vec<(u32, f32)>,

@@ -11,7 +11,8 @@
 //!   and special-token text turned into tokens on request.
 //! - [`Tokenizer::decode`] and [`StreamingDecoder`], which only emits
 //!   complete UTF-8 characters.
-//! - [`BpeTrainer`] learns a byte-level BPE vocabulary from a corpus.
+//! - [`BpeTrainer`] learns a byte-level BPE vocabulary from a corpus, and
+//!   [`TokenizerConfig::add_to_gguf`] writes a vocabulary into a GGUF file.
 //! - [`Tokenizer::chat_template`] renders `tokenizer.chat_template` (Jinja)
 //!   or a built-in template for the model's family.
 //!
@@ -56,5 +57,5 @@ pub use decode::{DecodeOptions, StreamingDecoder};
 pub use error::TokenizerError;
 pub use pretokenizer::{PreTokenizer, split_words};
 pub use tokenizer::{EncodeOptions, Tokenizer};
-pub use train::BpeTrainer;
+pub use train::{BpeTrainer, TrainProgress};
 pub use vocab::{SpecialTokenIds, TokenId, TokenType, TokenizerConfig, VocabKind};

@@ -1,6 +1,6 @@
-//! Reading a [`TokenizerConfig`] from a GGUF file's metadata.
+//! Reading a [`TokenizerConfig`] from a GGUF file's metadata, and writing it back.
 
-use ferrolm_gguf::{Gguf, MetadataArray, MetadataValue, keys};
+use ferrolm_gguf::{Gguf, GgufWriter, MetadataArray, MetadataValue, OwnedArray, keys};
 
 use crate::vocab::{SpecialTokenIds, TokenizerConfig};
 use crate::{TokenId, TokenizerError};
@@ -82,6 +82,67 @@ impl TokenizerConfig {
             merges: b.merges.map(|m| m.iter().map(|&t| t.to_owned()).collect()),
             ..b.cfg
         })
+    }
+
+    /// Adds this vocabulary's `tokenizer.*` metadata (and `general.name` /
+    /// `general.architecture` when set) to a GGUF writer: the keys
+    /// [`TokenizerConfig::from_gguf`] reads, so a file holding only them is a
+    /// vocabulary-only file that reads back to an equal configuration. Special
+    /// ids are written as u32, token types as i32 and scores as f32.
+    pub fn add_to_gguf(&self, writer: &mut GgufWriter<'_>) {
+        use keys::tokenizer as k;
+        if let Some(name) = &self.architecture {
+            writer.add_metadata(keys::general::ARCHITECTURE, name.as_str());
+        }
+        if let Some(name) = &self.model_name {
+            writer.add_metadata(keys::general::NAME, name.as_str());
+        }
+        writer.add_metadata(k::MODEL, self.model.as_str());
+        if let Some(pre) = &self.pre {
+            writer.add_metadata(k::PRE, pre.as_str());
+        }
+        writer.add_metadata(k::TOKENS, OwnedArray::String(self.tokens.clone()));
+        if let Some(scores) = &self.scores {
+            writer.add_metadata(k::SCORES, OwnedArray::F32(scores.clone()));
+        }
+        if let Some(types) = &self.token_types {
+            writer.add_metadata(k::TOKEN_TYPE, OwnedArray::I32(types.clone()));
+        }
+        if let Some(merges) = &self.merges {
+            writer.add_metadata(k::MERGES, OwnedArray::String(merges.clone()));
+        }
+        let s = &self.special;
+        let ids = [
+            (k::BOS_ID, s.bos),
+            (k::EOS_ID, s.eos),
+            (k::EOT_ID, s.eot),
+            (k::EOM_ID, s.eom),
+            (k::UNK_ID, s.unk),
+            (k::SEP_ID, s.sep),
+            (k::PAD_ID, s.pad),
+            (k::MASK_ID, s.mask),
+            (k::FIM_PAD_ID, s.fim_pad),
+            (k::FIM_REP_ID, s.fim_rep),
+            (k::FIM_SEP_ID, s.fim_sep),
+        ];
+        for (key, id) in ids {
+            if let Some(id) = id {
+                writer.add_metadata(key, id);
+            }
+        }
+        let flags = [
+            (k::ADD_BOS, self.add_bos),
+            (k::ADD_EOS, self.add_eos),
+            (k::ADD_SPACE_PREFIX, self.add_space_prefix),
+        ];
+        for (key, flag) in flags {
+            if let Some(flag) = flag {
+                writer.add_metadata(key, flag);
+            }
+        }
+        if let Some(template) = &self.chat_template {
+            writer.add_metadata(k::CHAT_TEMPLATE, template.as_str());
+        }
     }
 
     pub(crate) fn borrow_gguf<'g>(g: &'g Gguf<'_>) -> Result<BorrowedConfig<'g>, TokenizerError> {

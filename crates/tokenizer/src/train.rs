@@ -15,6 +15,21 @@ use crate::unicode::{canonical_utf8, gpt2_byte_char};
 use crate::vocab::{SpecialTokenIds, TokenType, TokenizerConfig};
 use crate::{TokenId, TokenizerError};
 
+/// How far [`BpeTrainer::train_with_progress`] has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainProgress {
+    /// The words of one more document were counted.
+    Counted {
+        /// The document's length in bytes.
+        bytes: usize,
+    },
+    /// One more merge was learned.
+    Merged {
+        /// Merges learned so far (at most [`BpeTrainer::n_merges`]).
+        merges: usize,
+    },
+}
+
 /// Settings for BPE training.
 #[derive(Clone, Debug)]
 pub struct BpeTrainer {
@@ -43,10 +58,21 @@ impl BpeTrainer {
 
     /// Learns merges from the documents of a corpus and returns the
     /// vocabulary as metadata (`gpt2` model), ready for
-    /// [`crate::Tokenizer::from_config`] or for writing into a GGUF file.
+    /// [`crate::Tokenizer::from_config`] or for writing into a GGUF file
+    /// ([`TokenizerConfig::add_to_gguf`]).
     pub fn train<'a>(
         &self,
         corpus: impl IntoIterator<Item = &'a str>,
+    ) -> Result<TokenizerConfig, TokenizerError> {
+        self.train_with_progress(corpus, |_| {})
+    }
+
+    /// [`BpeTrainer::train`], telling `progress` about each document counted
+    /// and each merge learned.
+    pub fn train_with_progress<'a>(
+        &self,
+        corpus: impl IntoIterator<Item = &'a str>,
+        mut progress: impl FnMut(TrainProgress),
     ) -> Result<TokenizerConfig, TokenizerError> {
         let pre_name = self.pre.name();
         let mut units = Units::default();
@@ -56,6 +82,7 @@ impl BpeTrainer {
             units.split(self.pre, &text, |a, b| {
                 *word_counts.entry(text[a..b].to_vec()).or_insert(0) += 1;
             });
+            progress(TrainProgress::Counted { bytes: doc.len() });
         }
         let mut entries: Vec<(Vec<u8>, u64)> = word_counts.into_iter().collect();
         entries.sort_unstable();
@@ -77,7 +104,8 @@ impl BpeTrainer {
         // Most frequent first; among equals the smallest pair, so training is deterministic.
         let mut heap: BinaryHeap<(u64, Reverse<(u32, u32)>)> =
             pair_count.iter().map(|(&p, &c)| (c, Reverse(p))).collect();
-        let mut merges: Vec<(u32, u32)> = Vec::with_capacity(self.n_merges);
+        // A corpus runs out of pairs long before a huge n_merges: reserve modestly.
+        let mut merges: Vec<(u32, u32)> = Vec::with_capacity(self.n_merges.min(1 << 16));
         let mut touched: FxHashSet<(u32, u32)> = FxHashSet::default();
 
         while merges.len() < self.n_merges {
@@ -95,6 +123,9 @@ impl BpeTrainer {
             joined.extend_from_slice(&sym_bytes[pair.1 as usize]);
             sym_bytes.push(joined);
             merges.push(pair);
+            progress(TrainProgress::Merged {
+                merges: merges.len(),
+            });
 
             let mut affected = pair_words.remove(&pair).unwrap_or_default();
             affected.sort_unstable();

@@ -119,7 +119,7 @@ pub struct SpecialTokenIds {
 /// GGUF file as owned values, plus the two `general.*` keys that select
 /// per-model rules. [`crate::Tokenizer::from_gguf`] fills it from a file;
 /// BPE training and tests fill it directly.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TokenizerConfig {
     /// `tokenizer.ggml.model`: `gpt2` or `llama`.
     pub model: String,

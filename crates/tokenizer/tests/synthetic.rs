@@ -3,7 +3,7 @@
 
 use ferrolm_tokenizer::{
     BpeTrainer, DecodeOptions, EncodeOptions, PreTokenizer, SpecialTokenIds, TokenType, Tokenizer,
-    TokenizerConfig, TokenizerError,
+    TokenizerConfig, TokenizerError, TrainProgress,
 };
 
 const RAW: EncodeOptions = EncodeOptions {
@@ -462,4 +462,50 @@ fn two_vocabularies_on_one_thread_do_not_share_cached_words() {
     let (a1, b1) = (a.encode(text, RAW), b.encode(text, RAW));
     assert_ne!(a1, b1);
     assert_eq!((a.encode(text, RAW), b.encode(text, RAW)), (a1, b1));
+}
+
+#[test]
+fn a_trained_vocabulary_written_to_gguf_reads_back_equal_and_encodes_alike() {
+    let docs: Vec<&str> = CORPUS.split("\n\n").collect();
+    let mut counted = 0;
+    let mut merged = Vec::new();
+    let cfg = BpeTrainer::new(120)
+        .train_with_progress(docs.iter().copied(), |p| match p {
+            TrainProgress::Counted { bytes } => counted += bytes,
+            TrainProgress::Merged { merges } => merged.push(merges),
+        })
+        .expect("train");
+    assert_eq!(counted, docs.iter().map(|d| d.len()).sum::<usize>());
+    assert_eq!(merged, (1..=120).collect::<Vec<_>>());
+
+    let mut writer = ferrolm_gguf::GgufWriter::new();
+    cfg.add_to_gguf(&mut writer);
+    let mut bytes = Vec::new();
+    writer.write_to(&mut bytes).expect("write");
+    let gguf = ferrolm_gguf::Gguf::parse(&bytes).expect("parse");
+    assert_eq!(
+        gguf.get_str(ferrolm_gguf::keys::tokenizer::MODEL)
+            .expect("model"),
+        "gpt2"
+    );
+    assert_eq!(
+        gguf.get_u32(ferrolm_gguf::keys::tokenizer::BOS_ID)
+            .expect("bos"),
+        0
+    );
+    let read = TokenizerConfig::from_gguf(&gguf).expect("read back");
+    assert_eq!(read, cfg);
+
+    let from_file = Tokenizer::from_gguf(&gguf).expect("vocabulary");
+    let in_memory = Tokenizer::from_config(cfg).expect("vocabulary");
+    let text = "This License applies to any program, émojis 😀 included.";
+    let ids = from_file.encode(text, RAW);
+    assert_eq!(ids, in_memory.encode(text, RAW));
+    assert!(ids.len() < text.len());
+    assert_eq!(
+        from_file
+            .decode(&ids, DecodeOptions::default())
+            .expect("decode"),
+        text
+    );
 }

@@ -1,15 +1,17 @@
 //! `ferrolm analyze -m MODEL -p PROMPT [--json]`: per-token surprisal and entropy, attention
-//! health per layer, the most attended tokens, and transfer entropy between per-position
-//! signals of the prompt.
+//! health per layer, the most attended tokens, transfer entropy between per-position
+//! signals of the prompt, and (with `--influence`) the tokens with the most influence on
+//! later ones.
 
 use anyhow::{Result, bail};
 use ferrolm_analysis::analyzer::{MetricsOptions, TransferEntropyOptions};
+use ferrolm_analysis::influence::InfluenceOptions;
 use ferrolm_analysis::{AnalysisOptions, Analyzer, HealthThresholds};
 use ferrolm_tokenizer::{EncodeOptions, Tokenizer};
 use ferrolm_transformer::Model;
 
 use super::run::{Loaded, ModelArgs};
-use crate::output::print_stdout;
+use crate::output::{UsageError, print_stdout};
 
 /// Arguments of `ferrolm analyze` (flags are independent switches).
 #[derive(Debug, clap::Args)]
@@ -35,6 +37,16 @@ pub struct AnalyzeArgs {
     /// Equal-frequency bins per signal for transfer entropy.
     #[arg(long, default_value_t = 2)]
     pub bins: u32,
+    /// List the N prompt tokens (10 without a value) with the most influence on the tokens
+    /// after them. Influence is the transfer entropy, in bits, from the attention later
+    /// positions pay to a token (mean over layers and heads) to the surprisal of the token
+    /// each of them predicts, beyond what the recent surprisals already tell; both series are
+    /// binned (--bins, --history) and tokens are ranked by how far their TE exceeds the
+    /// largest of 100 shuffles of the attention series. It is a statistical estimate from one
+    /// prompt, not a causal one: short prompts give few samples and noisy figures, and tokens
+    /// with fewer than 8 later positions are not ranked.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+    pub influence: Option<usize>,
     /// Do not add the BOS token even if the model asks for it.
     #[arg(long)]
     pub no_bos: bool,
@@ -50,6 +62,9 @@ pub struct AnalyzeArgs {
 pub fn run(args: &AnalyzeArgs) -> Result<()> {
     if args.bins < 2 {
         bail!("--bins must be at least 2");
+    }
+    if args.influence == Some(0) {
+        return Err(UsageError("--influence 0 lists nothing; give 1 or more".into()).into());
     }
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
@@ -73,13 +88,19 @@ pub fn run(args: &AnalyzeArgs) -> Result<()> {
             model.config().n_ctx_train
         );
     }
+    let estimate = TransferEntropyOptions {
+        history: args.history,
+        bins: args.bins,
+        ..TransferEntropyOptions::default()
+    };
     let analyzer = Analyzer::new(AnalysisOptions {
         metrics: Some(MetricsOptions { top_k: args.top_k }),
         attention: (!args.no_attention).then(HealthThresholds::default),
-        transfer_entropy: (!args.no_transfer_entropy).then_some(TransferEntropyOptions {
-            history: args.history,
-            bins: args.bins,
-            ..TransferEntropyOptions::default()
+        transfer_entropy: (!args.no_transfer_entropy).then_some(estimate),
+        influence: args.influence.map(|top| InfluenceOptions {
+            top,
+            estimate,
+            ..InfluenceOptions::default()
         }),
     });
     let analysis = analyzer.analyze(&model, &tokens, |t| {

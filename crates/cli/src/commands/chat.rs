@@ -12,11 +12,13 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use ferrolm_gguf::Gguf;
+use ferrolm_sampling::SamplerChain;
 use ferrolm_tokenizer::{ChatMessage, Tokenizer};
 use ferrolm_transformer::{Backend, GenerateOptions, Model, Session, StopReason};
 
-use super::run::{Device, Loaded, ModelArgs, context_size, sampler};
+use super::run::{Device, Loaded, ModelArgs, context_size};
 use crate::interrupt::Interrupt;
+use crate::sampling::SamplingArgs;
 use crate::serve::prompt::chat_prompt;
 
 const HELP: &str = "\
@@ -41,24 +43,8 @@ pub struct ChatArgs {
     /// Most tokens per reply.
     #[arg(short = 'n', long = "n-predict", default_value_t = 1024)]
     pub n_predict: usize,
-    /// Temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
-    pub temp: f32,
-    /// Keep the K most likely tokens (0: off).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: usize,
-    /// Nucleus sampling mass (1: off).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Keep tokens at least this fraction as likely as the best (0: off).
-    #[arg(long, default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Penalty on tokens among the last 64 (1: off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    /// Seed of the sampler (default: from the clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// When a turn would overflow the context, say so and stay at the prompt instead of
     /// dropping the oldest turns.
     #[arg(long)]
@@ -69,6 +55,8 @@ pub struct ChatArgs {
 
 /// Runs the conversation until end of input.
 pub fn run(args: &ChatArgs) -> Result<()> {
+    // Bad sampling flags are reported before the model loads.
+    let sampler = args.sampling.chain()?;
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
@@ -78,13 +66,14 @@ pub fn run(args: &ChatArgs) -> Result<()> {
         eprintln!("(the model has no chat template; using the built-in {name} template)");
     }
     match args.model.device {
-        Device::Cpu => chat_on(args, &gguf, &tokenizer, args.model.backend()?),
-        Device::Cuda => chat_on(args, &gguf, &tokenizer, ModelArgs::cuda_backend()?),
+        Device::Cpu => chat_on(args, sampler, &gguf, &tokenizer, args.model.backend()?),
+        Device::Cuda => chat_on(args, sampler, &gguf, &tokenizer, ModelArgs::cuda_backend()?),
     }
 }
 
 fn chat_on<'w, B: Backend<'w>>(
     args: &ChatArgs,
+    mut sampler: SamplerChain,
     gguf: &Gguf<'w>,
     tokenizer: &Tokenizer,
     backend: B,
@@ -92,14 +81,6 @@ fn chat_on<'w, B: Backend<'w>>(
     let model = Model::load(gguf, backend)?;
     let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train)?;
     let mut session = Session::new(&model, n_ctx, 512)?;
-    let mut sampler = sampler(
-        args.temp,
-        args.top_k,
-        args.top_p,
-        args.min_p,
-        args.repeat_penalty,
-        args.seed,
-    )?;
     // With a grammar, each reply gets a fresh constraint (and a fresh chain under it).
     let constrained = crate::constrain::Constrained::new(&args.constraint, gguf)?;
     let mut turns = 0u64;
@@ -154,14 +135,9 @@ fn chat_on<'w, B: Backend<'w>>(
         let reply_sampler = match &constrained {
             Some(c) => {
                 turns += 1;
-                turn_sampler = c.chain(self::sampler(
-                    args.temp,
-                    args.top_k,
-                    args.top_p,
-                    args.min_p,
-                    args.repeat_penalty,
-                    args.seed.map(|s| s.wrapping_add(turns)),
-                )?)?;
+                let mut config = args.sampling.config()?;
+                config.seed = config.seed.wrapping_add(turns);
+                turn_sampler = c.chain(config.build()?)?;
                 &mut turn_sampler
             }
             None => &mut sampler,

@@ -13,3 +13,4 @@ pub mod quantize;
 pub mod run;
 pub mod serve;
 pub mod tokenize;
+pub mod tokenizer;

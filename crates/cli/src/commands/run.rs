@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::interrupt::Interrupt;
 use crate::models;
 use crate::output::print_stdout;
+use crate::sampling::SamplingArgs;
 
 /// Where the model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -117,24 +118,8 @@ pub struct RunArgs {
     /// Context size in tokens (at most the model's training context).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
-    /// Temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
-    pub temp: f32,
-    /// Keep the K most likely tokens (0: off).
-    #[arg(long, default_value_t = 40)]
-    pub top_k: usize,
-    /// Nucleus sampling mass (1: off).
-    #[arg(long, default_value_t = 0.95)]
-    pub top_p: f32,
-    /// Keep tokens at least this fraction as likely as the best (0: off).
-    #[arg(long, default_value_t = 0.05)]
-    pub min_p: f32,
-    /// Penalty on tokens among the last 64 (1: off).
-    #[arg(long, default_value_t = 1.0)]
-    pub repeat_penalty: f32,
-    /// Seed of the sampler (default: from the clock).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Do not add the BOS token even if the model asks for it.
     #[arg(long)]
     pub no_bos: bool,
@@ -170,32 +155,6 @@ impl Loaded {
     }
 }
 
-/// The sampler chain the flags describe.
-pub fn sampler(
-    temp: f32,
-    top_k: usize,
-    top_p: f32,
-    min_p: f32,
-    repeat_penalty: f32,
-    seed: Option<u64>,
-) -> Result<SamplerChain> {
-    let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
-    let config = SamplingConfig {
-        temperature: temp,
-        top_k,
-        top_p,
-        min_p,
-        repeat_penalty,
-        seed,
-        ..SamplingConfig::default()
-    };
-    Ok(config.build()?)
-}
-
 /// The context size to use: what was asked for, at most the training context (past it, with a
 /// warning on stderr, as llama.cpp warns). Fewer than two positions leave no room for a prompt and
 /// a reply, and are an error.
@@ -215,17 +174,34 @@ pub fn context_size(asked: usize, n_ctx_train: usize) -> Result<usize> {
 
 /// Generates and prints the continuation.
 pub fn run(args: &RunArgs) -> Result<()> {
+    // Bad sampling flags are reported before the model loads.
+    let sampler = args.sampling.chain()?;
     let loaded = Loaded::open(&args.model)?;
     let gguf = loaded.file.gguf()?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     match args.model.device {
-        Device::Cpu => run_on(args, &loaded, &gguf, &tokenizer, args.model.backend()?),
-        Device::Cuda => run_on(args, &loaded, &gguf, &tokenizer, ModelArgs::cuda_backend()?),
+        Device::Cpu => run_on(
+            args,
+            sampler,
+            &loaded,
+            &gguf,
+            &tokenizer,
+            args.model.backend()?,
+        ),
+        Device::Cuda => run_on(
+            args,
+            sampler,
+            &loaded,
+            &gguf,
+            &tokenizer,
+            ModelArgs::cuda_backend()?,
+        ),
     }
 }
 
 fn run_on<'w, B: Backend<'w>>(
     args: &RunArgs,
+    mut sampler: SamplerChain,
     loaded: &Loaded,
     gguf: &Gguf<'w>,
     tokenizer: &Tokenizer,
@@ -250,14 +226,6 @@ fn run_on<'w, B: Backend<'w>>(
         );
     }
     let max_tokens = usize::try_from(args.n_predict).unwrap_or(usize::MAX);
-    let mut sampler = sampler(
-        args.temp,
-        args.top_k,
-        args.top_p,
-        args.min_p,
-        args.repeat_penalty,
-        args.seed,
-    )?;
     let constrained = crate::constrain::Constrained::new(&args.constraint, gguf)?;
     crate::constrain::refuse_with_speculation(constrained.is_some(), args.spec.is_some())?;
     if let Some(c) = &constrained {
@@ -303,18 +271,10 @@ fn run_on<'w, B: Backend<'w>>(
                 n_ctx,
                 max_batch: 512,
                 options: SpeculativeOptions {
-                    seed: args.seed.unwrap_or(0),
+                    seed: args.sampling.seed.unwrap_or(0),
                     ..SpeculativeOptions::default()
                 },
-                // The draft model samples like the target but without penalties.
-                draft_sampler: self::sampler(
-                    args.temp,
-                    args.top_k,
-                    args.top_p,
-                    args.min_p,
-                    1.0,
-                    args.seed.map(|s| s.wrapping_add(1)),
-                )?,
+                draft_sampler: draft_sampler(&args.sampling)?,
                 draft_backend: CpuOptions {
                     threads: args.model.threads.unwrap_or(0),
                     precision: args.model.precision.into(),
@@ -383,6 +343,21 @@ fn run_on<'w, B: Backend<'w>>(
         }
         Ok(())
     }
+}
+
+/// The draft model samples like the target but without the stages that look at the history
+/// (penalties, entropy guidance), from a seed of its own.
+fn draft_sampler(sampling: &SamplingArgs) -> Result<SamplerChain> {
+    let target = sampling.config()?;
+    let config = SamplingConfig {
+        repeat_penalty: 1.0,
+        frequency_penalty: 0.0,
+        presence_penalty: 0.0,
+        entropy_weight: 0.0,
+        seed: target.seed.wrapping_add(1),
+        ..target
+    };
+    Ok(config.build()?)
 }
 
 /// The name `--json` gives a stop reason.

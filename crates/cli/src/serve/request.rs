@@ -72,7 +72,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
             json_kind(&value)
         )));
     };
-    let f = Fields(map);
+    let f = Fields::body(map);
     let model = f
         .string("model")?
         .ok_or_else(|| ApiError::missing("model"))?
@@ -114,7 +114,9 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
     let stream = f.boolean("stream")?.unwrap_or(false);
     let include_usage = match f.get("stream_options") {
         None => false,
-        Some(Value::Object(o)) => Fields(o).boolean("include_usage")?.unwrap_or(false),
+        Some(Value::Object(o)) => Fields::nested(o, "stream_options")
+            .boolean("include_usage")?
+            .unwrap_or(false),
         Some(v) => return Err(ApiError::mistyped("stream_options", "an object", v)),
     };
     Ok(Request {
@@ -137,7 +139,7 @@ fn grammar(f: &Fields<'_>) -> Result<Option<(Grammar, &'static str)>, ApiError> 
     let format = match f.get("response_format") {
         None => None,
         Some(Value::Object(o)) => {
-            let o = Fields(o);
+            let o = Fields::nested(o, "response_format");
             match o.string("type")? {
                 None => return Err(ApiError::missing("response_format.type")),
                 Some("text") => None,
@@ -194,19 +196,46 @@ fn grammar(f: &Fields<'_>) -> Result<Option<(Grammar, &'static str)>, ApiError> 
     }
 }
 
-/// Typed access to the fields of a JSON object; `null` counts as absent.
-struct Fields<'a>(&'a Map<String, Value>);
+/// Typed access to the fields of a JSON object; `null` counts as absent. Errors name a
+/// field by its path from the body (`stream_options.include_usage`).
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    /// The path of this object in the body, empty for the body itself.
+    at: String,
+}
 
-impl Fields<'_> {
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.0.get(name).filter(|v| !v.is_null())
+impl<'a> Fields<'a> {
+    /// The body's own fields.
+    fn body(map: &'a Map<String, Value>) -> Self {
+        Self {
+            map,
+            at: String::new(),
+        }
     }
 
-    fn string(&self, name: &str) -> Result<Option<&str>, ApiError> {
+    /// The fields of the object at `at` in the body.
+    fn nested(map: &'a Map<String, Value>, at: impl Into<String>) -> Self {
+        Self { map, at: at.into() }
+    }
+
+    /// A field's name as errors give it.
+    fn param(&self, name: &str) -> String {
+        if self.at.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.at)
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&'a Value> {
+        self.map.get(name).filter(|v| !v.is_null())
+    }
+
+    fn string(&self, name: &str) -> Result<Option<&'a str>, ApiError> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(ApiError::mistyped(name, "a string", v)),
+            Some(v) => Err(ApiError::mistyped(&self.param(name), "a string", v)),
         }
     }
 
@@ -214,7 +243,7 @@ impl Fields<'_> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(v) => Err(ApiError::mistyped(name, "a boolean", v)),
+            Some(v) => Err(ApiError::mistyped(&self.param(name), "a boolean", v)),
         }
     }
 
@@ -225,12 +254,12 @@ impl Fields<'_> {
                 (Some(i), _) => Ok(Some(i)),
                 (None, Some(_)) => Ok(Some(i64::MAX)),
                 _ => Err(ApiError::mistyped(
-                    name,
+                    &self.param(name),
                     "an integer",
                     &Value::Number(n.clone()),
                 )),
             },
-            Some(v) => Err(ApiError::mistyped(name, "an integer", v)),
+            Some(v) => Err(ApiError::mistyped(&self.param(name), "an integer", v)),
         }
     }
 
@@ -243,13 +272,28 @@ impl Fields<'_> {
                 if (lo..=hi).contains(&x) {
                     Ok(Some(x as f32))
                 } else {
+                    let param = self.param(name);
                     Err(ApiError::field(
-                        name,
-                        format!("`{name}` must be between {lo} and {hi}, got {n}"),
+                        &param,
+                        format!("`{param}` must be between {lo} and {hi}, got {n}"),
                     ))
                 }
             }
-            Some(v) => Err(ApiError::mistyped(name, "a number", v)),
+            Some(v) => Err(ApiError::mistyped(&self.param(name), "a number", v)),
+        }
+    }
+
+    /// An integer in `lo..=hi`.
+    fn integer_in(&self, name: &str, lo: i64, hi: i64) -> Result<Option<i64>, ApiError> {
+        match self.integer(name)? {
+            Some(n) if !(lo..=hi).contains(&n) => {
+                let param = self.param(name);
+                Err(ApiError::field(
+                    &param,
+                    format!("`{param}` must be between {lo} and {hi}, got {n}"),
+                ))
+            }
+            n => Ok(n),
         }
     }
 }
@@ -327,7 +371,7 @@ fn content_parts(param: &str, parts: &[Value]) -> Result<String, ApiError> {
         let Value::Object(p) = part else {
             return Err(ApiError::mistyped(&part_param, "an object", part));
         };
-        let fields = Fields(p);
+        let fields = Fields::nested(p, part_param.clone());
         match fields.string("type")? {
             Some("text") => {}
             Some(other) => {
@@ -336,11 +380,11 @@ fn content_parts(param: &str, parts: &[Value]) -> Result<String, ApiError> {
                     format!("content parts of type `{other}` are not supported; only `text`"),
                 ));
             }
-            None => return Err(ApiError::missing(&format!("{part_param}.type"))),
+            None => return Err(ApiError::missing(&fields.param("type"))),
         }
         let t = fields
             .string("text")?
-            .ok_or_else(|| ApiError::missing(&format!("{part_param}.text")))?;
+            .ok_or_else(|| ApiError::missing(&fields.param("text")))?;
         text.push_str(t);
     }
     Ok(text)
@@ -419,7 +463,8 @@ fn sampling(f: &Fields<'_>) -> Result<SamplingConfig, ApiError> {
         Some(s) => s as u64,
         None => random_seed(),
     };
-    Ok(SamplingConfig {
+    let entropy = entropy_guided(f)?;
+    let config = SamplingConfig {
         // OpenAI's defaults: full temperature, no truncation.
         temperature: f.number("temperature", 0.0, 2.0)?.unwrap_or(1.0),
         top_k,
@@ -430,17 +475,81 @@ fn sampling(f: &Fields<'_>) -> Result<SamplingConfig, ApiError> {
             p => p.unwrap_or(1.0),
         },
         min_p: f.number("min_p", 0.0, 1.0)?.unwrap_or(0.0),
-        typical_p: 1.0,
+        typical_p: f.number("typical_p", 0.0, 1.0)?.unwrap_or(1.0),
         repeat_penalty: 1.0,
         // The penalties look at every generated token.
         repeat_last_n: usize::MAX,
         frequency_penalty: f.number("frequency_penalty", -2.0, 2.0)?.unwrap_or(0.0),
         presence_penalty: f.number("presence_penalty", -2.0, 2.0)?.unwrap_or(0.0),
-        entropy_weight: 0.0,
-        entropy_order: 3,
-        entropy_window: 256,
+        entropy_weight: entropy.weight,
+        entropy_order: entropy.order,
+        entropy_window: entropy.window,
         logit_bias: logit_bias(f)?,
         seed,
+    };
+    if config.entropy_weight > 0.0 && config.is_greedy() {
+        return Err(ApiError::field(
+            "x_entropy_guided",
+            "`x_entropy_guided` needs a random draw, but the request is greedy \
+             (temperature 0, top_k 1 or min_p 1)",
+        ));
+    }
+    Ok(config)
+}
+
+/// `x_entropy_guided` when a field is absent: `ferrolm run --sampler entropy`'s values.
+const DEFAULT_ENTROPY_WEIGHT: f32 = 0.2;
+const DEFAULT_ENTROPY_ORDER: i64 = 3;
+const DEFAULT_ENTROPY_WINDOW: i64 = 256;
+/// Most tokens of history the entropy-guided stage may count (it scans them for every token).
+const MAX_ENTROPY_WINDOW: i64 = 65_536;
+
+/// The entropy-guided stage's `(weight, order, window)`; weight 0 (off) without the field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct EntropyGuided {
+    weight: f32,
+    order: usize,
+    window: usize,
+}
+
+/// `x_entropy_guided: {"weight", "order", "window"}`, each optional.
+fn entropy_guided(f: &Fields<'_>) -> Result<EntropyGuided, ApiError> {
+    const NAME: &str = "x_entropy_guided";
+    let map = match f.get(NAME) {
+        None => {
+            return Ok(EntropyGuided {
+                weight: 0.0,
+                order: DEFAULT_ENTROPY_ORDER as usize,
+                window: DEFAULT_ENTROPY_WINDOW as usize,
+            });
+        }
+        Some(Value::Object(m)) => m,
+        Some(v) => return Err(ApiError::mistyped(NAME, "an object", v)),
+    };
+    if let Some(key) = map
+        .keys()
+        .find(|k| !matches!(k.as_str(), "weight" | "order" | "window"))
+    {
+        let param = format!("{NAME}.{key}");
+        return Err(ApiError::field(
+            &param,
+            format!("unknown field `{param}`: `{NAME}` takes weight, order and window"),
+        ));
+    }
+    let inner = Fields::nested(map, NAME);
+    let weight = inner
+        .number("weight", 0.0, 1.0)?
+        .unwrap_or(DEFAULT_ENTROPY_WEIGHT);
+    let order = inner
+        .integer_in("order", 1, MAX_ENTROPY_WINDOW)?
+        .unwrap_or(DEFAULT_ENTROPY_ORDER);
+    let window = inner
+        .integer_in("window", order, MAX_ENTROPY_WINDOW)?
+        .unwrap_or(DEFAULT_ENTROPY_WINDOW.max(order));
+    Ok(EntropyGuided {
+        weight,
+        order: order as usize,
+        window: window as usize,
     })
 }
 
@@ -559,10 +668,11 @@ mod tests {
         let r = chat(
             r#"{"model":"m","messages":[{"role":"developer","content":"be brief"},
                {"role":"user","content":[{"type":"text","text":"hi "},{"type":"text","text":"there"}]}],
-               "max_completion_tokens":7,"max_tokens":99,"temperature":0,"top_p":0.5,"top_k":3,"min_p":0.1,
+               "max_completion_tokens":7,"max_tokens":99,"temperature":0.5,"top_p":0.5,"top_k":3,"min_p":0.1,
                "seed":-1,"stop":["a","b"],"presence_penalty":1.5,"frequency_penalty":-0.5,
                "logprobs":true,"top_logprobs":2,"n":1,"stream":true,"stream_options":{"include_usage":true},
-               "x_metrics":true,"logit_bias":{"42":-100},"user":"ignored"}"#,
+               "x_metrics":true,"logit_bias":{"42":-100},"user":"ignored","typical_p":0.7,
+               "x_entropy_guided":{"weight":0.25,"order":2,"window":16}}"#,
         )
         .expect("valid");
         assert_eq!(r.model, "m");
@@ -574,7 +684,7 @@ mod tests {
             ])
         );
         assert_eq!(r.max_tokens, Some(7));
-        assert_eq!(r.sampling.temperature, 0.0);
+        assert_eq!(r.sampling.temperature, 0.5);
         assert_eq!(
             (r.sampling.top_p, r.sampling.top_k, r.sampling.min_p),
             (0.5, 3, 0.1)
@@ -585,6 +695,15 @@ mod tests {
             (1.5, -0.5)
         );
         assert_eq!(r.sampling.logit_bias, [(42, -100.0)]);
+        assert_eq!(r.sampling.typical_p, 0.7);
+        assert_eq!(
+            (
+                r.sampling.entropy_weight,
+                r.sampling.entropy_order,
+                r.sampling.entropy_window
+            ),
+            (0.25, 2, 16)
+        );
         assert_eq!(r.stop, ["a", "b"]);
         assert_eq!(r.logprobs, Some(2));
         assert!(r.metrics && r.stream && r.include_usage);
@@ -600,7 +719,38 @@ mod tests {
             (1.0, 1.0, 0)
         );
         assert!(r.stop.is_empty() && r.logprobs.is_none() && !r.stream && !r.metrics);
-        assert!(r.sampling.build().is_ok());
+        assert_eq!(
+            (r.sampling.typical_p, r.sampling.entropy_weight),
+            (1.0, 0.0)
+        );
+        assert_eq!(r.sampling.build().expect("valid").to_string(), "dist");
+    }
+
+    #[test]
+    fn extensions_reach_the_chain_with_their_defaults() {
+        let r = completion(r#"{"model":"m","prompt":"x","typical_p":0.5,"x_entropy_guided":{}}"#)
+            .expect("valid");
+        assert_eq!(
+            (
+                r.sampling.entropy_weight,
+                r.sampling.entropy_order,
+                r.sampling.entropy_window
+            ),
+            (0.2, 3, 256)
+        );
+        assert_eq!(
+            r.sampling.build().expect("valid").to_string(),
+            "typical-p -> entropy-guided -> dist"
+        );
+        // A window defaults to at least the order.
+        let r = completion(r#"{"model":"m","prompt":"x","x_entropy_guided":{"order":300}}"#)
+            .expect("valid");
+        assert_eq!(
+            (r.sampling.entropy_order, r.sampling.entropy_window),
+            (300, 300)
+        );
+        let r = completion(r#"{"model":"m","prompt":"x","x_entropy_guided":null}"#).expect("valid");
+        assert_eq!(r.sampling.entropy_weight, 0.0);
     }
 
     #[test]
@@ -708,6 +858,41 @@ mod tests {
             (r#""logit_bias":{"x":1}"#, "logit_bias"),
             (r#""logit_bias":{"5":101}"#, "logit_bias"),
             (r#""x_metrics":1"#, "x_metrics"),
+            (r#""typical_p":1.5"#, "typical_p"),
+            (r#""typical_p":"x""#, "typical_p"),
+            (r#""x_entropy_guided":0.3"#, "x_entropy_guided"),
+            (
+                r#""x_entropy_guided":{"weight":2}"#,
+                "x_entropy_guided.weight",
+            ),
+            (
+                r#""x_entropy_guided":{"weight":"big"}"#,
+                "x_entropy_guided.weight",
+            ),
+            (
+                r#""x_entropy_guided":{"order":0}"#,
+                "x_entropy_guided.order",
+            ),
+            (
+                r#""x_entropy_guided":{"order":2.5}"#,
+                "x_entropy_guided.order",
+            ),
+            (
+                r#""x_entropy_guided":{"order":4,"window":3}"#,
+                "x_entropy_guided.window",
+            ),
+            (
+                r#""x_entropy_guided":{"wieght":0.1}"#,
+                "x_entropy_guided.wieght",
+            ),
+            (
+                r#""x_entropy_guided":{},"temperature":0"#,
+                "x_entropy_guided",
+            ),
+            (
+                r#""stream_options":{"include_usage":1}"#,
+                "stream_options.include_usage",
+            ),
             (r#""tools":[{"type":"function"}]"#, "tools"),
         ];
         for (field, expected) in fields {
