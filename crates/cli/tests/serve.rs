@@ -581,7 +581,7 @@ async fn bad_requests_get_openai_errors_and_the_server_stays_healthy() {
             Some("prompt"),
         ),
         ("GET", chat, String::new(), 405, None),
-        ("POST", "/v1/embeddings", "{}".into(), 404, None),
+        ("POST", "/v1/embeddings", "{}".into(), 400, Some("model")),
         (
             "GET",
             "/v1/models/gpt-4o",
