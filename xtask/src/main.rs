@@ -13,7 +13,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   fetch-models     download the known models (`ferrolm pull`) unless already present
-  test [ARGS..]    build the tests, fetch the models, run `cargo test --release --workspace [ARGS..]`
+  test [ARGS..]    build the tests, fetch the models and OpenAI's Python client, run `cargo test --release --workspace [ARGS..]`
   publish-check    `cargo package` every publishable crate, in dependency order
   check-layers     assert that crates depend only down the layer diagram of README.md
   test-gpu [--package DIR]
@@ -116,9 +116,46 @@ fn test(extra: &[String]) -> Result<()> {
     } else {
         fetch_models()?;
     }
+    openai_client()?;
     let mut run = vec!["test", "--release", "--workspace"];
     run.extend(extra.iter().map(String::as_str));
     cargo(&run)
+}
+
+/// The version of OpenAI's Python client the server's tests talk through.
+const OPENAI_CLIENT: &str = "openai==3.63.0";
+
+/// Installs OpenAI's Python client (with pip, into `target/openai-client`) unless it is
+/// there: the server's tests use it as a user would.
+fn openai_client() -> Result<()> {
+    let meta = layers::workspace_metadata(&cargo_program(), &workspace_root())?;
+    let target = meta["target_directory"]
+        .as_str()
+        .context("`cargo metadata` gives no target_directory")?;
+    let dir = Path::new(target).join("openai-client");
+    let marker = dir.join(format!("{OPENAI_CLIENT}.installed"));
+    if marker.is_file() {
+        return Ok(());
+    }
+    eprintln!("xtask: pip install {OPENAI_CLIENT} into {}", dir.display());
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(["--upgrade", "--target"])
+        .arg(&dir)
+        .arg(OPENAI_CLIENT)
+        .status()
+        .context("cannot run python3 -m pip")?;
+    if !status.success() {
+        bail!("pip could not install {OPENAI_CLIENT} ({status})");
+    }
+    std::fs::write(&marker, "").with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(())
 }
 
 /// Where cargo puts the release build of binary `name` (honours `CARGO_TARGET_DIR`).
