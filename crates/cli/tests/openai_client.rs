@@ -1,5 +1,5 @@
 //! `ferrolm serve` through OpenAI's official Python client, as a user would call it: chat,
-//! structured output with a JSON schema, JSON mode, and embeddings (which the client asks
+//! structured output with a JSON schema, JSON mode, tool calls, and embeddings (which the client asks
 //! for in base64). `cargo xtask test` installs the client into `target/openai-client`.
 #![allow(clippy::unwrap_used)]
 
@@ -73,6 +73,42 @@ try:
 except Exception as e:
     assert getattr(e, "status_code", None) == 400 and "strnig" in str(e), e
 
+tools = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                   "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"],
+                   "additionalProperties": False}}},
+    {"type": "function", "function": {"name": "get_time", "description": "The time now.",
+     "parameters": {"type": "object", "properties": {}, "additionalProperties": False}}}]
+question = [{"role": "user", "content": "What is the weather in Paris?"}]
+for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+    reply = client.chat.completions.create(model=model, messages=question, tools=tools,
+                                           tool_choice=choice, temperature=0, max_tokens=100)
+    assert reply.choices[0].finish_reason == "tool_calls", reply
+    call = reply.choices[0].message.tool_calls[0]
+    assert call.type == "function" and call.function.name in ("get_weather", "get_time"), call
+    args = json.loads(call.function.arguments)
+    if call.function.name == "get_weather":
+        assert set(args) == {"city", "unit"} and args["unit"] in ("celsius", "fahrenheit"), args
+    else:
+        assert args == {}, args
+assert call.function.name == "get_weather", call
+# The result goes back; with tool_choice none the answer is text.
+history = question + [reply.choices[0].message.model_dump(exclude_none=True),
+                      {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees"}]
+reply = client.chat.completions.create(model=model, messages=history, tools=tools,
+                                       tool_choice="none", temperature=0, max_tokens=40)
+assert reply.choices[0].message.content and not reply.choices[0].message.tool_calls, reply
+# auto: either a valid call or text.
+reply = client.chat.completions.create(model=model, messages=question, tools=tools,
+                                       tool_choice="auto", temperature=0.8, seed=2, max_tokens=60)
+message = reply.choices[0].message
+if message.tool_calls:
+    assert reply.choices[0].finish_reason == "tool_calls", reply
+    json.loads(message.tool_calls[0].function.arguments)
+else:
+    assert message.content and not message.content.lstrip().startswith("{"), reply
+
 emb = client.embeddings.create(model=model, input=["The cat sat.", "A dog ran."])
 assert len(emb.data) == 2, emb
 for d in emb.data:
@@ -84,7 +120,7 @@ print("ok")
 "#;
 
 #[test]
-fn the_openai_python_client_gets_chat_structured_output_and_embeddings() {
+fn the_openai_python_client_gets_chat_structured_output_tool_calls_and_embeddings() {
     let client = client_dir();
     let mut server = Command::new(env!("CARGO_BIN_EXE_ferrolm"))
         .args([

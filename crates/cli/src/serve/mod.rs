@@ -13,6 +13,7 @@ pub mod response;
 pub mod routes;
 pub mod stop;
 pub mod token;
+pub mod tools;
 
 use std::path::Path;
 

@@ -52,6 +52,8 @@ pub struct Request {
     /// The grammar the output must follow (`response_format` or `grammar`), with the field
     /// that asked for it.
     pub grammar: Option<(Grammar, &'static str)>,
+    /// The tools the reply may call (`tools` with a `tool_choice` other than `none`).
+    pub tool_names: Option<Vec<String>>,
 }
 
 /// Most stop sequences (as OpenAI allows).
@@ -106,12 +108,34 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
             return Err(ApiError::field("suffix", "suffix is not supported"));
         }
     }
-    if f.get("tools")
-        .is_some_and(|t| t.as_array().is_none_or(|a| !a.is_empty()))
-    {
-        return Err(ApiError::field("tools", "tools are not supported"));
-    }
+    let tools = super::tools::parse(map)?.filter(super::tools::Tools::active);
     let stream = f.boolean("stream")?.unwrap_or(false);
+    let mut grammar = grammar(&f)?;
+    let mut prompt = prompt;
+    if let Some(tools) = &tools {
+        if endpoint != Endpoint::Chat {
+            return Err(ApiError::field(
+                "tools",
+                "tools are for /v1/chat/completions",
+            ));
+        }
+        if stream {
+            return Err(ApiError::field(
+                "tools",
+                "tool calls are not streamed; send the request without stream",
+            ));
+        }
+        if let Some((_, param)) = grammar {
+            return Err(ApiError::field(
+                param,
+                format!("{param} cannot be combined with tools"),
+            ));
+        }
+        if let Prompt::Chat(messages) = &mut prompt {
+            tools.instruct(messages);
+        }
+        grammar = Some((tools.grammar(), "tools"));
+    }
     let include_usage = match f.get("stream_options") {
         None => false,
         Some(Value::Object(o)) => Fields::nested(o, "stream_options")
@@ -129,7 +153,8 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
         metrics: f.boolean("x_metrics")?.unwrap_or(false),
         stream,
         include_usage,
-        grammar: grammar(&f)?,
+        grammar,
+        tool_names: tools.map(|t| t.tools.into_iter().map(|t| t.name).collect()),
     })
 }
 
@@ -334,10 +359,11 @@ fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
         "system" | "developer" => "system",
         "user" => "user",
         "assistant" => "assistant",
-        "tool" | "function" => {
+        "tool" => "tool",
+        "function" => {
             return Err(ApiError::field(
                 &at("role"),
-                format!("the role `{role}` is not supported (tools are not supported)"),
+                "the role `function` is OpenAI's deprecated form; send tool results as `tool`",
             ));
         }
         other => {
@@ -360,6 +386,37 @@ fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
             ));
         }
     };
+    // A past tool call is shown as the call the model wrote; a tool result as a user message,
+    // which every chat template renders.
+    if role == "assistant"
+        && let Some(calls) = map.get("tool_calls").and_then(Value::as_array)
+    {
+        let mut text = content;
+        for (j, call) in calls.iter().enumerate() {
+            let function = call.get("function");
+            let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let arguments = function
+                .and_then(|f| f.get("arguments"))
+                .and_then(Value::as_str);
+            let (Some(name), Some(arguments)) = (name, arguments) else {
+                return Err(ApiError::field(
+                    &at(&format!("tool_calls[{j}]")),
+                    "a tool call needs function.name and function.arguments (a string)",
+                ));
+            };
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(&super::tools::call_text(name, arguments));
+        }
+        return Ok(ChatMessage::new("assistant", text));
+    }
+    if role == "tool" {
+        return Ok(ChatMessage::new(
+            "user",
+            format!("Function result: {content}"),
+        ));
+    }
     Ok(ChatMessage::new(role, content))
 }
 
@@ -806,12 +863,16 @@ mod tests {
                 "messages[0].role",
             ),
             (
-                r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+                r#"{"model":"m","messages":[{"role":"function","content":"x"}]}"#,
                 "messages[0].role",
             ),
             (
                 r#"{"model":"m","messages":[{"content":"x"}]}"#,
                 "messages[0].role",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"assistant","tool_calls":[{"function":{"name":"f"}}]}]}"#,
+                "messages[0].tool_calls[0]",
             ),
             (
                 r#"{"model":"m","messages":[{"role":"user"}]}"#,
@@ -893,7 +954,7 @@ mod tests {
                 r#""stream_options":{"include_usage":1}"#,
                 "stream_options.include_usage",
             ),
-            (r#""tools":[{"type":"function"}]"#, "tools"),
+            (r#""tools":[{"type":"function"}]"#, "tools[0].function"),
         ];
         for (field, expected) in fields {
             let body = format!(r#"{{"model":"m",{msg},{field}}}"#);

@@ -24,6 +24,8 @@ pub struct Meta {
     pub metrics: bool,
     /// A last streamed chunk carries the usage.
     pub include_usage: bool,
+    /// The tools a reply may call: a reply that is a call becomes `tool_calls`.
+    pub tool_names: Option<Vec<String>>,
 }
 
 /// Builds the bodies of one response as its events arrive.
@@ -106,17 +108,36 @@ impl Reply {
         choice.insert("index".into(), json!(0));
         match self.meta.endpoint {
             Endpoint::Chat => {
-                choice.insert(
-                    "message".into(),
-                    json!({"role": "assistant", "content": self.text}),
-                );
+                let call = self
+                    .meta
+                    .tool_names
+                    .as_deref()
+                    .and_then(|names| super::tools::call_in(&self.text, names));
+                if let Some((name, arguments)) = call {
+                    choice.insert(
+                        "message".into(),
+                        json!({"role": "assistant", "content": null, "tool_calls": [{
+                            "id": format!("call_{}", self.meta.id.trim_start_matches("chatcmpl-")),
+                            "type": "function",
+                            "function": {"name": name, "arguments": arguments},
+                        }]}),
+                    );
+                    choice.insert("finish_reason".into(), json!("tool_calls"));
+                } else {
+                    choice.insert(
+                        "message".into(),
+                        json!({"role": "assistant", "content": self.text}),
+                    );
+                }
             }
             Endpoint::Completion => {
                 choice.insert("text".into(), json!(self.text));
             }
         }
         choice.insert("logprobs".into(), logprobs);
-        choice.insert("finish_reason".into(), json!(done.finish.as_str()));
+        choice
+            .entry("finish_reason")
+            .or_insert_with(|| json!(done.finish.as_str()));
         if let Some(m) = self.metrics(&tokens) {
             choice.insert("x_metrics".into(), m);
         }

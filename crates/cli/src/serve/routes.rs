@@ -220,6 +220,7 @@ async fn complete(
         logprobs: req.logprobs.is_some(),
         metrics: req.metrics,
         include_usage: req.include_usage,
+        tool_names: req.tool_names.clone(),
     };
     let reply = Reply::new(meta);
     if req.stream {
