@@ -42,11 +42,15 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Self::start_model(&model_path(), extra)
+    }
+
+    fn start_model(model: &std::path::Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrolm"))
             .args([
                 "serve",
                 "-m",
-                model_path().to_str().unwrap(),
+                model.to_str().unwrap(),
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -997,4 +1001,76 @@ async fn embeddings_are_unit_vectors_equal_to_ferrolm_embed_in_both_encodings() 
         let err: Value = response.json().await.unwrap();
         assert_eq!(err["error"]["param"], param, "{err}");
     }
+}
+
+/// A chat template that lists the tools itself and asks for calls in `<tool_call>` tags (the
+/// Hermes / Qwen convention).
+const TOOL_TEMPLATE: &str = "{%- if tools %}<|im_start|>system\nYou may call these functions:\n\
+{% for t in tools %}{{ t.function.name }}: {{ t.function.description }}\n{% endfor %}\
+Call one as <tool_call>\n{\"name\": NAME, \"arguments\": ARGUMENTS}\n</tool_call><|im_end|>\n{% endif %}\
+{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+#[tokio::test]
+async fn a_template_with_its_own_tool_format_gets_calls_in_that_format() {
+    // SmolLM2 with the template above in place of its own.
+    let file = ferrolm_gguf::GgufFile::open(model_path()).unwrap();
+    let gguf = file.gguf().unwrap();
+    let mut w = ferrolm_gguf::GgufWriter::from_gguf(&gguf).unwrap();
+    w.add_metadata("tokenizer.chat_template", TOOL_TEMPLATE);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("smollm2-tools.gguf");
+    w.write_file(&path).unwrap();
+    let server = Server::start_model(&path, &[]);
+    let tools = json!([{"type": "function", "function": {
+        "name": "get_weather", "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30}},
+                       "required": ["city"], "additionalProperties": false}}}]);
+    let question = json!({"role": "user", "content": "What is the weather in Paris?"});
+    let body = json!({
+        "model": "smollm2-tools", "messages": [question], "tools": tools,
+        "tool_choice": "required", "temperature": 0, "max_tokens": 60, "logprobs": true
+    });
+    let reply = server.post_ok("/v1/chat/completions", &body).await;
+    let choice = &reply["choices"][0];
+    // The model wrote the call in the template's format.
+    let written: String = choice["logprobs"]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["token"].as_str().unwrap())
+        .collect();
+    assert!(
+        written.starts_with("<tool_call>\n{\"name\"") && written.ends_with("}\n</tool_call>"),
+        "{written:?}"
+    );
+    assert_eq!(choice["finish_reason"], "tool_calls", "{reply}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].is_string(), "{args}");
+    // The call and its result go back as the template expects them; then an answer in text.
+    let body = json!({
+        "model": "smollm2-tools", "tools": tools, "tool_choice": "none",
+        "messages": [question, choice["message"],
+                     {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 21 degrees"}],
+        "temperature": 0, "max_tokens": 30
+    });
+    let reply = server.post_ok("/v1/chat/completions", &body).await;
+    assert!(
+        reply["choices"][0]["message"]["content"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{reply}"
+    );
+    // Streaming with tools is refused, naming the field.
+    let mut body =
+        json!({"model": "smollm2-tools", "messages": [question], "tools": tools, "stream": true});
+    let response = server.post("/v1/chat/completions", &body).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    body["stream"] = json!(false);
+    body["response_format"] = json!({"type": "json_object"});
+    let response = server.post("/v1/chat/completions", &body).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }

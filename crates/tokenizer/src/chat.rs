@@ -137,6 +137,17 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
+        self.render_with_tools(messages, None::<&()>, add_generation_prompt)
+    }
+
+    /// [`ChatTemplate::render`] with the `tools` variable set (OpenAI's list of function
+    /// definitions), for templates that describe tools themselves; `None` leaves it unset.
+    pub fn render_with_tools<T: Serialize>(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&T>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let mut env = Environment::new();
         // As Hugging Face renders chat templates.
         env.set_trim_blocks(true);
@@ -155,6 +166,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
+            tools => tools,
         })?;
         Ok(out)
     }
@@ -207,8 +219,18 @@ impl Tokenizer {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, TokenizerError> {
+        self.apply_chat_template_with_tools(messages, None::<&()>, add_generation_prompt)
+    }
+
+    /// [`Tokenizer::apply_chat_template`] with the template's `tools` variable set.
+    pub fn apply_chat_template_with_tools<T: Serialize>(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&T>,
+        add_generation_prompt: bool,
+    ) -> Result<String, TokenizerError> {
         let template = self.chat_template()?;
-        let out = template.render(messages, add_generation_prompt)?;
+        let out = template.render_with_tools(messages, tools, add_generation_prompt)?;
         let bos = template.bos_token();
         if self.add_bos() && !bos.is_empty() && out.starts_with(bos) {
             return Ok(out[bos.len()..].to_owned());
@@ -277,6 +299,25 @@ fn strftime_now(fmt: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn templates_see_the_tools_only_when_given() {
+        let t = ChatTemplate::new(
+            "{% if tools %}[{% for t in tools %}{{ t.function.name }};{% endfor %}]{% endif %}\
+             {% for m in messages %}{{ m.role }}={{ m.content }}|{% endfor %}",
+        );
+        let messages = [ChatMessage::user("hi")];
+        let tools = serde_json::json!([
+            {"type": "function", "function": {"name": "get_weather"}},
+            {"type": "function", "function": {"name": "get_time"}}
+        ]);
+        assert_eq!(
+            t.render_with_tools(&messages, Some(&tools), false)
+                .expect("renders"),
+            "[get_weather;get_time;]user=hi|"
+        );
+        assert_eq!(t.render(&messages, false).expect("renders"), "user=hi|");
+    }
     use super::*;
 
     #[test]

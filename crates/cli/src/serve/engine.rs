@@ -64,6 +64,8 @@ pub struct ModelInfo {
     pub tokenizer: Arc<Tokenizer>,
     /// Width of its embeddings.
     pub d_model: usize,
+    /// How it writes tool calls (from its chat template).
+    pub tool_format: super::tools::CallFormat,
     /// The grammar compiler for its vocabulary, made on the first constrained request.
     pub grammar: std::sync::OnceLock<Result<ferrolm_grammar::GrammarCompiler, String>>,
 }
@@ -296,6 +298,11 @@ fn serve_file<'w, B: Backend<'w>>(
             .map_or(0, |d| d.as_secs()),
         tokenizer: Arc::clone(&tokenizer),
         d_model: model.config().d_model,
+        tool_format: tokenizer
+            .chat_template()
+            .map_or(super::tools::CallFormat::Generic, |t| {
+                super::tools::CallFormat::of_template(t.source())
+            }),
         grammar: std::sync::OnceLock::new(),
     });
     info!(

@@ -13,7 +13,16 @@ pub fn chat_prompt(
     tokenizer: &Tokenizer,
     messages: &[ChatMessage],
 ) -> Result<Vec<u32>, TokenizerError> {
-    let text = tokenizer.apply_chat_template(messages, true)?;
+    chat_prompt_with_tools(tokenizer, messages, None)
+}
+
+/// [`chat_prompt`] with the template's `tools` variable set.
+pub fn chat_prompt_with_tools(
+    tokenizer: &Tokenizer,
+    messages: &[ChatMessage],
+    tools: Option<&serde_json::Value>,
+) -> Result<Vec<u32>, TokenizerError> {
+    let text = tokenizer.apply_chat_template_with_tools(messages, tools, true)?;
     Ok(tokenizer.encode(
         &text,
         EncodeOptions {
@@ -28,12 +37,13 @@ pub fn chat_prompt(
 pub fn prompt_ids(
     tokenizer: &Tokenizer,
     prompt: &Prompt,
+    tools: Option<&serde_json::Value>,
     n_vocab: usize,
     n_ctx: usize,
 ) -> Result<Vec<u32>, ApiError> {
     let (ids, param) = match prompt {
         Prompt::Chat(messages) => (
-            chat_prompt(tokenizer, messages).map_err(|e| {
+            chat_prompt_with_tools(tokenizer, messages, tools).map_err(|e| {
                 ApiError::field(
                     "messages",
                     format!("the chat template cannot render these messages: {e}"),

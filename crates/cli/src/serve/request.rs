@@ -2,6 +2,8 @@
 //! field's name and what was wrong with it.
 
 use ferrolm_grammar::Grammar;
+
+use super::tools::CallFormat;
 use ferrolm_sampling::SamplingConfig;
 use ferrolm_tokenizer::ChatMessage;
 use serde_json::{Map, Value};
@@ -52,8 +54,11 @@ pub struct Request {
     /// The grammar the output must follow (`response_format` or `grammar`), with the field
     /// that asked for it.
     pub grammar: Option<(Grammar, &'static str)>,
-    /// The tools the reply may call (`tools` with a `tool_choice` other than `none`).
-    pub tool_names: Option<Vec<String>>,
+    /// The tools the reply may call (`tools` with a `tool_choice` other than `none`), and the
+    /// format the model writes calls in.
+    pub tool_names: Option<(Vec<String>, CallFormat)>,
+    /// The `tools` variable of a chat template that describes the tools itself.
+    pub template_tools: Option<Value>,
 }
 
 /// Most stop sequences (as OpenAI allows).
@@ -62,8 +67,20 @@ const MAX_STOPS: usize = 4;
 const MAX_TOP_LOGPROBS_CHAT: i64 = 20;
 const MAX_TOP_LOGPROBS_COMPLETION: i64 = 5;
 
-/// Parses a body sent to `endpoint`; `n_ctx` bounds `max_tokens`.
+/// Parses a body sent to `endpoint`; `n_ctx` bounds `max_tokens`. Tool calls are written in
+/// ferrolm's generic format.
+#[cfg(test)]
 pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, ApiError> {
+    parse_with(body, endpoint, n_ctx, CallFormat::Generic)
+}
+
+/// [`parse`] for a model that writes tool calls in `format`.
+pub fn parse_with(
+    body: &[u8],
+    endpoint: Endpoint,
+    n_ctx: usize,
+    format: CallFormat,
+) -> Result<Request, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| ApiError {
         code: Some("invalid_json"),
         ..ApiError::invalid(format!("the body is not valid JSON: {e}"))
@@ -80,7 +97,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
         .ok_or_else(|| ApiError::missing("model"))?
         .to_owned();
     let prompt = match endpoint {
-        Endpoint::Chat => Prompt::Chat(messages(&f)?),
+        Endpoint::Chat => Prompt::Chat(messages(&f, format)?),
         Endpoint::Completion => prompt(&f)?,
     };
     let max_tokens = max_tokens(&f, n_ctx)?;
@@ -131,10 +148,12 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
                 format!("{param} cannot be combined with tools"),
             ));
         }
-        if let Prompt::Chat(messages) = &mut prompt {
+        if !format.in_template()
+            && let Prompt::Chat(messages) = &mut prompt
+        {
             tools.instruct(messages);
         }
-        grammar = Some((tools.grammar(), "tools"));
+        grammar = Some((tools.grammar(format), "tools"));
     }
     let include_usage = match f.get("stream_options") {
         None => false,
@@ -154,7 +173,11 @@ pub fn parse(body: &[u8], endpoint: Endpoint, n_ctx: usize) -> Result<Request, A
         stream,
         include_usage,
         grammar,
-        tool_names: tools.map(|t| t.tools.into_iter().map(|t| t.name).collect()),
+        template_tools: tools
+            .as_ref()
+            .filter(|_| format.in_template())
+            .map(super::tools::Tools::for_template),
+        tool_names: tools.map(|t| (t.tools.into_iter().map(|t| t.name).collect(), format)),
     })
 }
 
@@ -323,7 +346,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, ApiError> {
+fn messages(f: &Fields<'_>, format: CallFormat) -> Result<Vec<ChatMessage>, ApiError> {
     let list = match f.get("messages") {
         None => return Err(ApiError::missing("messages")),
         Some(Value::Array(a)) => a,
@@ -337,11 +360,11 @@ fn messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, ApiError> {
     }
     list.iter()
         .enumerate()
-        .map(|(i, m)| message(i, m))
+        .map(|(i, m)| message(i, m, format))
         .collect()
 }
 
-fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
+fn message(i: usize, value: &Value, format: CallFormat) -> Result<ChatMessage, ApiError> {
     let at = |field: &str| format!("messages[{i}].{field}");
     let Value::Object(map) = value else {
         return Err(ApiError::mistyped(
@@ -407,7 +430,7 @@ fn message(i: usize, value: &Value) -> Result<ChatMessage, ApiError> {
             if !text.is_empty() {
                 text.push('\n');
             }
-            text.push_str(&super::tools::call_text(name, arguments));
+            text.push_str(&super::tools::call_text(name, arguments, format));
         }
         return Ok(ChatMessage::new("assistant", text));
     }

@@ -24,8 +24,9 @@ pub struct Meta {
     pub metrics: bool,
     /// A last streamed chunk carries the usage.
     pub include_usage: bool,
-    /// The tools a reply may call: a reply that is a call becomes `tool_calls`.
-    pub tool_names: Option<Vec<String>>,
+    /// The tools a reply may call and the format of a call: a reply that is a call becomes
+    /// `tool_calls`.
+    pub tool_names: Option<(Vec<String>, super::tools::CallFormat)>,
 }
 
 /// Builds the bodies of one response as its events arrive.
@@ -108,11 +109,10 @@ impl Reply {
         choice.insert("index".into(), json!(0));
         match self.meta.endpoint {
             Endpoint::Chat => {
-                let call = self
-                    .meta
-                    .tool_names
-                    .as_deref()
-                    .and_then(|names| super::tools::call_in(&self.text, names));
+                let call =
+                    self.meta.tool_names.as_ref().and_then(|(names, format)| {
+                        super::tools::call_in(&self.text, names, *format)
+                    });
                 if let Some((name, arguments)) = call {
                     choice.insert(
                         "message".into(),

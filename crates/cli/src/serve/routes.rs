@@ -145,11 +145,17 @@ async fn complete(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|r| ApiError::http(r.status(), "invalid_body", r.body_text()))?;
     let info = &app.engine.info;
-    let req = request::parse(&body, endpoint, info.n_ctx)?;
+    let req = request::parse_with(&body, endpoint, info.n_ctx, info.tool_format)?;
     if !serves(info, &req.model) {
         return Err(ApiError::unknown_model(&req.model, &info.id));
     }
-    let prompt = prompt_ids(&info.tokenizer, &req.prompt, info.n_vocab, info.n_ctx)?;
+    let prompt = prompt_ids(
+        &info.tokenizer,
+        &req.prompt,
+        req.template_tools.as_ref(),
+        info.n_vocab,
+        info.n_ctx,
+    )?;
     if let Some(&(id, _)) = req
         .sampling
         .logit_bias

@@ -1,13 +1,16 @@
 //! Tool calling in the chat API (`tools`, `tool_choice`), built on the grammar constraint.
 //!
-//! The tools are described to the model in the system message, with the format of a call: a
-//! reply that is only the JSON object `{"name": TOOL, "arguments": {...}}`. The constraint
-//! then holds the reply to that format: with `tool_choice` `required` (or a named function)
-//! the reply must be a call (whose arguments follow the tool's `parameters` schema); with
-//! `auto` it is either such a call or text that does not start with `{`. A reply that is a
-//! call comes back as `tool_calls` with `finish_reason` `tool_calls`. Earlier calls and tool
-//! results in `messages` are shown to the model in the same format, so any chat template
-//! renders them.
+//! A call is written in the model's own format where its chat template defines one
+//! ([`CallFormat`]): the template gets the `tools` variable and describes them itself, and a
+//! call is `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` (Qwen 2/2.5/3,
+//! Hermes) or `{"name": ..., "parameters": {...}}` (Llama 3.1+). Otherwise the tools are
+//! described in the system message, with a call being only the JSON object
+//! `{"name": TOOL, "arguments": {...}}`. The constraint holds the reply to the format: with
+//! `tool_choice` `required` (or a named function) the reply must be a call (whose arguments
+//! follow the tool's `parameters` schema); with `auto` it is either such a call or text that
+//! does not start like one. A reply that is a call comes back as `tool_calls` with
+//! `finish_reason` `tool_calls`. Earlier calls in `messages` are shown to the model in its
+//! format, and tool results as `tool` messages where the template knows them.
 
 use std::fmt::Write as _;
 
@@ -16,6 +19,54 @@ use ferrolm_tokenizer::ChatMessage;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+
+/// How a model writes a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallFormat {
+    /// ferrolm's: the JSON object `{"name", "arguments"}` alone, tools described in the system
+    /// message.
+    Generic,
+    /// `<tool_call>` tags around `{"name", "arguments"}`; the template lists the tools.
+    Hermes,
+    /// `{"name", "parameters"}`; the template lists the tools (Llama 3.1 and later).
+    Llama,
+}
+
+impl CallFormat {
+    /// The format a chat template defines, judged from its source.
+    pub fn of_template(source: &str) -> CallFormat {
+        if !source.contains("tools") {
+            CallFormat::Generic
+        } else if source.contains("<tool_call>") {
+            CallFormat::Hermes
+        } else if source.contains("ipython") && source.contains("parameters") {
+            CallFormat::Llama
+        } else {
+            CallFormat::Generic
+        }
+    }
+
+    /// Whether the template describes the tools (it gets the `tools` variable).
+    pub fn in_template(self) -> bool {
+        self != CallFormat::Generic
+    }
+
+    /// The key of a call's arguments.
+    fn arguments_key(self) -> &'static str {
+        match self {
+            CallFormat::Llama => "parameters",
+            _ => "arguments",
+        }
+    }
+
+    /// Text around the JSON of a call.
+    fn wrap(self) -> (&'static str, &'static str) {
+        match self {
+            CallFormat::Hermes => ("<tool_call>\n", "\n</tool_call>"),
+            _ => ("", ""),
+        }
+    }
+}
 
 /// One function the model may call.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,14 +223,15 @@ impl Tools {
     }
 
     /// The schema of a call of one of the callable tools.
-    fn call_schema(&self) -> Value {
+    fn call_schema(&self, format: CallFormat) -> Value {
+        let key = format.arguments_key();
         let calls: Vec<Value> = self
             .callable()
             .map(|t| {
                 json!({
                     "type": "object",
-                    "properties": {"name": {"const": t.name}, "arguments": t.parameters},
-                    "required": ["name", "arguments"],
+                    "properties": {"name": {"const": t.name}, key: t.parameters},
+                    "required": ["name", key],
                     "additionalProperties": false
                 })
             })
@@ -190,15 +242,40 @@ impl Tools {
         }
     }
 
-    /// What the reply is held to.
-    pub fn grammar(&self) -> Grammar {
-        match self.choice {
-            ToolChoice::Auto => Grammar::Lark(format!(
-                "start: call | TEXT\ncall: %json {}\nTEXT: /[^{{\\s][\\s\\S]*/\n",
-                self.call_schema()
-            )),
-            _ => Grammar::JsonSchema(self.call_schema()),
+    /// What the reply is held to, for a model that writes calls in `format`.
+    pub fn grammar(&self, format: CallFormat) -> Grammar {
+        let schema = self.call_schema(format);
+        let (open, close) = format.wrap();
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let call = if open.is_empty() {
+            format!("call: %json {schema}\n")
+        } else {
+            format!("call: {} %json {schema} {}\n", quote(open), quote(close))
+        };
+        // Text may not start the way a call does.
+        let text = match format {
+            CallFormat::Hermes => "TEXT: /[^<\\s][\\s\\S]*/\n",
+            _ => "TEXT: /[^{\\s][\\s\\S]*/\n",
+        };
+        match (&self.choice, open.is_empty()) {
+            (ToolChoice::Auto, _) => Grammar::Lark(format!("start: call | TEXT\n{call}{text}")),
+            (_, true) => Grammar::JsonSchema(schema),
+            (_, false) => Grammar::Lark(format!("start: call\n{call}")),
         }
+    }
+
+    /// The `tools` variable for a template that describes them: the request's list.
+    pub fn for_template(&self) -> Value {
+        Value::Array(
+            self.tools
+                .iter()
+                .map(|t| {
+                    json!({"type": "function", "function": {
+                        "name": t.name, "description": t.description, "parameters": t.parameters
+                    }})
+                })
+                .collect(),
+        )
     }
 
     /// The instructions that describe the tools, for the system message.
@@ -233,21 +310,31 @@ impl Tools {
     }
 }
 
-/// The call a reply makes, if it is one of `names`' calls: the name and the arguments as JSON
-/// text.
-pub fn call_in(text: &str, names: &[String]) -> Option<(String, String)> {
-    let value: Value = serde_json::from_str(text.trim()).ok()?;
+/// The call a reply makes, if it is one of `names`' calls in `format`: the name and the
+/// arguments as JSON text.
+pub fn call_in(text: &str, names: &[String], format: CallFormat) -> Option<(String, String)> {
+    let (open, close) = format.wrap();
+    let body = text
+        .trim()
+        .strip_prefix(open.trim())?
+        .strip_suffix(close.trim())?;
+    let value: Value = serde_json::from_str(body.trim()).ok()?;
     let name = value.get("name")?.as_str()?;
-    let arguments = value.get("arguments")?;
+    let arguments = value.get(format.arguments_key())?;
     (names.iter().any(|n| n == name) && arguments.is_object())
         .then(|| (name.to_owned(), arguments.to_string()))
 }
 
-/// A past call, as the model would have written it.
-pub fn call_text(name: &str, arguments: &str) -> String {
+/// A past call, as the model would have written it in `format`.
+pub fn call_text(name: &str, arguments: &str, format: CallFormat) -> String {
     let arguments: Value =
         serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.into()));
-    format!("{{\"name\": {}, \"arguments\": {arguments}}}", json!(name))
+    let (open, close) = format.wrap();
+    format!(
+        "{open}{{\"name\": {}, \"{}\": {arguments}}}{close}",
+        json!(name),
+        format.arguments_key()
+    )
 }
 
 #[cfg(test)]
@@ -280,7 +367,7 @@ mod tests {
         .unwrap();
         assert_eq!(t.choice, ToolChoice::Named("get_time".into()));
         assert_eq!(
-            t.grammar(),
+            t.grammar(CallFormat::Generic),
             Grammar::JsonSchema(json!({"type": "object",
                 "properties": {"name": {"const": "get_time"}, "arguments": {"type": "object", "properties": {}}},
                 "required": ["name", "arguments"], "additionalProperties": false}))
@@ -310,21 +397,47 @@ mod tests {
     #[test]
     fn calls_are_recognised_only_for_known_tools() {
         let names = vec!["get_weather".to_owned()];
+        let g = CallFormat::Generic;
         assert_eq!(
             call_in(
                 r#" {"name": "get_weather", "arguments": {"city": "Paris"}} "#,
-                &names
+                &names,
+                g
             ),
             Some(("get_weather".into(), r#"{"city":"Paris"}"#.into()))
         );
         assert_eq!(
-            call_in(r#"{"name": "other", "arguments": {}}"#, &names),
+            call_in(r#"{"name": "other", "arguments": {}}"#, &names, g),
             None
         );
-        assert_eq!(call_in("It is sunny.", &names), None);
+        assert_eq!(call_in("It is sunny.", &names, g), None);
         assert_eq!(
-            call_text("get_weather", r#"{"city":"Paris"}"#),
+            call_text("get_weather", r#"{"city":"Paris"}"#, g),
             r#"{"name": "get_weather", "arguments": {"city":"Paris"}}"#
+        );
+        // Each format reads back what it writes, and only that.
+        for f in [CallFormat::Generic, CallFormat::Hermes, CallFormat::Llama] {
+            let text = call_text("get_weather", r#"{"city":"Paris"}"#, f);
+            assert_eq!(
+                call_in(&text, &names, f),
+                Some(("get_weather".into(), r#"{"city":"Paris"}"#.into())),
+                "{f:?}: {text}"
+            );
+        }
+        let hermes = call_text("get_weather", "{}", CallFormat::Hermes);
+        assert!(hermes.starts_with("<tool_call>\n{") && hermes.ends_with("}\n</tool_call>"));
+        assert_eq!(call_in(&hermes, &names, CallFormat::Generic), None);
+        assert_eq!(
+            CallFormat::of_template("{% if tools %}<tool_call>{% endif %}"),
+            CallFormat::Hermes
+        );
+        assert_eq!(
+            CallFormat::of_template("{% if tools %}ipython \"parameters\"{% endif %}"),
+            CallFormat::Llama
+        );
+        assert_eq!(
+            CallFormat::of_template("{{ messages }}"),
+            CallFormat::Generic
         );
     }
 }
