@@ -1074,3 +1074,48 @@ async fn a_template_with_its_own_tool_format_gets_calls_in_that_format() {
     let response = server.post("/v1/chat/completions", &body).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_shared_prompt_prefix_is_reused_from_the_cache_with_identical_output() {
+    let system: String = (0..40)
+        .map(|i| format!("Rule {i}: answer briefly and politely. "))
+        .collect();
+    let ask = |question: &str| {
+        json!({
+            "model": MODEL_ID,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}],
+            "temperature": 0,
+            "max_tokens": 12
+        })
+    };
+    let cached = Server::start(&["--parallel", "1"]);
+    cached
+        .post_ok(
+            "/v1/chat/completions",
+            &ask("What is the capital of France?"),
+        )
+        .await;
+    let first = cached.health().await["prefix_cache"].clone();
+    assert_eq!(first["hits"], 0, "{first}");
+    let second = cached
+        .post_ok("/v1/chat/completions", &ask("Name a large planet."))
+        .await;
+    let after = cached.health().await["prefix_cache"].clone();
+    assert_eq!(after["hits"], 1, "{after}");
+    let reused = after["reused_tokens"].as_u64().unwrap();
+    let prompt_tokens = second["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        reused > 350 && reused < prompt_tokens,
+        "reused {reused} of {prompt_tokens} prompt tokens"
+    );
+    // The same request on a server that computes the whole prompt gives the same reply.
+    let fresh = Server::start(&["--parallel", "1"]);
+    let uncached = fresh
+        .post_ok("/v1/chat/completions", &ask("Name a large planet."))
+        .await;
+    assert_eq!(
+        second["choices"][0]["message"]["content"],
+        uncached["choices"][0]["message"]["content"]
+    );
+    assert_eq!(fresh.health().await["prefix_cache"]["hits"], 0);
+}

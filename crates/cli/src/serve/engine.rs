@@ -79,6 +79,12 @@ pub struct EngineStats {
     pub finished: AtomicU64,
     /// Tokens generated since start.
     pub generated: AtomicU64,
+    /// Requests that started from a prompt prefix left in a slot's cache by an earlier one.
+    pub prefix_hits: AtomicU64,
+    /// Requests that found no such prefix.
+    pub prefix_misses: AtomicU64,
+    /// Prompt tokens not run again because their keys and values were in the cache.
+    pub prefix_tokens_reused: AtomicU64,
 }
 
 /// What the engine is asked to do.
@@ -283,6 +289,7 @@ fn serve_file<'w, B: Backend<'w>>(
         n_ctx,
         max_batch,
         free: (0..config.slots as SeqId).rev().collect(),
+        cached: vec![Vec::new(); config.slots],
         active: Vec::with_capacity(config.slots),
         stats,
         batch: BatchBuf::default(),
@@ -367,6 +374,9 @@ struct Engine<'m, 'w, 't, B: Backend<'w>> {
     stats: &'m EngineStats,
     batch: BatchBuf,
     pooling: Pooling,
+    /// For each free slot, the tokens whose keys and values its cache still holds (the last
+    /// request's prompt and reply), so that a request with the same prefix reuses them.
+    cached: Vec<Vec<u32>>,
 }
 
 /// What sampling one token did to a sequence.
@@ -420,7 +430,7 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
             if job.events.is_closed() {
                 continue;
             }
-            let Some(seq) = self.free.pop() else {
+            let Some((seq, fed)) = self.take_slot(&job.prompt) else {
                 break;
             };
             let n_prompt = job.prompt.len();
@@ -432,7 +442,7 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
                 job,
                 tokens,
                 n_prompt,
-                fed: 0,
+                fed,
                 decoder: StreamingDecoder::new(self.tokenizer, false),
                 stop,
             });
@@ -560,13 +570,51 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         }
     }
 
-    /// Frees the slot of `active[i]` and its KV positions, and hands the sequence back for
-    /// its last event.
+    /// A free slot for a request with `prompt`: the one whose cache holds the longest prefix
+    /// of it, cut to that prefix (at most all but the last prompt token, whose logits are
+    /// needed), and the number of prompt tokens already in the cache.
+    fn take_slot(&mut self, prompt: &[u32]) -> Option<(SeqId, usize)> {
+        let common = |seq: SeqId| {
+            self.cached[seq as usize]
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a == b)
+                .count()
+        };
+        let best = (0..self.free.len()).max_by_key(|&i| common(self.free[i]))?;
+        let seq = self.free.swap_remove(best);
+        let mut keep = common(seq).min(prompt.len().saturating_sub(1));
+        if let Err(e) = self.model.backend().kv_truncate(&mut self.kv, seq, keep) {
+            warn!("cannot cut the cache of sequence {seq}: {e}; starting it empty");
+            keep = 0;
+            if let Err(e) = self.model.backend().kv_truncate(&mut self.kv, seq, 0) {
+                warn!("cannot free the KV positions of sequence {seq}: {e}");
+            }
+        }
+        self.cached[seq as usize].clear();
+        let counter = if keep > 0 {
+            self.stats
+                .prefix_tokens_reused
+                .fetch_add(keep as u64, Ordering::Relaxed);
+            &self.stats.prefix_hits
+        } else {
+            &self.stats.prefix_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Some((seq, keep))
+    }
+
+    /// Frees the slot of `active[i]`, keeping in its cache what the sequence put there for
+    /// a later request with the same prefix, and hands the sequence back for its last event.
     fn release(&mut self, i: usize) -> Sequence<'t> {
         let s = self.active.swap_remove(i);
-        if let Err(e) = self.model.backend().kv_truncate(&mut self.kv, s.seq, 0) {
-            warn!("cannot free the KV positions of sequence {}: {e}", s.seq);
-        }
+        let in_cache = s
+            .fed
+            .min(s.tokens.len())
+            .min(self.model.backend().kv_len(&self.kv, s.seq));
+        let cached = &mut self.cached[s.seq as usize];
+        cached.clear();
+        cached.extend_from_slice(&s.tokens[..in_cache]);
         self.free.push(s.seq);
         self.stats
             .active

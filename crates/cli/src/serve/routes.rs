@@ -73,6 +73,11 @@ async fn health(State(app): State<App>) -> Response {
         "queued": e.queued(),
         "finished": e.stats.finished.load(Ordering::Relaxed),
         "generated_tokens": e.stats.generated.load(Ordering::Relaxed),
+        "prefix_cache": {
+            "hits": e.stats.prefix_hits.load(Ordering::Relaxed),
+            "misses": e.stats.prefix_misses.load(Ordering::Relaxed),
+            "reused_tokens": e.stats.prefix_tokens_reused.load(Ordering::Relaxed),
+        },
     }))
     .into_response()
 }
