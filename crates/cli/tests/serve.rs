@@ -1077,9 +1077,10 @@ async fn a_template_with_its_own_tool_format_gets_calls_in_that_format() {
 
 #[tokio::test]
 async fn a_shared_prompt_prefix_is_reused_from_the_cache_with_identical_output() {
-    let system: String = (0..40)
-        .map(|i| format!("Rule {i}: answer briefly and politely. "))
-        .collect();
+    let system = (0..40)
+        .map(|i| format!("Rule {i}: answer briefly and politely."))
+        .collect::<Vec<_>>()
+        .join(" ");
     let ask = |question: &str| {
         json!({
             "model": MODEL_ID,
