@@ -1120,3 +1120,62 @@ async fn a_shared_prompt_prefix_is_reused_from_the_cache_with_identical_output()
     );
     assert_eq!(fresh.health().await["prefix_cache"]["hits"], 0);
 }
+
+#[tokio::test]
+async fn metrics_count_requests_tokens_and_latencies_in_prometheus_format() {
+    let server = Server::start(&[]);
+    let mut prompt_tokens = 0;
+    let mut completion_tokens = 0;
+    for question in ["Hi!", "What is two plus two?"] {
+        let body = json!({
+            "model": MODEL_ID,
+            "messages": [{"role": "user", "content": question}],
+            "temperature": 0,
+            "max_tokens": 6
+        });
+        let reply = server.post_ok("/v1/chat/completions", &body).await;
+        prompt_tokens += reply["usage"]["prompt_tokens"].as_u64().unwrap();
+        completion_tokens += reply["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    let response = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("ferrolm_requests_total"), 2.0);
+    assert_eq!(value("ferrolm_prompt_tokens_total"), prompt_tokens as f64);
+    assert!(value("ferrolm_generation_tokens_total") >= completion_tokens as f64 - 2.0);
+    assert_eq!(value("ferrolm_queue_length"), 0.0);
+    assert_eq!(value("ferrolm_time_to_first_token_seconds_count"), 2.0);
+    assert_eq!(
+        value("ferrolm_time_to_first_token_seconds_bucket{le=\"+Inf\"}"),
+        2.0
+    );
+    let ttft_sum = value("ferrolm_time_to_first_token_seconds_sum");
+    assert!(ttft_sum > 0.0 && ttft_sum < 60.0, "{ttft_sum}");
+    // Buckets never decrease.
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("ferrolm_time_to_first_token_seconds_bucket"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 15);
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert!(text.contains("# TYPE ferrolm_time_per_output_token_seconds histogram"));
+}

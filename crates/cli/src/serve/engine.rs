@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use ferrolm_gguf::GgufFile;
@@ -85,7 +85,21 @@ pub struct EngineStats {
     pub prefix_misses: AtomicU64,
     /// Prompt tokens not run again because their keys and values were in the cache.
     pub prefix_tokens_reused: AtomicU64,
+    /// Prompt tokens of the requests finished.
+    pub prompt_tokens: AtomicU64,
+    /// Requests that ended in an error.
+    pub failed: AtomicU64,
+    /// From a request's arrival to its first sampled token.
+    pub ttft: super::metrics::Histogram,
+    /// From the first sampled token to the last, per token after the first.
+    pub tpot: super::metrics::Histogram,
 }
+
+/// Prompt tokens run again even when the cache holds them. The CPU multiplies a batch of
+/// many rows exactly (f32) and a single row with 8-bit activations, so a prompt whose last
+/// token alone were run would get other last-bit logits than the same prompt run whole; with
+/// its last 32 tokens run as one batch, a repeated request gives the same tokens as the first.
+const RECOMPUTED: usize = 32;
 
 /// What the engine is asked to do.
 #[derive(Debug)]
@@ -108,6 +122,10 @@ pub struct EmbedJob {
 /// One request for the engine: a tokenized prompt and how to continue it.
 #[derive(Debug)]
 pub struct Job {
+    /// The response id, for the log.
+    pub id: String,
+    /// When the request arrived.
+    pub submitted: Instant,
     /// Prompt tokens, fewer than the context size.
     pub prompt: Vec<u32>,
     /// Most tokens to generate (already limited to what the context leaves).
@@ -336,6 +354,8 @@ struct Sequence<'t> {
     fed: usize,
     decoder: StreamingDecoder<'t>,
     stop: StopMatcher,
+    /// When its first token was sampled.
+    first_token_at: Option<Instant>,
 }
 
 impl Sequence<'_> {
@@ -445,6 +465,7 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
                 fed,
                 decoder: StreamingDecoder::new(self.tokenizer, false),
                 stop,
+                first_token_at: None,
             });
             self.stats
                 .active
@@ -524,6 +545,13 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         ended.sort_unstable_by_key(|&(i, _)| i);
         for (i, ending) in ended.into_iter().rev() {
             let mut s = self.release(i);
+            let how = match &ending {
+                Some(Ok(Finish::Stop)) => "stop",
+                Some(Ok(Finish::Length)) => "length",
+                Some(Err(_)) => "error",
+                None => "cancelled",
+            };
+            self.record(&s, how);
             match ending {
                 Some(Ok(finish)) => finish_sequence(&mut s, finish),
                 Some(Err(message)) => {
@@ -570,9 +598,43 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         }
     }
 
+    /// Counts an ended request in the metrics and logs its line.
+    fn record(&self, s: &Sequence<'_>, how: &str) {
+        let st = self.stats;
+        st.prompt_tokens
+            .fetch_add(s.n_prompt as u64, Ordering::Relaxed);
+        if how == "error" {
+            st.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        let generated = s.generated();
+        let ttft = s
+            .first_token_at
+            .map(|t| t.duration_since(s.job.submitted).as_secs_f64());
+        let decode = s
+            .first_token_at
+            .map(|t| now.duration_since(t).as_secs_f64());
+        if let Some(t) = ttft {
+            st.ttft.observe(t);
+        }
+        let per_token = decode
+            .filter(|_| generated > 1)
+            .map(|d| d / (generated - 1) as f64);
+        if let Some(t) = per_token {
+            st.tpot.observe(t);
+        }
+        info!(
+            "{}: {} prompt tokens, {generated} completion tokens, first token after {:.0} ms, {:.1} tokens/s, {how}",
+            s.job.id,
+            s.n_prompt,
+            ttft.unwrap_or(0.0) * 1e3,
+            per_token.map_or(0.0, |t| 1.0 / t),
+        );
+    }
+
     /// A free slot for a request with `prompt`: the one whose cache holds the longest prefix
-    /// of it, cut to that prefix (at most all but the last prompt token, whose logits are
-    /// needed), and the number of prompt tokens already in the cache.
+    /// of it, cut to that prefix (at most all but the last [`RECOMPUTED`] prompt tokens), and
+    /// the number of prompt tokens already in the cache.
     fn take_slot(&mut self, prompt: &[u32]) -> Option<(SeqId, usize)> {
         let common = |seq: SeqId| {
             self.cached[seq as usize]
@@ -583,7 +645,7 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         };
         let best = (0..self.free.len()).max_by_key(|&i| common(self.free[i]))?;
         let seq = self.free.swap_remove(best);
-        let mut keep = common(seq).min(prompt.len().saturating_sub(1));
+        let mut keep = common(seq).min(prompt.len().saturating_sub(RECOMPUTED));
         if let Err(e) = self.model.backend().kv_truncate(&mut self.kv, seq, keep) {
             warn!("cannot cut the cache of sequence {seq}: {e}; starting it empty");
             keep = 0;
@@ -630,6 +692,7 @@ fn sample(tokenizer: &Tokenizer, s: &mut Sequence<'_>, logits: &[f32], n_ctx: us
         Ok(t) => t,
         Err(e) => return Outcome::Failed(format!("sampling failed: {e}")),
     };
+    s.first_token_at.get_or_insert_with(Instant::now);
     if tokenizer.is_eog(token) {
         return Outcome::Finished(Finish::Stop);
     }

@@ -7,6 +7,7 @@
 mod embeddings;
 mod engine;
 pub mod error;
+mod metrics;
 pub mod prompt;
 pub mod request;
 pub mod response;

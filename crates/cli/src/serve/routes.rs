@@ -52,6 +52,7 @@ impl App {
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
         .route("/v1/chat/completions", post(chat))
@@ -80,6 +81,104 @@ async fn health(State(app): State<App>) -> Response {
         },
     }))
     .into_response()
+}
+
+/// Prometheus' text format: requests, tokens, queue and slots, prefix-cache use, and the
+/// latency histograms.
+async fn metrics(State(app): State<App>) -> Response {
+    use super::metrics::scalar;
+    let e = &app.engine;
+    let st = &e.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut out = String::new();
+    scalar(
+        &mut out,
+        "ferrolm_requests_total",
+        "counter",
+        "Requests ended (any reason).",
+        load(&st.finished),
+    );
+    scalar(
+        &mut out,
+        "ferrolm_requests_failed_total",
+        "counter",
+        "Requests that ended in an error.",
+        load(&st.failed),
+    );
+    scalar(
+        &mut out,
+        "ferrolm_prompt_tokens_total",
+        "counter",
+        "Prompt tokens of the requests ended.",
+        load(&st.prompt_tokens),
+    );
+    scalar(
+        &mut out,
+        "ferrolm_generation_tokens_total",
+        "counter",
+        "Tokens generated.",
+        load(&st.generated),
+    );
+    scalar(
+        &mut out,
+        "ferrolm_queue_length",
+        "gauge",
+        "Requests waiting for a slot.",
+        e.queued() as u64,
+    );
+    scalar(
+        &mut out,
+        "ferrolm_active_slots",
+        "gauge",
+        "Slots generating now.",
+        st.active.load(Ordering::Relaxed) as u64,
+    );
+    scalar(
+        &mut out,
+        "ferrolm_slots",
+        "gauge",
+        "Slots (sequences generated at once).",
+        e.slots as u64,
+    );
+    scalar(
+        &mut out,
+        "ferrolm_prefix_cache_hits_total",
+        "counter",
+        "Requests that reused a cached prompt prefix.",
+        load(&st.prefix_hits),
+    );
+    scalar(
+        &mut out,
+        "ferrolm_prefix_cache_misses_total",
+        "counter",
+        "Requests that found no cached prefix.",
+        load(&st.prefix_misses),
+    );
+    scalar(
+        &mut out,
+        "ferrolm_prefix_cache_reused_tokens_total",
+        "counter",
+        "Prompt tokens taken from the cache.",
+        load(&st.prefix_tokens_reused),
+    );
+    st.ttft.render(
+        "ferrolm_time_to_first_token_seconds",
+        "From a request's arrival to its first token.",
+        &mut out,
+    );
+    st.tpot.render(
+        "ferrolm_time_per_output_token_seconds",
+        "Per token after the first.",
+        &mut out,
+    );
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 fn model_object(info: &ModelInfo) -> Value {
@@ -148,6 +247,7 @@ async fn complete(
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
+    let arrived = std::time::Instant::now();
     let body = body.map_err(|r| ApiError::http(r.status(), "invalid_body", r.body_text()))?;
     let info = &app.engine.info;
     let req = request::parse_with(&body, endpoint, info.n_ctx, info.tool_format)?;
@@ -197,7 +297,14 @@ async fn complete(
     }
     let room = info.n_ctx - prompt.len();
     let (events, rx) = mpsc::unbounded_channel();
+    let n = app.next_id.fetch_add(1, Ordering::Relaxed);
+    let id = match endpoint {
+        Endpoint::Chat => format!("chatcmpl-{n:x}"),
+        Endpoint::Completion => format!("cmpl-{n:x}"),
+    };
     let job = Job {
+        id: id.clone(),
+        submitted: arrived,
         max_tokens: req.max_tokens.map_or(room, |n| n.min(room)),
         prompt,
         sampler,
@@ -217,12 +324,8 @@ async fn complete(
         ),
         TrySendError::Closed(_) => ApiError::unavailable("shutting_down", "the server is shutting down"),
     })?;
-    let n = app.next_id.fetch_add(1, Ordering::Relaxed);
     let meta = Meta {
-        id: match endpoint {
-            Endpoint::Chat => format!("chatcmpl-{n:x}"),
-            Endpoint::Completion => format!("cmpl-{n:x}"),
-        },
+        id,
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
