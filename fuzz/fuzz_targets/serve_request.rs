@@ -4,8 +4,13 @@
 //! template (`prompt::prompt_ids`), the sampling settings build a sampler chain that samples
 //! from a row of logits, and the stop sequences cut the prompt's text where they first occur.
 //!
+//! A request with a grammar (`response_format`, `grammar`, `tools`) has it compiled against
+//! SmolLM2's vocabulary as the route does: a grammar the engine rejects is an error, never a
+//! panic.
+//!
 //! Input: bit 0 of byte 0 picks the endpoint (chat or completions), bits 1 and 2 the
-//! server's context size; the rest is the body.
+//! server's context size, bits 3 and 4 the tool-call format of the model's template; the
+//! rest is the body.
 //!
 //! The server's modules live in the `ferrolm` binary, which has no library target, so their
 //! files are compiled in here as they are.
@@ -23,6 +28,9 @@ mod request;
 #[allow(dead_code)]
 #[path = "../../crates/cli/src/serve/stop.rs"]
 mod stop;
+#[allow(dead_code)]
+#[path = "../../crates/cli/src/serve/tools.rs"]
+mod tools;
 
 use ferrolm_fuzz::{SMOLLM2, selector};
 use ferrolm_tokenizer::StreamingDecoder;
@@ -32,6 +40,20 @@ use stop::StopMatcher;
 
 /// Context sizes a server may run with (`-c` is at least 2).
 const N_CTX: [usize; 4] = [2, 64, 2048, 131_072];
+
+/// The grammar compiler for SmolLM2's vocabulary, built once.
+static GRAMMAR: std::sync::LazyLock<ferrolm_grammar::GrammarCompiler> =
+    std::sync::LazyLock::new(|| {
+        ferrolm_grammar::GrammarCompiler::new(std::sync::Arc::new(load_smollm2()))
+            .expect("SmolLM2's vocabulary")
+    });
+
+/// SmolLM2's tokenizer, owned (the compiler keeps it).
+fn load_smollm2() -> ferrolm_tokenizer::Tokenizer {
+    let path = ferrolm_fuzz::models_dir().join(ferrolm_fuzz::SMOLLM2_FILE);
+    let file = ferrolm_gguf::GgufFile::open(path).expect("SmolLM2");
+    ferrolm_tokenizer::Tokenizer::from_gguf(&file.gguf().expect("parses")).expect("vocabulary")
+}
 
 /// Width of the logits row sampled from: small, so that sampling stays cheap.
 const N_LOGITS: usize = 256;
@@ -46,7 +68,12 @@ fuzz_target!(|data: &[u8]| {
         Endpoint::Completion
     };
     let n_ctx = N_CTX[usize::from(select >> 1) % N_CTX.len()];
-    let req = match request::parse(body, endpoint, n_ctx) {
+    let format = [
+        tools::CallFormat::Generic,
+        tools::CallFormat::Hermes,
+        tools::CallFormat::Llama,
+    ][usize::from(select >> 3) % 3];
+    let req = match request::parse_with(body, endpoint, n_ctx, format) {
         Ok(req) => req,
         Err(e) => {
             assert!(e.status.is_client_error(), "{e:?}");
@@ -57,9 +84,22 @@ fuzz_target!(|data: &[u8]| {
     assert!(req.max_tokens.is_none_or(|n| (1..=n_ctx).contains(&n)));
     assert!(req.stop.len() <= 4 && req.stop.iter().all(|s| !s.is_empty()));
     sample(&req);
+    if let Some((grammar, _)) = &req.grammar {
+        // An error is an answer (a 400); a constraint must allow at least one token.
+        if let Ok(mut constraint) = GRAMMAR.compile(grammar) {
+            let mut row = vec![0.0f32; SMOLLM2.n_vocab()];
+            ferrolm_sampling::Sampler::edit_row(&mut constraint, &mut row);
+        }
+    }
 
     let tokenizer = &*SMOLLM2;
-    let Ok(ids) = prompt::prompt_ids(tokenizer, &req.prompt, tokenizer.n_vocab(), n_ctx) else {
+    let Ok(ids) = prompt::prompt_ids(
+        tokenizer,
+        &req.prompt,
+        req.template_tools.as_ref(),
+        tokenizer.n_vocab(),
+        n_ctx,
+    ) else {
         return;
     };
     assert!(!ids.is_empty() && ids.len() < n_ctx);

@@ -230,3 +230,44 @@ fn bench_attention_adds_a_decode_row_with_capture_on() {
     let out = ferrolm(&["bench", "-m", &model, "--attention", "--spec", "ngram"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn parallel_rows_follow_llama_batched_bench() {
+    let model = common::smollm2();
+    let out = ferrolm(&[
+        "bench",
+        "-m",
+        &model,
+        "--parallel",
+        "1,3",
+        "-p",
+        "8",
+        "-n",
+        "2",
+        "-b",
+        "16",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, pl) in rows.iter().zip([1u64, 3]) {
+        assert_eq!(row["pl"], pl);
+        assert_eq!(row["pp"], 8);
+        assert_eq!(row["tg"], 2);
+        assert_eq!(row["n_kv"], pl * 10);
+        let f = |k: &str| row[k].as_f64().unwrap();
+        assert!(f("t_pp") > 0.0 && f("t_tg") > 0.0, "{row}");
+        let speed = (pl * 10) as f64 / f("t");
+        assert!((f("speed") - speed).abs() <= 0.01 * speed + 0.01, "{row}");
+    }
+    let out = ferrolm(&["bench", "-m", &model, "--parallel", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = ferrolm(&["bench", "-m", &model, "--parallel", "2", "--spec", "ngram"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -65,3 +65,28 @@ fn generating_without_a_limit_stops_at_a_full_context() {
         assert_eq!(generation.ids.len() + 3, 12 + 1);
     });
 }
+
+/// Every sequence of a cache holds its full context even when that is not a whole number of
+/// blocks (3 sequences of 40 positions need 6 blocks of 32, not the 4 that 120 positions fill).
+#[test]
+fn every_sequence_fills_its_context_when_it_is_not_a_whole_number_of_blocks() {
+    let file = common::open_model(common::SMOLLM2);
+    let gguf = file.gguf().expect("parses");
+    let model = common::cpu_model(&gguf, ferrolm_transformer::Precision::Q8);
+    let (n_ctx, n_seq) = (40, 3);
+    let mut kv = model.kv_cache(n_ctx, n_seq).expect("kv cache");
+    let mut state = model.state(n_ctx * n_seq, n_seq).expect("state");
+    let tokens: Vec<u32> = (0..n_ctx * n_seq).map(|i| 100 + i as u32).collect();
+    let positions: Vec<u32> = (0..n_ctx * n_seq).map(|i| (i % n_ctx) as u32).collect();
+    let seqs: Vec<u32> = (0..n_ctx * n_seq).map(|i| (i / n_ctx) as u32).collect();
+    let outputs: Vec<usize> = (1..=n_seq).map(|s| s * n_ctx - 1).collect();
+    let batch = ferrolm_transformer::Batch {
+        tokens: &tokens,
+        positions: &positions,
+        seqs: &seqs,
+        outputs: &outputs,
+    };
+    model
+        .forward(&mut state, &mut kv, &batch)
+        .expect("three full sequences fit");
+}

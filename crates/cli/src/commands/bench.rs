@@ -10,6 +10,7 @@
 //! greedy decoding of a real prompt, plain and speculative (see [`speculative`]).
 
 mod grammar;
+mod parallel;
 mod speculative;
 
 use std::fmt::Write as _;
@@ -83,6 +84,12 @@ pub struct BenchArgs {
     /// costs per token: greedy generation of up to -n tokens under it, -r times.
     #[arg(long, value_name = "FILE|JSON", conflicts_with_all = ["spec", "attention"])]
     pub json_schema: Option<String>,
+    /// llama-batched-bench's test: for each count of parallel sequences (`1,8,32`), their
+    /// prompts of -p tokens in batches of -b, then -n steps of one token per sequence; prints
+    /// S_PP, S_TG and S per row (--json: llama-batched-bench's keys).
+    #[arg(long, value_name = "LIST", value_delimiter = ',',
+          conflicts_with_all = ["spec", "attention", "json_schema", "depth", "no_kv_cache"])]
+    pub parallel: Vec<usize>,
 }
 
 struct TestResult {
@@ -253,6 +260,30 @@ fn bench_on<'w, B: Backend<'w>>(
 ) -> Result<()> {
     let model = Model::load(gguf, backend)?;
     let load_ms = loaded.started.elapsed().as_secs_f64() * 1e3;
+    if !args.parallel.is_empty() {
+        if args.parallel.contains(&0) {
+            bail!("--parallel counts must be at least 1");
+        }
+        let rows = parallel::measure(
+            &model,
+            args.n_prompt,
+            args.n_gen,
+            &args.parallel,
+            args.batch_size,
+        )?;
+        if args.json {
+            let rows: Vec<_> = rows.iter().map(parallel::Row::to_json).collect();
+            return print_stdout(&format!("{}\n", serde_json::Value::Array(rows)));
+        }
+        let mut out = format!(
+            "{} on {} ({threads} threads), batches of up to {} tokens\n\n",
+            ModelInfo::new(gguf).name,
+            model.backend().name(),
+            args.batch_size
+        );
+        parallel::write_table(&rows, &mut out);
+        return print_stdout(&out);
+    }
     if let Some(schema) = &args.json_schema {
         let constraint = crate::constrain::ConstraintArgs {
             json_schema: Some(schema.clone()),

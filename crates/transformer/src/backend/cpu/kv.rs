@@ -19,15 +19,19 @@ pub struct CpuKv {
 
 impl CpuKv {
     pub(crate) fn new(layout: KvLayout) -> Result<Self> {
-        let tokens = layout.n_ctx.checked_mul(layout.n_seq).ok_or_else(|| {
-            TransformerError::InvalidConfig {
+        // Each sequence fills whole blocks: its last one may be partly empty.
+        let tokens = layout
+            .n_ctx
+            .div_ceil(BLOCK_TOKENS)
+            .checked_mul(BLOCK_TOKENS)
+            .and_then(|per_seq| per_seq.checked_mul(layout.n_seq))
+            .ok_or_else(|| TransformerError::InvalidConfig {
                 key: "context size".into(),
                 reason: format!(
                     "{} sequences of {} positions overflow",
                     layout.n_seq, layout.n_ctx
                 ),
-            }
-        })?;
+            })?;
         check_memory(&layout, tokens)?;
         let config = KvCacheConfig::for_tokens(
             layout.n_layer,

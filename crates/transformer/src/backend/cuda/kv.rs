@@ -28,15 +28,19 @@ pub struct CudaKv {
 
 impl CudaKv {
     pub(crate) fn new(dev: &CudaDevice, layout: KvLayout) -> Result<Self> {
-        let tokens = layout.n_ctx.checked_mul(layout.n_seq).ok_or_else(|| {
-            TransformerError::InvalidConfig {
+        // Each sequence fills whole blocks: its last one may be partly empty.
+        let tokens = layout
+            .n_ctx
+            .div_ceil(BLOCK_TOKENS)
+            .checked_mul(BLOCK_TOKENS)
+            .and_then(|per_seq| per_seq.checked_mul(layout.n_seq))
+            .ok_or_else(|| TransformerError::InvalidConfig {
                 key: "context size".into(),
                 reason: format!(
                     "{} sequences of {} positions overflow",
                     layout.n_seq, layout.n_ctx
                 ),
-            }
-        })?;
+            })?;
         if tokens == 0 {
             return Err(TransformerError::InvalidConfig {
                 key: "context size".into(),
