@@ -93,6 +93,19 @@ for choice in ("required", {"type": "function", "function": {"name": "get_weathe
     else:
         assert args == {}, args
 assert call.function.name == "get_weather", call
+# Streamed: the deltas add up to the same call.
+stream = client.chat.completions.create(model=model, messages=question, tools=tools,
+                                        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                                        temperature=0, max_tokens=100, stream=True)
+name, arguments, finish = "", "", None
+for chunk in stream:
+    choice = chunk.choices[0]
+    for d in choice.delta.tool_calls or []:
+        name += d.function.name or ""
+        arguments += d.function.arguments or ""
+    finish = choice.finish_reason or finish
+assert name == call.function.name and json.loads(arguments) == args, (name, arguments)
+assert finish == "tool_calls", finish
 # The result goes back; with tool_choice none the answer is text.
 history = question + [reply.choices[0].message.model_dump(exclude_none=True),
                       {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 degrees"}]

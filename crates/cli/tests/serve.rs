@@ -1064,11 +1064,31 @@ async fn a_template_with_its_own_tool_format_gets_calls_in_that_format() {
             .is_some_and(|c| !c.is_empty()),
         "{reply}"
     );
-    // Streaming with tools is refused, naming the field.
-    let mut body =
-        json!({"model": "smollm2-tools", "messages": [question], "tools": tools, "stream": true});
-    let response = server.post("/v1/chat/completions", &body).await;
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // Streamed, the call comes as one tool_calls delta at the end, the same call.
+    let mut body = json!({
+        "model": "smollm2-tools", "messages": [question], "tools": tools,
+        "tool_choice": "required", "temperature": 0, "max_tokens": 60, "stream": true
+    });
+    let chunks = Events::new(server.post("/v1/chat/completions", &body).await)
+        .rest()
+        .await;
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(calls.len(), 1, "{chunks:?}");
+    assert_eq!(calls[0][0]["function"], call["function"], "{chunks:?}");
+    assert!(chunks.iter().all(|c| {
+        c["choices"][0]["delta"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .is_empty()
+    }));
+    let last = chunks
+        .iter()
+        .rev()
+        .find(|c| !c["choices"][0]["finish_reason"].is_null());
+    assert_eq!(last.unwrap()["choices"][0]["finish_reason"], "tool_calls");
     body["stream"] = json!(false);
     body["response_format"] = json!({"type": "json_object"});
     let response = server.post("/v1/chat/completions", &body).await;

@@ -136,12 +136,6 @@ pub fn parse_with(
                 "tools are for /v1/chat/completions",
             ));
         }
-        if stream {
-            return Err(ApiError::field(
-                "tools",
-                "tool calls are not streamed; send the request without stream",
-            ));
-        }
         if let Some((_, param)) = grammar {
             return Err(ApiError::field(
                 param,

@@ -95,6 +95,47 @@ impl Reply {
         out
     }
 
+    /// Whether the reply may be a tool call: then a stream holds its text back to the end.
+    pub fn holds_back(&self) -> bool {
+        self.meta.tool_names.is_some()
+    }
+
+    /// The end of a streamed reply that held its text back: one chunk with the tool call
+    /// (or with the text, when it is not a call), then the closing chunks.
+    pub fn held_back_chunks(&mut self, done: Done) -> Vec<Value> {
+        let mut out = Vec::new();
+        let tokens = std::mem::take(&mut self.tokens);
+        let logprobs = self.logprobs(&tokens);
+        let metrics = self.metrics(&tokens);
+        let call = self
+            .meta
+            .tool_names
+            .as_ref()
+            .and_then(|(names, format)| super::tools::call_in(&self.text, names, *format));
+        if let Some((name, arguments)) = &call {
+            let delta = json!({"tool_calls": [{
+                "index": 0,
+                "id": format!("call_{}", self.meta.id.trim_start_matches("chatcmpl-")),
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }]});
+            out.push(self.chunk(delta, logprobs, None, metrics));
+        } else if !self.text.is_empty() {
+            let delta = json!({ "content": self.text });
+            out.push(self.chunk(delta, logprobs, None, metrics));
+        }
+        let mut closing = self.closing_chunks(done);
+        if call.is_some()
+            && let Some(Value::Object(first)) = closing.first_mut()
+            && let Some(Value::Array(choices)) = first.get_mut("choices")
+            && let Some(Value::Object(choice)) = choices.first_mut()
+        {
+            choice.insert("finish_reason".into(), json!("tool_calls"));
+        }
+        out.extend(closing);
+        out
+    }
+
     /// Records released text and its token for the whole response.
     pub fn push(&mut self, text: &str, token: Option<TokenOut>) {
         self.text.push_str(text);

@@ -385,12 +385,20 @@ fn sse_stream(
                     return None;
                 }
                 match rx.recv().await {
+                    Some(Event::Token { text, token }) if reply.holds_back() => {
+                        reply.push(&text, token);
+                    }
                     Some(Event::Token { text, token }) => {
                         pending.extend(
                             reply
                                 .token_chunk(&text, token.as_ref())
                                 .map(|c| c.to_string()),
                         );
+                    }
+                    Some(Event::Done(done)) if reply.holds_back() => {
+                        pending.extend(reply.held_back_chunks(done).iter().map(Value::to_string));
+                        pending.push_back("[DONE]".into());
+                        ended = true;
                     }
                     Some(Event::Done(done)) => {
                         pending.extend(reply.closing_chunks(done).iter().map(Value::to_string));

@@ -9,8 +9,9 @@
 //! `tool_choice` `required` (or a named function) the reply must be a call (whose arguments
 //! follow the tool's `parameters` schema); with `auto` it is either such a call or text that
 //! does not start like one. A reply that is a call comes back as `tool_calls` with
-//! `finish_reason` `tool_calls`. Earlier calls in `messages` are shown to the model in its
-//! format, and tool results as `tool` messages where the template knows them.
+//! `finish_reason` `tool_calls`; streamed, the reply is held back and sent at its end as one
+//! `tool_calls` delta (or as its text). Earlier calls in `messages` are shown to the model in
+//! its format, and tool results as `tool` messages where the template knows them.
 
 use std::fmt::Write as _;
 
