@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tracing::{info, warn};
@@ -178,20 +178,12 @@ fn write_marker(sha256: &str, path: &Path) {
     }
 }
 
-/// SHA-256 of the file at `path`, as lowercase hex.
+/// SHA-256 of the file at `path`, as lowercase hex (with a progress bar over its length).
 fn hash_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            return Ok(format!("{:x}", hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
+    let len = fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    crate::download::sha256_file(path, len)
 }
 
 /// Whether the file at `dest` is `remote` as far as can be told: its size matches and, where
