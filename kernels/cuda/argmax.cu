@@ -1,6 +1,8 @@
 // Index of the largest value of each row (the lowest index on ties; NaN and -inf never win, and a
 // row of nothing else gives -1), so a greedy decode step copies back one token id. One block per
-// row.
+// row. With `allowed` (one bit per column, bit k % 32 of word k / 32, the same for every row),
+// only the columns whose bit is set compete: a grammar's token mask copied up instead of the
+// logits copied down.
 #include "common.cuh"
 
 __device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi) {
@@ -10,14 +12,16 @@ __device__ __forceinline__ void argmax_merge(float& v, int& i, float ov, int oi)
     }
 }
 
-extern "C" __global__ void argmax_f32(const float* __restrict__ x, int n, i32* __restrict__ out) {
+extern "C" __global__ void argmax_f32(const float* __restrict__ x, int n, const u32* __restrict__ allowed,
+                                      i32* __restrict__ out) {
     __shared__ float sv[32];
     __shared__ int si[32];
     const float* xr = x + (size_t)blockIdx.x * n;
     float best = 0.0f;
     int bi = -1;
     auto consider = [&](float v, int k) {
-        if (v == v && v > -INFINITY && (bi < 0 || v > best)) {
+        if (v == v && v > -INFINITY && (bi < 0 || v > best) &&
+            (!allowed || ((__ldg(allowed + (k >> 5)) >> (k & 31)) & 1u))) {
             best = v;
             bi = k;
         }

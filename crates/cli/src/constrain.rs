@@ -68,10 +68,11 @@ impl Constrained {
         Ok(Some(Self { compiler, grammar }))
     }
 
-    /// `base` with a fresh constraint at its head.
+    /// `base` with a fresh constraint at its head (so greedy `base` makes a chain that
+    /// [`SamplerChain::is_masked_greedy`]).
     pub fn chain(&self, base: SamplerChain) -> Result<SamplerChain> {
         let constraint = self.compiler.compile(&self.grammar)?;
-        Ok(SamplerChain::new().with(constraint).with(base))
+        Ok(base.with_head(constraint))
     }
 }
 

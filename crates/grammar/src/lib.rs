@@ -37,7 +37,7 @@ use std::sync::Arc;
 use ferrolm_sampling::{Candidates, RowEdit, Sampler, SamplingError};
 use ferrolm_tokenizer::{EncodeOptions, Tokenizer};
 use llguidance::api::TopLevelGrammar;
-use llguidance::toktrie::{self, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
+use llguidance::toktrie::{self, SimpleVob, TokEnv, TokRxInfo, TokTrie, TokenizerEnv};
 use llguidance::{Matcher, ParserFactory};
 
 /// What the output must be.
@@ -263,13 +263,18 @@ impl Constraint {
         self.matcher.get_error()
     }
 
+    /// The mask of allowed tokens for the next step (a bit per token, bit `k % 32` of word
+    /// `k / 32`).
+    fn mask(&mut self) -> Result<SimpleVob, SamplingError> {
+        self.armed = true;
+        self.matcher
+            .compute_mask_or_eos()
+            .map_err(|_| SamplingError::NoSelection)
+    }
+
     /// Computes the mask of allowed tokens for the next step into `self.allowed`.
     fn compute(&mut self) -> Result<(), SamplingError> {
-        self.armed = true;
-        let mask = self
-            .matcher
-            .compute_mask_or_eos()
-            .map_err(|_| SamplingError::NoSelection)?;
+        let mask = self.mask()?;
         self.allowed.clear();
         self.allowed
             .extend((0..self.n_vocab).map(|id| mask.is_allowed(id as u32)));
@@ -320,6 +325,28 @@ impl Sampler for Constraint {
         if row.len() > self.allowed.len() {
             row[self.allowed.len()..].fill(f32::NEG_INFINITY);
         }
+    }
+
+    fn is_mask(&self) -> bool {
+        true
+    }
+
+    fn restrict(&mut self, allowed: &mut [u32]) -> Result<(), SamplingError> {
+        let mask = self.mask()?;
+        let words = mask.as_slice();
+        for (i, a) in allowed.iter_mut().enumerate() {
+            // Words past the grammar's vocabulary (padding rows of the output matrix) are
+            // never text.
+            *a &= words.get(i).copied().unwrap_or(0);
+        }
+        // Bits past the vocabulary within its last word.
+        let n = self.n_vocab;
+        if !n.is_multiple_of(32)
+            && let Some(a) = allowed.get_mut(n / 32)
+        {
+            *a &= (1u32 << (n % 32)) - 1;
+        }
+        Ok(())
     }
 
     fn accept(&mut self, token: u32) {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferrolm_grammar::{Grammar, GrammarCompiler};
-use ferrolm_sampling::{SamplerChain, SamplingConfig};
+use ferrolm_sampling::SamplingConfig;
 use ferrolm_tokenizer::{DecodeOptions, Tokenizer};
 use serde_json::{Value, json};
 
@@ -52,9 +52,8 @@ fn generate(
     seed: u64,
 ) -> (String, bool) {
     let constraint = compiler.compile(grammar).unwrap();
-    let mut chain = SamplerChain::new()
-        .with(constraint)
-        .with(config.build().unwrap());
+    let mut chain = config.build().unwrap().with_head(constraint);
+    assert_eq!(chain.is_masked_greedy(), config.temperature == 0.0);
     // Prompt tokens accepted before generation are not part of the output.
     for t in tok.encode(
         "Answer in JSON:",
@@ -64,12 +63,22 @@ fn generate(
     }
     let mut rng = Rng(seed | 1);
     let mut ids = Vec::new();
-    let mut logits = vec![0.0f32; tok.n_vocab()];
+    // Rows longer than the vocabulary, as an output matrix padded past it gives.
+    let mut logits = vec![0.0f32; tok.n_vocab() + 7];
+    let mut allowed = Vec::new();
     for _ in 0..600 {
         for l in &mut logits {
             *l = rng.f32();
         }
+        // Greedy under the grammar may instead take the mask to where the logits are.
+        let masked = chain.is_masked_greedy().then(|| {
+            chain.allowed(logits.len(), &mut allowed).unwrap();
+            masked_argmax(&logits, &allowed)
+        });
         let t = chain.sample(&logits).unwrap();
+        if let Some(m) = masked {
+            assert_eq!(m, Some(t), "the mask's argmax is not the chain's choice");
+        }
         if tok.is_eog(t) {
             return (tok.decode(&ids, DecodeOptions::default()).unwrap(), true);
         }
@@ -77,6 +86,18 @@ fn generate(
         ids.push(t);
     }
     (tok.decode(&ids, DecodeOptions::default()).unwrap(), false)
+}
+
+/// The largest logit among those whose bit is set (bit `k % 32` of word `k / 32`).
+fn masked_argmax(logits: &[f32], allowed: &[u32]) -> Option<u32> {
+    assert_eq!(allowed.len(), logits.len().div_ceil(32));
+    let mut best: Option<(usize, f32)> = None;
+    for (k, &l) in logits.iter().enumerate() {
+        if (allowed[k / 32] >> (k % 32)) & 1 == 1 && best.is_none_or(|(_, b)| l > b) {
+            best = Some((k, l));
+        }
+    }
+    best.map(|(k, _)| k as u32)
 }
 
 /// A schema and a check that a value satisfies it.

@@ -39,6 +39,20 @@ pub trait Sampler: Send + fmt::Debug {
         let _ = row;
     }
 
+    /// Whether this sampler only forbids tokens (a grammar's constraint), so that it can
+    /// give its allowed set as a mask ([`Sampler::restrict`]) instead of editing logits.
+    fn is_mask(&self) -> bool {
+        false
+    }
+
+    /// For a sampler whose [`Sampler::is_mask`] is true: clears in `allowed` the bit of every
+    /// token it forbids now (token `k` is bit `k % 32` of word `k / 32`). It must forbid what
+    /// [`Sampler::apply`] would remove from a freshly filled set.
+    fn restrict(&mut self, allowed: &mut [u32]) -> Result<(), SamplingError> {
+        let _ = allowed;
+        Ok(())
+    }
+
     /// Builds `candidates` from a full logits row and applies this sampler:
     /// by default [`Candidates::fill`] then [`Sampler::apply`]. Samplers that
     /// keep few tokens override it to skip materializing the whole vocabulary;
@@ -97,6 +111,13 @@ impl SamplerChain {
         self.samplers.push(Box::new(sampler));
     }
 
+    /// Puts `sampler` before every other, builder style (a grammar's constraint, say).
+    #[must_use]
+    pub fn with_head(mut self, sampler: impl Sampler + 'static) -> Self {
+        self.samplers.insert(0, Box::new(sampler));
+        self
+    }
+
     /// Appends a boxed sampler.
     pub fn push_boxed(&mut self, sampler: Box<dyn Sampler>) {
         self.samplers.push(sampler);
@@ -107,6 +128,38 @@ impl SamplerChain {
     /// find that token where the logits are (on a GPU, say) instead of passing them here.
     pub fn is_greedy(&self) -> bool {
         matches!(self.samplers.as_slice(), [only] if only.name() == "greedy")
+    }
+
+    /// Whether the chain is greedy selection after samplers that only forbid tokens
+    /// ([`Sampler::is_mask`], such as a grammar): it chooses the largest logit among the
+    /// tokens [`SamplerChain::allowed`] lets through, so a caller may find that token where
+    /// the logits are, given the mask.
+    pub fn is_masked_greedy(&self) -> bool {
+        match self.samplers.split_last() {
+            Some((last, masks)) => {
+                last.name() == "greedy" && !masks.is_empty() && masks.iter().all(|s| s.is_mask())
+            }
+            None => false,
+        }
+    }
+
+    /// The tokens of a vocabulary of `n_vocab` that the chain's masks allow now, as bits
+    /// (token `k` is bit `k % 32` of word `k / 32`) written to `allowed`, for a chain that
+    /// [`SamplerChain::is_masked_greedy`].
+    pub fn allowed(&mut self, n_vocab: usize, allowed: &mut Vec<u32>) -> Result<(), SamplingError> {
+        allowed.clear();
+        allowed.resize(n_vocab.div_ceil(32), u32::MAX);
+        if !n_vocab.is_multiple_of(32)
+            && let Some(last) = allowed.last_mut()
+        {
+            *last = (1u32 << (n_vocab % 32)) - 1;
+        }
+        if let Some((_, masks)) = self.samplers.split_last_mut() {
+            for s in masks.iter_mut().filter(|s| s.is_mask()) {
+                s.restrict(allowed)?;
+            }
+        }
+        Ok(())
     }
 
     /// Number of samplers in the chain.

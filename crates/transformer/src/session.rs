@@ -141,10 +141,15 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
     /// and running only the rest. Returns the logits after the last token and how many
     /// tokens were run. At least the last token is always run, so its logits are fresh.
     pub fn sync(&mut self, tokens: &[u32]) -> Result<usize> {
-        self.sync_reading(tokens, Readback::Logits)
+        self.sync_reading(tokens, Readback::Logits, None)
     }
 
-    fn sync_reading(&mut self, tokens: &[u32], readback: Readback) -> Result<usize> {
+    fn sync_reading(
+        &mut self,
+        tokens: &[u32],
+        readback: Readback,
+        sampler: Option<&mut SamplerChain>,
+    ) -> Result<usize> {
         let common = self
             .tokens
             .iter()
@@ -153,17 +158,25 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
             .count();
         let keep = common.min(tokens.len().saturating_sub(1));
         self.truncate(keep)?;
-        self.feed_reading(&tokens[keep..], readback)?;
+        self.feed_reading(&tokens[keep..], readback, sampler)?;
         Ok(tokens.len() - keep)
     }
 
     /// Runs `tokens` after those already held, in batches; the logits after the last one
     /// are then in [`Session::logits`].
     pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
-        self.feed_reading(tokens, Readback::Logits)
+        self.feed_reading(tokens, Readback::Logits, None)
     }
 
-    fn feed_reading(&mut self, tokens: &[u32], readback: Readback) -> Result<()> {
+    /// Runs `tokens`, reading back after the last batch what `readback` says (for
+    /// [`Readback::MaskedArgmax`], among the tokens `sampler`'s masks allow; earlier batches
+    /// of a masked run read only their argmax).
+    fn feed_reading(
+        &mut self,
+        tokens: &[u32],
+        readback: Readback,
+        mut sampler: Option<&mut SamplerChain>,
+    ) -> Result<()> {
         if tokens.is_empty() {
             return Ok(());
         }
@@ -174,7 +187,9 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
                 n_ctx: self.n_ctx,
             });
         }
-        for chunk in tokens.chunks(self.max_batch) {
+        let n_chunks = tokens.len().div_ceil(self.max_batch);
+        let vocab = self.model.config().vocab;
+        for (i, chunk) in tokens.chunks(self.max_batch).enumerate() {
             let start = self.tokens.len() as u32;
             self.positions.clear();
             self.positions.extend(start..start + chunk.len() as u32);
@@ -187,7 +202,20 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
             };
             match readback {
                 Readback::Logits => self.model.forward(&mut self.state, &mut self.kv, &batch)?,
-                Readback::Argmax => {
+                Readback::MaskedArgmax if i + 1 == n_chunks => {
+                    let Some(chain) = sampler.as_deref_mut() else {
+                        return Err(TransformerError::InvalidBatch {
+                            reason: "a masked argmax without its sampler".into(),
+                        });
+                    };
+                    self.model.forward_argmax_masked(
+                        &mut self.state,
+                        &mut self.kv,
+                        &batch,
+                        |m| Ok(chain.allowed(vocab, m)?),
+                    )?;
+                }
+                Readback::Argmax | Readback::MaskedArgmax => {
                     self.model
                         .forward_argmax(&mut self.state, &mut self.kv, &batch)?;
                 }
@@ -223,16 +251,21 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
         }
         // A plain greedy chain only needs the best token, which the backend finds where the
         // logits are (a GPU then copies back a token id, not a row of the vocabulary).
+        // Greedy under a grammar likewise: the mask is made while the step runs and goes to
+        // where the logits are.
         let readback = if sampler.is_greedy() {
             Readback::Argmax
+        } else if sampler.is_masked_greedy() {
+            Readback::MaskedArgmax
         } else {
             Readback::Logits
         };
         let start = Instant::now();
-        let prompt_tokens = self.sync_reading(prompt, readback)?;
+        // The prompt is accepted first, so a mask made during its last batch knows it.
         for &t in prompt {
             sampler.accept(t);
         }
+        let prompt_tokens = self.sync_reading(prompt, readback, Some(&mut *sampler))?;
         let mut generation = Generation {
             // No more tokens than the context holds, whatever the limit asked for.
             ids: Vec::with_capacity(options.max_tokens.min(self.n_ctx)),
@@ -245,7 +278,7 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
         while generation.ids.len() < options.max_tokens {
             let token = match readback {
                 Readback::Logits => sampler.sample(self.logits())?,
-                Readback::Argmax => self.state.argmax()[0],
+                Readback::Argmax | Readback::MaskedArgmax => self.state.argmax()[0],
             };
             if first_token_at.is_none() {
                 generation.prompt_time = start.elapsed();
@@ -268,7 +301,7 @@ impl<'m, 'w, B: Backend<'w>> Session<'m, 'w, B> {
                 generation.stop = StopReason::ContextFull;
                 break;
             }
-            self.feed_reading(&[token], readback)?;
+            self.feed_reading(&[token], readback, Some(&mut *sampler))?;
         }
         generation.decode_time = first_token_at.map_or(Duration::ZERO, |t| t.elapsed());
         Ok(generation)
@@ -330,4 +363,7 @@ enum Readback {
     Logits,
     /// Only the index of the largest of them (for a plain greedy chain).
     Argmax,
+    /// Only the index of the largest of those the chain's masks allow (greedy under a
+    /// grammar).
+    MaskedArgmax,
 }

@@ -963,6 +963,47 @@ fn prompt_matmul_on_tensor_cores_matches_reference() {
     }
 }
 
+/// Products of float weights with f32 inputs (the expert router): decode-sized batches on the
+/// mat-vec kernel, larger F32 ones on cuBLAS in f32, more than a launch's 65 535 vectors in
+/// several launches; all within f32 rounding of the f64 product.
+#[test]
+fn f32_input_products_match_reference() {
+    let Some(dev) = device() else { return };
+    let mut rng = Rng::new(23);
+    for (ty, rows, cols, n) in [
+        (WeightType::F32, 60, 2048, 1),
+        (WeightType::F32, 60, 2048, 8),
+        (WeightType::F32, 128, 2048, 9),
+        (WeightType::F32, 8, 4096, 300),
+        (WeightType::F16, 60, 2048, 5),
+        (WeightType::F16, 60, 2048, 40),
+        (WeightType::F16, 4, 64, 70_000),
+    ] {
+        let bytes = random_weights(&mut rng, ty, rows, cols);
+        let w = QuantMatrix::upload(dev, ty, rows, cols, &bytes).unwrap();
+        let x = rng.vec(n * cols);
+        let mut out = poisoned(dev, n * rows);
+        dev.matmul_f32_input(&w, &upload(dev, &x), n, &mut out)
+            .unwrap();
+        let wf = dequantize(ty, &bytes, rows, cols);
+        let mut want = Vec::with_capacity(n * rows);
+        for xt in x.chunks_exact(cols) {
+            let xt: Vec<f64> = xt.iter().map(|&v| f64::from(v)).collect();
+            want.extend(matvec_reference(&wf, &xt, rows, cols));
+        }
+        let e = nerr(&download(dev, &out), &want);
+        assert!(e < 1e-6, "{ty:?} {rows}x{cols}, {n} vectors: {e}");
+    }
+    let q = random_weights(&mut rng, WeightType::Q8_0, 4, 64);
+    let w = QuantMatrix::upload(dev, WeightType::Q8_0, 4, 64, &q).unwrap();
+    let mut out = poisoned(dev, 4);
+    assert!(
+        dev.matmul_f32_input(&w, &upload(dev, &[0.5f32; 64]), 1, &mut out)
+            .is_err(),
+        "quantized weights need int8 activations"
+    );
+}
+
 /// Llama-3-8B feed-forward shapes: correctness at full size, then the achieved bandwidth with
 /// CUDA events over 8 rotating copies of the weights (more than the 60 MB L2 holds).
 #[test]

@@ -291,9 +291,7 @@ async fn complete(
         let constraint = compiler
             .compile(grammar)
             .map_err(|e| ApiError::field(param, format!("cannot use this {param}: {e}")))?;
-        sampler = ferrolm_sampling::SamplerChain::new()
-            .with(constraint)
-            .with(sampler);
+        sampler = sampler.with_head(constraint);
     }
     let room = info.n_ctx - prompt.len();
     let (events, rx) = mpsc::unbounded_channel();

@@ -162,6 +162,21 @@ pub trait Backend<'w>: Sync {
     fn prepare(&self, x: &Self::Buffer, out: &mut Self::Prepared) -> Result<()>;
     /// `out = x · Wᵀ`: for each row of `x` (cols = W's cols), one value per row of `W`.
     fn matmul(&self, w: &Self::Matrix, x: &Self::Prepared, out: &mut Self::Buffer) -> Result<()>;
+    /// The expert router's product `out = x · Wᵀ`, taken from the f32 activations `x` itself
+    /// where the backend can: its logits pick experts, and a choice that rounding flips
+    /// changes a token's whole feed-forward output. `prepared` is `x` prepared, for weights
+    /// that need it. By default, [`Backend::matmul`] of `prepared` (exact on backends whose
+    /// float weights always take f32 activations).
+    fn matmul_router(
+        &self,
+        w: &Self::Matrix,
+        x: &Self::Buffer,
+        prepared: &Self::Prepared,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        let _ = x;
+        self.matmul(w, prepared, out)
+    }
     /// Rotary embedding of every head of width `head_dim` in each row of `x`, row `i` at
     /// `positions[i]`; `factors` (one per rotated pair) divide the pairs' frequencies.
     fn rope(
@@ -334,6 +349,11 @@ pub trait Backend<'w>: Sync {
     /// for the greedy sampler): all that a greedy step needs, so a GPU copies back one token
     /// id per row instead of a row of the vocabulary.
     fn read_argmax(&self, x: &Self::Buffer, out: &mut [u32]) -> Result<()>;
+    /// [`Backend::read_argmax`] among the columns `allowed` lets through (a grammar's token
+    /// mask): column `k` competes when bit `k % 32` of `allowed[k / 32]` is set, the same mask
+    /// for every row, and a row with no allowed finite value is an error. A GPU copies the
+    /// mask up (a bit per token) instead of the logits down (32 bits per token).
+    fn read_argmax_masked(&self, x: &Self::Buffer, allowed: &[u32], out: &mut [u32]) -> Result<()>;
     /// Starts finding what [`Backend::read_argmax`] of `x` will return, as the last operation
     /// of a forward pass, so that a GPU can run it inside the step it replays as one graph;
     /// `x` must not change before that read. Backends that find it on reading need not.
@@ -353,6 +373,30 @@ pub trait Backend<'w>: Sync {
     fn kv_truncate(&self, kv: &mut Self::Kv, seq: SeqId, len: usize) -> Result<()>;
     /// Forgets every position of every sequence.
     fn kv_clear(&self, kv: &mut Self::Kv);
+}
+
+/// Whether bit `k % 32` of `allowed[k / 32]` is set ([`Backend::read_argmax_masked`]'s mask);
+/// a column past the mask is not allowed.
+pub fn mask_allows(allowed: &[u32], k: usize) -> bool {
+    allowed
+        .get(k / 32)
+        .is_some_and(|w| (w >> (k % 32)) & 1 == 1)
+}
+
+/// [`argmax_row`] among the columns of `row` that `allowed` lets through ([`mask_allows`]):
+/// the rule of [`Backend::read_argmax_masked`].
+pub fn argmax_row_masked(row: &[f32], allowed: &[u32]) -> Option<u32> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in row.iter().enumerate() {
+        if !v.is_nan()
+            && v > f32::NEG_INFINITY
+            && best.is_none_or(|(_, b)| v > b)
+            && mask_allows(allowed, i)
+        {
+            best = Some((i, v));
+        }
+    }
+    best.and_then(|(i, _)| u32::try_from(i).ok())
 }
 
 /// Index of the largest value of `row`: the lowest index on ties, NaN and −∞ never chosen, as

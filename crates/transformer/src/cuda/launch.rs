@@ -115,6 +115,54 @@ pub(crate) unsafe fn gemm_f16_f32(
     })
 }
 
+/// Row-major `c[n][m] = x[n][k] · w[m][k]ᵀ` with f32 operands, accumulation and output
+/// through cuBLAS (no TF32: the handle keeps cuBLAS's default math mode).
+///
+/// # Safety
+/// `w` must hold `m × k` and `x` `n × k` f32 values, and `c` `n × m` f32 values, all on the
+/// device of `handle`'s stream.
+pub(crate) unsafe fn gemm_f32(
+    handle: &CudaBlas,
+    w: u64,
+    x: u64,
+    c: u64,
+    m: i32,
+    n: i32,
+    k: i32,
+) -> Result<(), CudaError> {
+    let alpha = 1.0f32;
+    let beta = 0.0f32;
+    // The column-major view of gemm_f16_f32, in f32.
+    // SAFETY: pointers and sizes as the caller guarantees; alpha and beta outlive the call.
+    unsafe {
+        blas::gemm_ex(
+            *handle.handle(),
+            blas_sys::cublasOperation_t::CUBLAS_OP_T,
+            blas_sys::cublasOperation_t::CUBLAS_OP_N,
+            m,
+            n,
+            k,
+            (&raw const alpha).cast(),
+            w as *const std::ffi::c_void,
+            blas_sys::cudaDataType_t::CUDA_R_32F,
+            k,
+            x as *const std::ffi::c_void,
+            blas_sys::cudaDataType_t::CUDA_R_32F,
+            k,
+            (&raw const beta).cast(),
+            c as *mut std::ffi::c_void,
+            blas_sys::cudaDataType_t::CUDA_R_32F,
+            m,
+            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| CudaError::Cublas {
+        op: "gemm_f32",
+        message: e.to_string(),
+    })
+}
+
 // SAFETY: a graph and its executable instance are driver objects of the context, not of a
 // thread; every use (launch, drop) goes through cudarc, which binds the context to the calling
 // thread first, and the runtime keeps graphs behind a lock, so one thread uses a graph at a time.

@@ -5,7 +5,7 @@
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig};
 
 use super::attention::ATT_WARPS;
-use super::launch::{Arg, gemm_f16_f32, launch};
+use super::launch::{Arg, gemm_f16_f32, gemm_f32, launch};
 use super::step::Launch;
 use super::{
     AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations,
@@ -103,6 +103,8 @@ pub(super) const ELEMENTWISE_THREADS: u32 = 256;
 /// Threads per block of `rmsnorm_q8`: one warp per group of 32 values.
 const RMSNORM_Q8_THREADS: usize = 1024;
 pub(super) const MATVEC_WARPS: usize = 4;
+/// Most vectors [`CudaDevice::matmul_f32_input`] multiplies with the mat-vec kernel.
+const F32_INPUT_MATVEC_MAX: usize = 8;
 
 pub(super) fn ptr<T>(buf: &impl DevicePtr<T>, stream: &CudaStream) -> u64 {
     buf.device_ptr(stream).0
@@ -282,6 +284,91 @@ impl CudaDevice {
         let add_to = ptr_mut(add_to, self.stream());
         // SAFETY: check_matvec and the line above compared every buffer with the launch's shapes.
         unsafe { self.matvec_raw(&MatvecLaunch { add_to, ..m }) }
+    }
+
+    /// `y[v] = W · x[v] + b` for `n_vec` f32 input vectors of a float matrix (F32, F16), from
+    /// the f32 values themselves: the expert router's logits at full precision. Decode-sized
+    /// batches (and F16 weights) take the mat-vec kernel, which a step graph can hold; larger
+    /// batches of F32 weights one cuBLAS f32 product.
+    pub fn matmul_f32_input(
+        &self,
+        w: &QuantMatrix,
+        x: &impl DevicePtr<f32>,
+        n_vec: usize,
+        y: &mut impl DevicePtrMut<f32>,
+    ) -> Result<(), CudaError> {
+        if !w.weight_type().is_float() {
+            return Err(CudaError::Unsupported {
+                op: "matmul_f32_input",
+                what: format!("{:?} weights (F32 or F16 only)", w.weight_type()),
+            });
+        }
+        let (rows, cols) = (w.rows(), w.cols());
+        need("matmul_f32_input", "x", n_vec * cols, x.len())?;
+        need("matmul_f32_input", "y", n_vec * rows, y.len())?;
+        if n_vec == 0 {
+            return Ok(());
+        }
+        let s = self.stream();
+        let (xp, yp, wp) = (ptr(x, s), ptr_mut(y, s), ptr(w.data(), s));
+        if n_vec <= F32_INPUT_MATVEC_MAX || w.weight_type() != WeightType::F32 {
+            let mut v0 = 0;
+            while v0 < n_vec {
+                let n = (n_vec - v0).min(65_535);
+                // SAFETY: x holds n_vec × cols and y n_vec × rows f32 (checked above), so the
+                // vectors from v0 hold n × cols and n × rows; float weights read only xf, so the
+                // int8 activations may be absent.
+                unsafe {
+                    self.matvec_raw(&MatvecLaunch {
+                        ty: w.weight_type(),
+                        w: wp,
+                        bias: bias_ptr(w, s),
+                        rows,
+                        cols,
+                        xq: 0,
+                        xds: 0,
+                        xf: xp + (v0 * cols * size_of::<f32>()) as u64,
+                        n_vec: n,
+                        y: yp + (v0 * rows * size_of::<f32>()) as u64,
+                        residual: 0,
+                        add_to: 0,
+                    })?;
+                }
+                v0 += n;
+            }
+            return Ok(());
+        }
+        let blas = self.blas()?;
+        // cuBLAS calls cannot be part of a replayed step graph.
+        self.untracked_work()?;
+        // SAFETY: w holds rows × cols f32 (an F32 matrix), x n_vec × cols and y n_vec × rows
+        // (checked above).
+        unsafe {
+            gemm_f32(
+                blas,
+                wp,
+                xp,
+                yp,
+                dim("matmul_f32_input", "rows", rows)?,
+                dim("matmul_f32_input", "n", n_vec)?,
+                dim("matmul_f32_input", "cols", cols)?,
+            )?;
+        }
+        if let Some(bias) = w.bias() {
+            let args = [
+                Arg::Ptr(yp),
+                Arg::Ptr(ptr(bias, s)),
+                Arg::I32(dim("matmul_f32_input", "rows", rows)?),
+                Arg::I32(dim("matmul_f32_input", "n", n_vec * rows)?),
+            ];
+            let grid = grid_for(n_vec * rows, ELEMENTWISE_THREADS)?;
+            self.run(
+                "add_bias_f32",
+                cfg((grid, 1, 1), ELEMENTWISE_THREADS),
+                &args,
+            )?;
+        }
+        Ok(())
     }
 
     /// `ys[m][v] = ws[m] · x[v] + b_m` for two or three matrices of one type and width that share
@@ -1139,12 +1226,40 @@ impl CudaDevice {
         n: usize,
         out: &mut impl DevicePtrMut<i32>,
     ) -> Result<(), CudaError> {
+        self.launch_argmax(x, rows, n, 0, out)
+    }
+
+    /// [`CudaDevice::argmax`] over the columns `allowed` lets through: bit `k % 32` of word
+    /// `k / 32` for column `k` (words as i32 bit patterns), the same mask for every row; a row
+    /// with no allowed finite value gives -1.
+    pub fn argmax_masked(
+        &self,
+        x: &impl DevicePtr<f32>,
+        rows: usize,
+        n: usize,
+        allowed: &impl DevicePtr<i32>,
+        out: &mut impl DevicePtrMut<i32>,
+    ) -> Result<(), CudaError> {
+        need("argmax", "allowed", n.div_ceil(32), allowed.len())?;
+        let mask = ptr(allowed, self.stream());
+        self.launch_argmax(x, rows, n, mask, out)
+    }
+
+    fn launch_argmax(
+        &self,
+        x: &impl DevicePtr<f32>,
+        rows: usize,
+        n: usize,
+        allowed: u64,
+        out: &mut impl DevicePtrMut<i32>,
+    ) -> Result<(), CudaError> {
         need("argmax", "x", rows * n, x.len())?;
         need("argmax", "out", rows, out.len())?;
         let s = self.stream();
         let args = [
             Arg::Ptr(ptr(x, s)),
             Arg::I32(dim("argmax", "n", n)?),
+            Arg::Ptr(allowed),
             Arg::Ptr(ptr_mut(out, s)),
         ];
         let grid = u32::try_from(rows).map_err(|_| CudaError::Unsupported {

@@ -365,7 +365,7 @@ fn feed_forward<'w, B: Backend<'w>>(
                 weights_scale: moe.weights_scale,
             };
             let e = moe.n_expert;
-            b.matmul(router, &s.xn_in, &mut m.logits)?;
+            b.matmul_router(router, &s.xn, &s.xn_in, &mut m.logits)?;
             b.moe_route(&m.logits, &routing, &mut m.choice)?;
             b.matmul_experts(gate, e, &m.choice, &s.xn_in, &mut m.gate)?;
             b.matmul_experts(up, e, &m.choice, &s.xn_in, &mut m.up)?;

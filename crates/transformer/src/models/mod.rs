@@ -200,6 +200,9 @@ pub struct Model<'w, B: Backend<'w>> {
 enum Readback {
     Logits,
     Argmax,
+    /// The index of the largest logit among those a mask allows (the mask is made while the
+    /// pass runs).
+    MaskedArgmax,
     /// The final hidden states of the output rows, without the head.
     Hidden,
 }
@@ -293,6 +296,32 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
         self.run_batch(state, kv, batch, self.config.n_layer, Readback::Argmax)
     }
 
+    /// [`Model::forward_argmax`] among the tokens a mask allows ([`Backend::read_argmax_masked`],
+    /// for greedy decoding under a grammar). Once the pass is queued, `mask` fills the allowed
+    /// set, a bit per vocabulary entry (bit `k % 32` of word `k / 32`, see
+    /// [`crate::backend::mask_allows`]), so on a GPU the host makes the mask while the step
+    /// runs, and then copies it up instead of copying the logits down.
+    pub fn forward_argmax_masked(
+        &self,
+        state: &mut State<'w, B>,
+        kv: &mut B::Kv,
+        batch: &Batch<'_>,
+        mask: impl FnOnce(&mut Vec<u32>) -> Result<()>,
+    ) -> Result<()> {
+        self.queue_batch(
+            state,
+            kv,
+            batch,
+            self.config.n_layer,
+            Readback::MaskedArgmax,
+        )?;
+        state.mask.clear();
+        mask(&mut state.mask)?;
+        let n = batch.outputs.len();
+        self.backend
+            .read_argmax_masked(&state.logits, &state.mask, &mut state.argmax_host[..n])
+    }
+
     /// [`Model::forward`] without the output head: the output rows' final hidden states
     /// (after the output norm) are read back into [`State::hidden`], and [`State::logits`] is
     /// not updated. These are the embeddings llama.cpp's `--embeddings` pools.
@@ -306,6 +335,33 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
     }
 
     fn run_batch(
+        &self,
+        state: &mut State<'w, B>,
+        kv: &mut B::Kv,
+        batch: &Batch<'_>,
+        n_layers: usize,
+        readback: Readback,
+    ) -> Result<()> {
+        self.queue_batch(state, kv, batch, n_layers, readback)?;
+        let b = &self.backend;
+        match readback {
+            Readback::Logits | Readback::MaskedArgmax => b.read(
+                &state.logits,
+                &mut state.logits_host[..batch.outputs.len() * self.config.vocab],
+            ),
+            Readback::Argmax => {
+                b.read_argmax(&state.logits, &mut state.argmax_host[..batch.outputs.len()])
+            }
+            Readback::Hidden => b.read(
+                &state.out_x,
+                &mut state.hidden_host[..batch.outputs.len() * self.config.d_model],
+            ),
+        }
+    }
+
+    /// Runs `batch` up to what `readback` reads, without reading it (a GPU may still be
+    /// working when this returns).
+    fn queue_batch(
         &self,
         state: &mut State<'w, B>,
         kv: &mut B::Kv,
@@ -331,7 +387,7 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
             )?;
             match readback {
                 Readback::Argmax => b.argmax_ahead(&state.logits),
-                Readback::Logits | Readback::Hidden => Ok(()),
+                Readback::Logits | Readback::MaskedArgmax | Readback::Hidden => Ok(()),
             }
         });
         if result.is_err() {
@@ -350,19 +406,7 @@ impl<'w, B: Backend<'w>> Model<'w, B> {
         }
         result?;
         state.n_outputs = batch.outputs.len();
-        match readback {
-            Readback::Logits => b.read(
-                &state.logits,
-                &mut state.logits_host[..batch.outputs.len() * self.config.vocab],
-            ),
-            Readback::Argmax => {
-                b.read_argmax(&state.logits, &mut state.argmax_host[..batch.outputs.len()])
-            }
-            Readback::Hidden => b.read(
-                &state.out_x,
-                &mut state.hidden_host[..batch.outputs.len() * self.config.d_model],
-            ),
-        }
+        Ok(())
     }
 }
 

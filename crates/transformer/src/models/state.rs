@@ -29,6 +29,7 @@ pub struct State<'w, B: Backend<'w>> {
     pub(crate) logits_host: Vec<f32>, // (O, vocab)
     pub(crate) argmax_host: Vec<u32>, // (O) index of each output row's largest logit
     pub(crate) hidden_host: Vec<f32>, // (O, d_model) final hidden states, after the output norm
+    pub(crate) mask: Vec<u32>,   // (vocab / 32) allowed tokens of a masked argmax
 }
 
 /// Activations of a mixture-of-experts layer (`K` experts used per token).
@@ -97,6 +98,7 @@ impl<'w, B: Backend<'w>> State<'w, B> {
             logits_host: vec![0.0; o * c.vocab],
             argmax_host: vec![0; o],
             hidden_host: vec![0.0; o * c.d_model],
+            mask: Vec::with_capacity(c.vocab.div_ceil(32)),
         })
     }
 

@@ -1,7 +1,10 @@
 //! `bench --json-schema`: what the grammar mask costs per token, against the decode step it
 //! runs beside. The model generates greedily under the schema, `-r` times; the constraint's
-//! own time (computing each step's mask, applying it to the logits row, and advancing the
-//! grammar by the chosen token) is measured apart from the step.
+//! own time (computing each step's mask, applying it, and advancing the grammar by the chosen
+//! token) is measured apart from the step. Greedy decoding under a grammar sends the mask to
+//! where the logits are (a bit per token up to a GPU, made while the step runs); the same
+//! generation is also timed with the logits copied down and masked on the host, the way every
+//! sampling chain but greedy works.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -20,6 +23,8 @@ use serde_json::json;
 struct Timed {
     inner: Constraint,
     nanos: Arc<AtomicU64>,
+    /// Whether it offers its mask ([`Sampler::is_mask`]), so that greedy takes the mask up.
+    as_mask: bool,
 }
 
 impl Timed {
@@ -45,6 +50,12 @@ impl Sampler for Timed {
     fn edit_row(&mut self, row: &mut [f32]) {
         self.time(|c| c.edit_row(row));
     }
+    fn is_mask(&self) -> bool {
+        self.as_mask
+    }
+    fn restrict(&mut self, allowed: &mut [u32]) -> Result<(), SamplingError> {
+        self.time(|c| c.restrict(allowed))
+    }
     fn accept(&mut self, token: u32) {
         self.time(|c| c.accept(token));
     }
@@ -59,8 +70,10 @@ pub struct GrammarCost {
     pub tokens: usize,
     /// Mean time of the constraint per token, µs.
     pub mask_us: f64,
-    /// Mean decode step (model and sampling together), µs.
+    /// Mean decode step (model and sampling together) with the mask copied to the logits, µs.
     pub step_us: f64,
+    /// The same with the logits copied down to the mask, µs.
+    pub step_logits_down_us: f64,
     /// Time to build the vocabulary's token trie, ms.
     pub setup_ms: f64,
     /// How many of the outputs parsed as JSON.
@@ -97,40 +110,62 @@ pub fn measure<'w, B: Backend<'w>>(
             parse_special: true,
         },
     );
-    let (mut tokens, mut mask_ns, mut step_ns, mut steps, mut parsed) = (0, 0u64, 0f64, 0, 0);
-    for _ in 0..runs {
-        let nanos = Arc::new(AtomicU64::new(0));
-        let mut chain = SamplerChain::new()
-            .with(Timed {
-                inner: compiler.compile(grammar)?,
-                nanos: Arc::clone(&nanos),
-            })
-            .with(Greedy);
-        let mut session = Session::new(model, (prompt.len() + n_gen + 1).max(16), 512)?;
-        let generation = session.generate(
-            &prompt,
-            &mut chain,
-            GenerateOptions { max_tokens: n_gen },
-            |t| tokenizer.is_eog(t),
-            |_| Ok(std::ops::ControlFlow::Continue(())),
-        )?;
-        // One mask per generated token, and one more for the step that chose the end.
-        tokens += generation.ids.len();
-        mask_ns += nanos.load(Ordering::Relaxed);
-        steps += generation.ids.len().saturating_sub(1);
-        step_ns += generation.decode_time.as_secs_f64() * 1e9;
-        let text =
-            tokenizer.decode(&generation.ids, ferrolm_tokenizer::DecodeOptions::default())?;
-        parsed += usize::from(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+    let run = |as_mask: bool| -> Result<Totals> {
+        let mut t = Totals::default();
+        for _ in 0..runs {
+            let nanos = Arc::new(AtomicU64::new(0));
+            let mut chain = SamplerChain::new()
+                .with(Timed {
+                    inner: compiler.compile(grammar)?,
+                    nanos: Arc::clone(&nanos),
+                    as_mask,
+                })
+                .with(Greedy);
+            let mut session = Session::new(model, (prompt.len() + n_gen + 1).max(16), 512)?;
+            let generation = session.generate(
+                &prompt,
+                &mut chain,
+                GenerateOptions { max_tokens: n_gen },
+                |t| tokenizer.is_eog(t),
+                |_| Ok(std::ops::ControlFlow::Continue(())),
+            )?;
+            // One mask per generated token, and one more for the step that chose the end.
+            t.tokens += generation.ids.len();
+            t.mask_ns += nanos.load(Ordering::Relaxed);
+            t.steps += generation.ids.len().saturating_sub(1);
+            t.step_ns += generation.decode_time.as_secs_f64() * 1e9;
+            let text =
+                tokenizer.decode(&generation.ids, ferrolm_tokenizer::DecodeOptions::default())?;
+            t.parsed += usize::from(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+            t.ids.push(generation.ids);
+        }
+        Ok(t)
+    };
+    let up = run(true)?;
+    let down = run(false)?;
+    if up.ids != down.ids {
+        anyhow::bail!("greedy under the grammar chose other tokens with the logits copied down");
     }
     Ok(GrammarCost {
-        tokens,
-        mask_us: mask_ns as f64 / 1e3 / (tokens + runs).max(1) as f64,
-        step_us: step_ns / 1e3 / steps.max(1) as f64,
+        tokens: up.tokens,
+        mask_us: up.mask_ns as f64 / 1e3 / (up.tokens + runs).max(1) as f64,
+        step_us: up.step_ns / 1e3 / up.steps.max(1) as f64,
+        step_logits_down_us: down.step_ns / 1e3 / down.steps.max(1) as f64,
         setup_ms,
-        parsed,
+        parsed: up.parsed,
         runs,
     })
+}
+
+/// Sums over the repetitions of one way of running.
+#[derive(Default)]
+struct Totals {
+    tokens: usize,
+    mask_ns: u64,
+    step_ns: f64,
+    steps: usize,
+    parsed: usize,
+    ids: Vec<Vec<u32>>,
 }
 
 impl GrammarCost {
@@ -140,6 +175,7 @@ impl GrammarCost {
             "tokens": self.tokens,
             "mask_us_per_token": (self.mask_us * 10.0).round() / 10.0,
             "decode_step_us": (self.step_us * 10.0).round() / 10.0,
+            "decode_step_us_logits_down": (self.step_logits_down_us * 10.0).round() / 10.0,
             "mask_share_of_step": (self.mask_us / self.step_us * 1e4).round() / 1e4,
             "setup_ms": (self.setup_ms * 10.0).round() / 10.0,
             "outputs_parsed": self.parsed,
@@ -159,6 +195,11 @@ impl GrammarCost {
             self.runs,
             self.parsed,
             self.setup_ms
+        );
+        let _ = writeln!(
+            out,
+            "decode step under the grammar: {:.0} µs with the mask copied up, {:.0} µs with the logits copied down",
+            self.step_us, self.step_logits_down_us
         );
     }
 }

@@ -653,6 +653,20 @@ impl<'w> Backend<'w> for CpuBackend {
         Ok(())
     }
 
+    fn read_argmax_masked(&self, x: &Self::Buffer, allowed: &[u32], out: &mut [u32]) -> Result<()> {
+        check("read_argmax", "rows", x.rows, out.len())?;
+        if x.cols > 0 {
+            for (o, row) in out.iter_mut().zip(x.data.chunks_exact(x.cols)) {
+                *o = crate::backend::argmax_row_masked(row, allowed).ok_or(
+                    SamplingError::NoSelectableToken {
+                        n_candidates: x.cols,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     fn kv_layout(&self, kv: &Self::Kv) -> KvLayout {
         kv.layout()
     }

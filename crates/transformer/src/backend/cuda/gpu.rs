@@ -614,6 +614,24 @@ impl<'w> Backend<'w> for CudaBackend {
         }
     }
 
+    fn matmul_router(
+        &self,
+        w: &Self::Matrix,
+        x: &Self::Buffer,
+        prepared: &Self::Prepared,
+        out: &mut Self::Buffer,
+    ) -> Result<()> {
+        if !w.weight_type().is_float() {
+            return self.matmul(w, prepared, out);
+        }
+        check("matmul", "output width", w.rows(), out.cols)?;
+        check("matmul", "input width", w.cols(), x.cols)?;
+        check("matmul", "output rows", x.rows, out.rows)?;
+        self.dev
+            .matmul_f32_input(w, &x.data, x.rows, &mut out.data)?;
+        Ok(())
+    }
+
     fn matmul_many(
         &self,
         ws: &[&Self::Matrix],
@@ -1026,6 +1044,58 @@ impl<'w> Backend<'w> for CudaBackend {
         let Some(ids) = argmax.as_ref() else {
             return Err(shape_error("read_argmax", "output", x.rows, 0));
         };
+        host.resize(x.rows, 0);
+        self.dev
+            .stream()
+            .memcpy_dtoh(&ids.slice(0..x.rows), host.as_mut_slice())
+            .map_err(CudaError::driver("reading token ids"))?;
+        self.dev.synchronize()?;
+        for (o, &id) in out.iter_mut().zip(host.iter()) {
+            *o = u32::try_from(id).map_err(|_| SamplingError::NoSelectableToken {
+                n_candidates: x.cols,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn read_argmax_masked(&self, x: &Self::Buffer, allowed: &[u32], out: &mut [u32]) -> Result<()> {
+        check("read_argmax", "rows", x.rows, out.len())?;
+        check(
+            "read_argmax",
+            "mask words",
+            x.cols.div_ceil(32),
+            allowed.len(),
+        )?;
+        // An unmasked argmax the forward pass launched is not wanted.
+        self.shared().argmax_of = None;
+        if let Some(e) = self.shared().deferred.take() {
+            return Err(e.into());
+        }
+        if x.rows == 0 {
+            return Ok(());
+        }
+        self.dev.untracked_work()?;
+        let mut sh = self.shared();
+        if sh.argmax.as_ref().is_none_or(|ids| ids.len() < x.rows) {
+            sh.argmax = Some(
+                self.dev
+                    .stream()
+                    .alloc_zeros::<i32>(x.rows.max(1))
+                    .map_err(CudaError::driver("allocating argmax output"))?,
+            );
+        }
+        let Shared {
+            staging,
+            argmax,
+            argmax_host: host,
+            ..
+        } = &mut *sh;
+        staging.allowed.set_bits(&self.dev, allowed)?;
+        let Some(ids) = argmax.as_mut() else {
+            return Err(shape_error("read_argmax", "output", x.rows, 0));
+        };
+        self.dev
+            .argmax_masked(&x.data, x.rows, x.cols, &staging.allowed.dev, ids)?;
         host.resize(x.rows, 0);
         self.dev
             .stream()

@@ -41,6 +41,7 @@ impl Staged {
             return Ok(());
         }
         self.host.clear();
+        self.len = 0;
         for &v in values {
             self.host
                 .push(v.try_into().map_err(|_| CudaError::Unsupported {
@@ -48,7 +49,12 @@ impl Staged {
                     what: "a token id, position or row index does not fit 32 bits".into(),
                 })?);
         }
-        self.len = values.len();
+        self.upload(dev)
+    }
+
+    /// Copies the host values up, growing the device array if needed.
+    fn upload(&mut self, dev: &CudaDevice) -> Result<(), CudaError> {
+        self.len = self.host.len();
         if self.len == 0 {
             return Ok(());
         }
@@ -65,6 +71,24 @@ impl Staged {
     }
 }
 
+impl Staged {
+    /// Makes the device array start with `words`, each stored with its bits unchanged.
+    pub(crate) fn set_bits(&mut self, dev: &CudaDevice, words: &[u32]) -> Result<(), CudaError> {
+        let same = self.len == words.len()
+            && self.host[..self.len]
+                .iter()
+                .zip(words)
+                .all(|(&h, &w)| h.cast_unsigned() == w);
+        if same {
+            return Ok(());
+        }
+        self.host.clear();
+        self.len = 0;
+        self.host.extend(words.iter().map(|w| w.cast_signed()));
+        self.upload(dev)
+    }
+}
+
 /// The integers of the batch being run.
 #[derive(Debug)]
 pub(crate) struct Staging {
@@ -74,6 +98,8 @@ pub(crate) struct Staging {
     pub(crate) outputs: Staged,
     /// Rows moved by a prompt's expert products (see `experts`).
     pub(crate) expert_rows: Staged,
+    /// The token mask of [`crate::Backend::read_argmax_masked`].
+    pub(crate) allowed: Staged,
 }
 
 impl Staging {
@@ -84,6 +110,7 @@ impl Staging {
             seqs: Staged::new(dev)?,
             outputs: Staged::new(dev)?,
             expert_rows: Staged::new(dev)?,
+            allowed: Staged::new(dev)?,
         })
     }
 }

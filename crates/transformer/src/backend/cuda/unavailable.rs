@@ -155,6 +155,9 @@ impl<'w> Backend<'w> for CudaBackend {
     fn read_argmax(&self, _: &Unavailable, _: &mut [u32]) -> Result<()> {
         match self.never {}
     }
+    fn read_argmax_masked(&self, _: &Unavailable, _: &[u32], _: &mut [u32]) -> Result<()> {
+        match self.never {}
+    }
     fn kv_layout(&self, _: &Unavailable) -> KvLayout {
         match self.never {}
     }
