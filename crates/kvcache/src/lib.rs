@@ -15,6 +15,9 @@
 //! or [`half::f16`] ([`KvElement`]). Running out of blocks or context is an
 //! error ([`KvCacheError`]), never a panic, and leaves the cache unchanged.
 //!
+//! [`Slots`] numbers a fixed set of sequences over either store and places batches of tokens
+//! in them: position checks, a full context, and a failed batch undone whole.
+//!
 //! ```
 //! use ferrolm_kvcache::{KvCacheConfig, PagedKvCache};
 //!
@@ -54,6 +57,7 @@ mod config;
 mod element;
 mod error;
 mod ledger;
+mod slots;
 mod stats;
 mod storage;
 
@@ -63,5 +67,6 @@ pub use element::{KvDtype, KvElement};
 pub use error::KvCacheError;
 pub use half;
 pub use ledger::{Appended, BlockCopy, BlockLedger, SeqId};
+pub use slots::{KvStore, PendingCopies, SlotError, Slots};
 pub use stats::KvStats;
 pub use storage::HostKvStorage;

@@ -127,3 +127,20 @@ pub enum TransformerError {
 
 /// Result alias of this crate.
 pub type Result<T, E = TransformerError> = std::result::Result<T, E>;
+
+impl From<ferrolm_kvcache::SlotError> for TransformerError {
+    fn from(e: ferrolm_kvcache::SlotError) -> Self {
+        use ferrolm_kvcache::SlotError;
+        match e {
+            SlotError::ContextFull { needed, n_ctx } => {
+                TransformerError::ContextFull { needed, n_ctx }
+            }
+            SlotError::Cache(e) => e.into(),
+            e @ (SlotError::UnknownSlot { .. } | SlotError::Position { .. }) => {
+                TransformerError::InvalidBatch {
+                    reason: e.to_string(),
+                }
+            }
+        }
+    }
+}

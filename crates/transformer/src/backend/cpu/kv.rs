@@ -1,7 +1,7 @@
 //! Host KV storage of the CPU backend: `ferrolm-kvcache`'s paged cache, one sequence per
-//! [`SeqId`] slot.
+//! [`SeqId`] slot ([`Slots`] places the batches).
 
-use ferrolm_kvcache::{HeadBlocks, KvCacheConfig, PagedKvCache};
+use ferrolm_kvcache::{HeadBlocks, KvCacheConfig, PagedKvCache, Slots};
 
 use crate::backend::{Batch, KvLayout, SeqId};
 use crate::error::{Result, TransformerError};
@@ -13,8 +13,7 @@ const BLOCK_TOKENS: usize = 32;
 #[derive(Debug)]
 pub struct CpuKv {
     layout: KvLayout,
-    cache: PagedKvCache<f32>,
-    seqs: Vec<ferrolm_kvcache::SeqId>,
+    slots: Slots<PagedKvCache<f32>>,
 }
 
 impl CpuKv {
@@ -41,12 +40,10 @@ impl CpuKv {
             tokens,
         )?
         .with_max_sequence_tokens(layout.n_ctx);
-        let mut cache = PagedKvCache::new(config)?;
-        let seqs = (0..layout.n_seq).map(|_| cache.create_sequence()).collect();
+        let cache = PagedKvCache::new(config)?;
         Ok(Self {
             layout,
-            cache,
-            seqs,
+            slots: Slots::new(cache, layout.n_seq, layout.n_ctx),
         })
     }
 
@@ -57,95 +54,31 @@ impl CpuKv {
 
     /// The paged cache (statistics, block tables).
     pub fn paged(&self) -> &PagedKvCache<f32> {
-        &self.cache
+        self.slots.store()
     }
 
     /// Positions held by `seq` (0 for an unknown one).
     pub fn len(&self, seq: SeqId) -> usize {
-        self.id(seq)
-            .ok()
-            .and_then(|id| self.cache.len(id).ok())
-            .unwrap_or(0)
+        self.slots.len(seq)
     }
 
     /// Whether no sequence holds any position.
     pub fn is_empty(&self) -> bool {
-        self.seqs
-            .iter()
-            .all(|&id| self.cache.len(id).unwrap_or(0) == 0)
+        self.slots.is_empty()
     }
 
-    fn id(&self, seq: SeqId) -> Result<ferrolm_kvcache::SeqId> {
-        self.seqs
-            .get(seq as usize)
-            .copied()
-            .ok_or_else(|| TransformerError::InvalidBatch {
-                reason: format!("sequence {seq} is not in a cache of {}", self.layout.n_seq),
-            })
-    }
-
-    /// Appends the batch's positions, checking that each sequence continues where it ends.
+    /// Appends the batch's positions, checking that each sequence continues where it ends;
+    /// a batch that fails leaves every sequence as it was.
     pub(crate) fn reserve(&mut self, batch: &Batch<'_>) -> Result<()> {
-        let mut done = 0;
-        while done < batch.len() {
-            let seq = batch.seqs[done];
-            let run = batch.seqs[done..].iter().take_while(|&&s| s == seq).count();
-            if let Err(e) = self.append_run(seq, &batch.positions[done..done + run]) {
-                self.undo(&batch.seqs[..done]);
-                return Err(e);
-            }
-            done += run;
-        }
-        Ok(())
-    }
-
-    fn append_run(&mut self, seq: SeqId, positions: &[u32]) -> Result<()> {
-        let id = self.id(seq)?;
-        let len = self.cache.len(id)?;
-        if let Some((i, &p)) = positions
-            .iter()
-            .enumerate()
-            .find(|&(i, &p)| p as usize != len + i)
-        {
-            return Err(TransformerError::InvalidBatch {
-                reason: format!(
-                    "a token of sequence {seq} is at position {p}, expected {}",
-                    len + i
-                ),
-            });
-        }
-        let needed = len + positions.len();
-        match self.cache.append(id, positions.len()) {
-            Ok(_) => Ok(()),
-            Err(ferrolm_kvcache::KvCacheError::ContextFull { .. }) => {
-                Err(TransformerError::ContextFull {
-                    needed,
-                    n_ctx: self.layout.n_ctx,
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn undo(&mut self, seqs: &[SeqId]) {
-        for &seq in seqs {
-            if let Ok(id) = self.id(seq) {
-                let len = self.cache.len(id).unwrap_or(0);
-                let _ = self.cache.truncate(id, len.saturating_sub(1));
-            }
-        }
+        Ok(self.slots.reserve(batch.seqs, batch.positions)?)
     }
 
     pub(crate) fn truncate(&mut self, seq: SeqId, len: usize) -> Result<()> {
-        let id = self.id(seq)?;
-        let len = len.min(self.cache.len(id)?);
-        Ok(self.cache.truncate(id, len)?)
+        Ok(self.slots.truncate(seq, len)?)
     }
 
     pub(crate) fn clear(&mut self) {
-        for &id in &self.seqs {
-            let _ = self.cache.truncate(id, 0);
-        }
+        let _ = self.slots.clear();
     }
 
     /// Writes the keys and values of consecutive positions `first..` of `seq` in `layer`
@@ -158,8 +91,8 @@ impl CpuKv {
         k: &[f32],
         v: &[f32],
     ) -> Result<()> {
-        let id = self.id(seq)?;
-        Ok(self.cache.write(id, layer, first, k, v)?)
+        let id = self.slots.id(seq)?;
+        Ok(self.slots.store_mut().write(id, layer, first, k, v)?)
     }
 
     /// Keys and values of one KV head of `seq` in `layer`, block by block.
@@ -169,7 +102,8 @@ impl CpuKv {
         seq: SeqId,
         head: usize,
     ) -> Result<HeadBlocks<'_, f32>> {
-        Ok(self.cache.head_blocks(self.id(seq)?, layer, head)?)
+        let id = self.slots.id(seq)?;
+        Ok(self.slots.store().head_blocks(id, layer, head)?)
     }
 }
 

@@ -1,9 +1,10 @@
 //! Device KV storage of the CUDA backend: one [`PagedKvLayer`] (f16, paged) per layer, its
-//! blocks handed out by `ferrolm-kvcache`'s [`BlockLedger`], and the block table of every
-//! sequence slot mirrored in device memory for the attention kernels.
+//! blocks handed out by `ferrolm-kvcache`'s [`BlockLedger`] (batches placed by its [`Slots`]),
+//! and the block table of every sequence slot mirrored in device memory for the attention
+//! kernels.
 
 use cudarc::driver::CudaSlice;
-use ferrolm_kvcache::{BlockCopy, BlockLedger, KvCacheConfig, KvCacheError};
+use ferrolm_kvcache::{BlockCopy, BlockLedger, KvCacheConfig, PendingCopies, Slots};
 
 use crate::backend::{Batch, KvLayout, SeqId};
 use crate::cuda::{CudaDevice, CudaError, PagedKvLayer};
@@ -17,8 +18,7 @@ const BLOCK_TOKENS: usize = 32;
 pub struct CudaKv {
     layout: KvLayout,
     pub(crate) layers: Vec<PagedKvLayer>,
-    ledger: BlockLedger,
-    ids: Vec<ferrolm_kvcache::SeqId>,
+    slots: Slots<PendingCopies>,
     /// Logical blocks per sequence (the row length of the block table).
     pub(crate) max_blocks: usize,
     /// `(n_seq, max_blocks)`: physical block of each logical block, -1 where none.
@@ -92,8 +92,10 @@ impl CudaKv {
                 )
             })
             .collect::<Result<Vec<_>, CudaError>>()?;
-        let mut ledger = BlockLedger::new(&config);
-        let ids = (0..layout.n_seq).map(|_| ledger.create()).collect();
+        let store = PendingCopies {
+            ledger: BlockLedger::new(&config),
+            copies: Vec::new(),
+        };
         let max_blocks = layout.n_ctx.div_ceil(BLOCK_TOKENS);
         let table = vec![-1; layout.n_seq * max_blocks];
         let table_dev = dev
@@ -103,8 +105,7 @@ impl CudaKv {
         Ok(Self {
             layout,
             layers,
-            ledger,
-            ids,
+            slots: Slots::new(store, layout.n_seq, layout.n_ctx),
             max_blocks,
             table,
             table_dev,
@@ -118,7 +119,7 @@ impl CudaKv {
 
     /// The block bookkeeping (statistics, block tables).
     pub fn ledger(&self) -> &BlockLedger {
-        &self.ledger
+        &self.slots.store().ledger
     }
 
     /// Bytes of device memory for keys and values.
@@ -128,78 +129,37 @@ impl CudaKv {
 
     /// Positions held by `seq` (0 for an unknown one).
     pub fn len(&self, seq: SeqId) -> usize {
-        self.id(seq)
-            .ok()
-            .and_then(|id| self.ledger.len(id).ok())
-            .unwrap_or(0)
+        self.slots.len(seq)
     }
 
     /// Whether no sequence holds any position.
     pub fn is_empty(&self) -> bool {
-        self.ids
-            .iter()
-            .all(|&id| self.ledger.len(id).unwrap_or(0) == 0)
-    }
-
-    fn id(&self, seq: SeqId) -> Result<ferrolm_kvcache::SeqId> {
-        self.ids
-            .get(seq as usize)
-            .copied()
-            .ok_or_else(|| TransformerError::InvalidBatch {
-                reason: format!("sequence {seq} is not in a cache of {}", self.layout.n_seq),
-            })
+        self.slots.is_empty()
     }
 
     /// Checks that every sequence of the batch is a slot of this cache.
     pub(crate) fn check_seqs(&self, seqs: &[SeqId]) -> Result<()> {
-        seqs.iter().try_for_each(|&s| self.id(s).map(|_| ()))
+        Ok(self.slots.check(seqs)?)
     }
 
-    /// Appends the batch's positions, checking that each sequence continues where it ends, and
+    /// Appends the batch's positions, checking that each sequence continues where it ends (a
+    /// batch that fails leaves every sequence as it was), carries out the copy-on-writes and
     /// brings the device block table up to date.
     pub(crate) fn reserve(&mut self, dev: &CudaDevice, batch: &Batch<'_>) -> Result<()> {
-        let mut done = 0;
-        while done < batch.len() {
-            let seq = batch.seqs[done];
-            let run = batch.seqs[done..].iter().take_while(|&&s| s == seq).count();
-            if let Err(e) = self.append_run(dev, seq, &batch.positions[done..done + run]) {
-                self.undo(dev, batch, done);
-                return Err(e);
-            }
-            done += run;
-        }
-        Ok(())
-    }
-
-    fn append_run(&mut self, dev: &CudaDevice, seq: SeqId, positions: &[u32]) -> Result<()> {
-        let id = self.id(seq)?;
-        let len = self.ledger.len(id)?;
-        if let Some((i, &p)) = positions
-            .iter()
-            .enumerate()
-            .find(|&(i, &p)| p as usize != len + i)
-        {
-            return Err(TransformerError::InvalidBatch {
-                reason: format!(
-                    "a token of sequence {seq} is at position {p}, expected {}",
-                    len + i
-                ),
-            });
-        }
-        let appended = match self.ledger.append(id, positions.len()) {
-            Ok(a) => a,
-            Err(KvCacheError::ContextFull { .. }) => {
-                return Err(TransformerError::ContextFull {
-                    needed: len + positions.len(),
-                    n_ctx: self.layout.n_ctx,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(copy) = appended.copy {
+        let placed = self.slots.reserve(batch.seqs, batch.positions);
+        // Copies are made even for a failed batch: an undone sequence may keep a copied block.
+        let copies = std::mem::take(&mut self.slots.store_mut().copies);
+        for copy in copies {
             self.copy_block(dev, copy)?;
         }
-        self.sync_row(dev, seq)
+        let mut last = None;
+        for &seq in batch.seqs {
+            if last != Some(seq) && self.slots.id(seq).is_ok() {
+                self.sync_row(dev, seq)?;
+            }
+            last = Some(seq);
+        }
+        Ok(placed?)
     }
 
     /// Copy-on-write of a block shared with another sequence (the whole block, every layer).
@@ -220,25 +180,11 @@ impl CudaKv {
         Ok(())
     }
 
-    /// Removes the positions a failed batch appended to the sequences before token `done`.
-    fn undo(&mut self, dev: &CudaDevice, batch: &Batch<'_>, done: usize) {
-        let mut i = 0;
-        while i < done {
-            let seq = batch.seqs[i];
-            let run = batch.seqs[i..done]
-                .iter()
-                .take_while(|&&s| s == seq)
-                .count();
-            let _ = self.truncate(dev, seq, batch.positions[i] as usize);
-            i += run;
-        }
-    }
-
     /// Makes the device block table row of `seq` match the ledger. The host copy changes only
     /// once the upload succeeded, so a failed upload is retried by the next call.
     fn sync_row(&mut self, dev: &CudaDevice, seq: SeqId) -> Result<()> {
-        let id = self.id(seq)?;
-        let blocks = self.ledger.block_table(id)?;
+        let id = self.slots.id(seq)?;
+        let blocks = self.slots.store().ledger.block_table(id)?;
         let row0 = seq as usize * self.max_blocks;
         let row = &self.table[row0..row0 + self.max_blocks];
         let want = |i: usize| {
@@ -260,9 +206,7 @@ impl CudaKv {
     }
 
     pub(crate) fn truncate(&mut self, dev: &CudaDevice, seq: SeqId, len: usize) -> Result<()> {
-        let id = self.id(seq)?;
-        let len = len.min(self.ledger.len(id)?);
-        self.ledger.truncate(id, len)?;
+        self.slots.truncate(seq, len)?;
         self.sync_row(dev, seq)
     }
 
