@@ -89,6 +89,13 @@ pub const MODULES: &[KernelModule] = &[
     quant_module!("q8_0"),
     quant_module!("q4_k"),
     quant_module!("q6_k"),
+    quant_module!("bf16"),
+    quant_module!("q5_1"),
+    quant_module!("q2_k"),
+    quant_module!("q3_k"),
+    quant_module!("q5_k"),
+    quant_module!("iq4_nl"),
+    quant_module!("iq4_xs"),
     KernelModule {
         name: "quantize",
         source: include_str!("../cuda/quantize.cu"),

@@ -16,7 +16,7 @@ use ferrolm_transformer::{
     AttentionParams, Backend, Batch, CpuBackend, CpuOptions, CudaBackend, CudaOptions, Glu,
     KvLayout, MoeRouting, Precision, Rope, RopeStyle, TransformerError,
 };
-use half::f16;
+use half::{bf16, f16};
 
 /// Products whose activations the GPU rounds to int8 (decode) or f16 (prompts), against exact
 /// f32 ones: the int8 rounding costs about 0.5%.
@@ -110,6 +110,11 @@ fn random_weights(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Ve
                 .flat_map(|_| f16::from_f32(rng.f32() * s).to_le_bytes())
                 .collect();
         }
+        WeightType::Bf16 => {
+            return (0..rows * cols)
+                .flat_map(|_| bf16::from_f32(rng.f32() * s).to_le_bytes())
+                .collect();
+        }
         _ => {}
     }
     let mut bytes: Vec<u8> = (0..rows * ty.row_bytes(cols).unwrap())
@@ -131,7 +136,25 @@ fn random_weights(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Ve
                 put(2, 7.5 * s / (31.0 * 4.6));
             }
             WeightType::Q6K => put(208, s / (8.0 * 18.5)),
-            WeightType::F32 | WeightType::F16 => unreachable!(),
+            // Random bits elsewhere: 5-bit values (std 9.2), 6-bit sub-block scales and
+            // minimums (about 31), Q3_K's scales - 32 (rms 18.5) times values in -4..3 (std
+            // 2.3), Q2_K's 4-bit scales and minimums times values in 0..3, IQ4 levels (rms 65).
+            WeightType::Q5_1 => {
+                put(0, s / 9.2);
+                put(2, -15.5 * s / 9.2);
+            }
+            WeightType::Q5K => {
+                put(0, s / (31.0 * 9.2));
+                put(2, 15.5 * s / (31.0 * 9.2));
+            }
+            WeightType::Q3K => put(108, s / (18.5 * 2.3)),
+            WeightType::Q2K => {
+                put(80, s / (7.5 * 1.1));
+                put(82, 1.5 * s / (7.5 * 1.1));
+            }
+            WeightType::Iq4Nl => put(0, s / 65.0),
+            WeightType::Iq4Xs => put(0, s / (18.5 * 65.0)),
+            WeightType::F32 | WeightType::F16 | WeightType::Bf16 => unreachable!(),
         }
     }
     bytes
@@ -153,8 +176,19 @@ fn poison_rows(ty: WeightType, bytes: &mut [u8], cols: usize, rows: std::ops::Ra
                 v.copy_from_slice(&nan16);
             }
         }
+        WeightType::Bf16 => {
+            for v in region.chunks_exact_mut(2) {
+                v.copy_from_slice(&bf16::NAN.to_le_bytes());
+            }
+        }
         _ => {
-            let at = if ty == WeightType::Q6K { 208 } else { 0 };
+            // The offset of the f16 super-scale d.
+            let at = match ty {
+                WeightType::Q6K => 208,
+                WeightType::Q3K => 108,
+                WeightType::Q2K => 80,
+                _ => 0,
+            };
             for b in region.chunks_exact_mut(ty.block_bytes()) {
                 b[at..at + 2].copy_from_slice(&nan16);
             }
@@ -248,6 +282,13 @@ fn products_add_the_matrix_bias_at_decode_and_prompt_sizes() {
         WeightType::Q6K,
         WeightType::F32,
         WeightType::F16,
+        WeightType::Bf16,
+        WeightType::Q5_1,
+        WeightType::Q2K,
+        WeightType::Q3K,
+        WeightType::Q5K,
+        WeightType::Iq4Nl,
+        WeightType::Iq4Xs,
     ] {
         let data: Vec<(Vec<u8>, Vec<u8>)> = rows
             .iter()

@@ -1,7 +1,8 @@
 //! Whole models on the GPU against the CPU backend: the same greedy tokens and logits within
 //! tolerance, on real models cut to a few layers and a smaller vocabulary (small enough to
-//! carry to a GPU machine), on synthetic models with random weights in every block format
-//! the kernels read, and on the tiny random-weight model of every family
+//! carry to a GPU machine), on synthetic models with random weights in the block formats the
+//! kernels read (random blocks, or f32 weights requantized with llama.cpp's mixes: Q5_K_M,
+//! Q3_K_M, Q2_K, IQ4_XS, BF16), and on the tiny random-weight model of every family
 //! (`tests/common/tiny.rs`: biases, rope factors, YaRN, LongRoPE, q/k norms, soft-capping,
 //! mixtures of experts). Also checks what only the GPU has: step graphs give the same logits as
 //! launching kernel by kernel, batches of several sequences, and rolling the cache back.
@@ -19,6 +20,8 @@ use std::path::PathBuf;
 
 use common::tiny::{self, TinySpec, Variant};
 use ferrolm_gguf::{GgmlType, Gguf, GgufFile, GgufWriter};
+use ferrolm_quant::mix::{Mix, MixOptions};
+use ferrolm_quant::requantize::requantize;
 use ferrolm_transformer::backend::cuda::CudaKv;
 use ferrolm_transformer::{
     Backend, Batch, CpuBackend, CpuOptions, CudaBackend, CudaOptions, Model, Precision, State,
@@ -181,8 +184,15 @@ fn put_f16(b: &mut [u8], at: usize, v: f32) {
     b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
 }
 
-/// Random blocks of `ty` whose weights have a standard deviation near `gain/√cols`.
+/// Random blocks of `ty` whose weights have a standard deviation near `gain/√cols` (for F32,
+/// uniform values of that standard deviation).
 fn random_matrix(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize, gain: f32) -> Vec<u8> {
+    if ty == GgmlType::F32 {
+        let a = 3f32.sqrt() * gain / (cols as f32).sqrt();
+        return (0..rows * cols)
+            .flat_map(|_| ((2.0 * rng.unit() - 1.0) * a).to_le_bytes())
+            .collect();
+    }
     let rb = ty.row_bytes(cols as u64).unwrap() as usize;
     let mut bytes: Vec<u8> = (0..rows * rb)
         .map(|_| (rng.next_u64() >> 56) as u8)
@@ -220,9 +230,28 @@ fn random_norm(rng: &mut Rng, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The block format of each matrix in [`synthetic_model`], by role (`attn_q`, `token_embd`, ...):
+/// Q4_0, Q4_1, Q5_0, Q8_0, Q4_K and Q6_K spread over the matrices.
+fn mixed_type(role: &str) -> GgmlType {
+    match role {
+        "token_embd" | "attn_v" => GgmlType::Q8_0,
+        "output" | "ffn_down" => GgmlType::Q6K,
+        "attn_q" => GgmlType::Q4K,
+        "attn_k" => GgmlType::Q5_0,
+        "attn_output" | "ffn_up" => GgmlType::Q4_0,
+        "ffn_gate" => GgmlType::Q4_1,
+        other => panic!("no matrix {other}"),
+    }
+}
+
 /// A small model with random weights: `gemma3` (QK-norm, post-norms, a window of 8 on five
-/// of six layers) or `llama`, with every block format the kernels read.
+/// of six layers) or `llama`, with the block formats of [`mixed_type`].
 fn synthetic_model(arch: &str, seed: u64) -> Vec<u8> {
+    synthetic_model_typed(arch, seed, mixed_type)
+}
+
+/// [`synthetic_model`] with the block format of each matrix chosen by `type_of(role)`.
+fn synthetic_model_typed(arch: &str, seed: u64, type_of: fn(&str) -> GgmlType) -> Vec<u8> {
     let gemma = arch == "gemma3";
     let (n_layer, d, n_head, n_kv, hd, ffn, vocab) = if gemma {
         (6, 256, 4, 1, 128, 512, 1000)
@@ -254,23 +283,29 @@ fn synthetic_model(arch: &str, seed: u64) -> Vec<u8> {
     };
     mat(
         "token_embd.weight".into(),
-        GgmlType::Q8_0,
+        type_of("token_embd"),
         vocab,
         d,
         &mut rng,
     );
     // Random tied embeddings let one token win every step; the cut Gemma 3 covers tying.
-    mat("output.weight".into(), GgmlType::Q6K, vocab, d, &mut rng);
+    mat(
+        "output.weight".into(),
+        type_of("output"),
+        vocab,
+        d,
+        &mut rng,
+    );
     let (q, kv) = (n_head * hd, n_kv * hd);
     for il in 0..n_layer {
         let p = |s: &str| format!("blk.{il}.{s}.weight");
-        mat(p("attn_q"), GgmlType::Q4K, q, d, &mut rng);
-        mat(p("attn_k"), GgmlType::Q5_0, kv, d, &mut rng);
-        mat(p("attn_v"), GgmlType::Q8_0, kv, d, &mut rng);
-        mat(p("attn_output"), GgmlType::Q4_0, d, q, &mut rng);
-        mat(p("ffn_gate"), GgmlType::Q4_1, ffn, d, &mut rng);
-        mat(p("ffn_up"), GgmlType::Q4_0, ffn, d, &mut rng);
-        mat(p("ffn_down"), GgmlType::Q6K, d, ffn, &mut rng);
+        mat(p("attn_q"), type_of("attn_q"), q, d, &mut rng);
+        mat(p("attn_k"), type_of("attn_k"), kv, d, &mut rng);
+        mat(p("attn_v"), type_of("attn_v"), kv, d, &mut rng);
+        mat(p("attn_output"), type_of("attn_output"), d, q, &mut rng);
+        mat(p("ffn_gate"), type_of("ffn_gate"), ffn, d, &mut rng);
+        mat(p("ffn_up"), type_of("ffn_up"), ffn, d, &mut rng);
+        mat(p("ffn_down"), type_of("ffn_down"), d, ffn, &mut rng);
     }
     let mut norms: Vec<(String, usize)> = vec![("output_norm.weight".into(), d)];
     for il in 0..n_layer {
@@ -993,4 +1028,99 @@ fn embeddings_on_the_gpu_match_the_exact_cpu() {
             }
         }
     }
+}
+
+/// The synthetic llama with f32 weights, requantized by ferrolm-quant with llama.cpp's `mix` (as
+/// llama-quantize does without an importance matrix): realistic blocks of the K-quant, IQ4 and
+/// BF16 formats, with the mix's per-role promotions.
+fn synthetic_llama_mix(mix: Mix, seed: u64) -> Vec<u8> {
+    let f32_model = synthetic_model_typed("llama", seed, |_| GgmlType::F32);
+    let gguf = Gguf::parse(&f32_model).unwrap();
+    let (writer, _) = requantize(&gguf, mix, &MixOptions::default(), |_| {}).unwrap();
+    let mut out = Vec::new();
+    writer.write_to(&mut out).unwrap();
+    out
+}
+
+/// The block formats of a model's matrices, without repeats.
+fn matrix_types(bytes: &[u8]) -> Vec<GgmlType> {
+    let gguf = Gguf::parse(bytes).unwrap();
+    let mut types: Vec<GgmlType> = Vec::new();
+    for t in gguf.tensor_views().filter(|t| t.dims.len() == 2) {
+        if !types.contains(&t.ty) {
+            types.push(t.ty);
+        }
+    }
+    types
+}
+
+/// The mixes of the GPU tests below and the formats each must contain.
+const MIXES: [(Mix, &[GgmlType]); 5] = [
+    (Mix::Q5KM, &[GgmlType::Q5K, GgmlType::Q6K]),
+    (
+        Mix::Q3KM,
+        &[GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K],
+    ),
+    (Mix::Q2K, &[GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q6K]),
+    (Mix::Iq4Xs, &[GgmlType::Iq4Xs, GgmlType::Q6K]),
+    (Mix::Bf16, &[GgmlType::Bf16]),
+];
+
+#[test]
+fn requantized_synthetic_llamas_hold_their_mix_and_give_spread_out_logits_on_the_cpu() {
+    for (i, (mix, want)) in MIXES.into_iter().enumerate() {
+        let bytes = synthetic_llama_mix(mix, 11 + i as u64);
+        let types = matrix_types(&bytes);
+        for ty in want {
+            assert!(types.contains(ty), "{mix:?}: no {ty:?} matrix in {types:?}");
+        }
+        let gguf = Gguf::parse(&bytes).unwrap();
+        let model = Model::load(&gguf, cpu()).unwrap();
+        let t = run(&model, &prompt(model.config().vocab, 12), 12, 8, None);
+        for l in &t.logits {
+            assert!(
+                l.iter().all(|x| x.is_finite()),
+                "{mix:?}: non-finite logits"
+            );
+            let mean = l.iter().sum::<f32>() / l.len() as f32;
+            let var = l.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / l.len() as f32;
+            assert!(
+                (0.05..100.0).contains(&var),
+                "{mix:?}: logit variance {var}"
+            );
+        }
+    }
+}
+
+/// The synthetic llama requantized with `MIXES[i]` against the exact CPU model.
+fn check_mix(i: usize) {
+    let (mix, _) = MIXES[i];
+    let what = format!("synthetic llama {}", mix.name());
+    let bytes = synthetic_llama_mix(mix, 11 + i as u64);
+    check_against_cpu(&what, &bytes, 12, 30, SYNTHETIC_LOGIT_TOL);
+}
+
+#[test]
+fn synthetic_llama_q5_k_m_matches_cpu() {
+    check_mix(0);
+}
+
+#[test]
+fn synthetic_llama_q3_k_m_matches_cpu() {
+    check_mix(1);
+}
+
+#[test]
+fn synthetic_llama_q2_k_matches_cpu() {
+    check_mix(2);
+}
+
+#[test]
+fn synthetic_llama_iq4_xs_matches_cpu() {
+    check_mix(3);
+}
+
+#[test]
+fn synthetic_llama_bf16_matches_cpu() {
+    check_mix(4);
 }

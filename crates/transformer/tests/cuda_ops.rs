@@ -14,7 +14,7 @@ use ferrolm_transformer::cuda::{
     AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations,
     QuantMatrix, QueryBatch, RopeParams, WeightType, compile_ptx, time_copy, time_matvec, time_op,
 };
-use half::f16;
+use half::{bf16, f16};
 
 type Reference = Box<dyn Fn(f32, f32) -> f64>;
 
@@ -102,8 +102,9 @@ fn poisoned(dev: &CudaDevice, n: usize) -> CudaSlice<f32> {
     upload(dev, &vec![f32::NAN; n])
 }
 
-/// Random blocks of `ty` whose f16 scale fields hold small finite values (for F32 and F16,
-/// random values in [-0.5, 0.5)).
+/// Random blocks of `ty` whose f16 scale fields hold small finite values (for F32, F16 and
+/// BF16, random values in [-0.5, 0.5)); the sub-block scales and minimums stay random bits, as
+/// every bit pattern of theirs is a valid small integer.
 fn random_weights(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Vec<u8> {
     match ty {
         WeightType::F32 => {
@@ -116,14 +117,25 @@ fn random_weights(rng: &mut Rng, ty: WeightType, rows: usize, cols: usize) -> Ve
                 .flat_map(|_| f16::from_f32(rng.f32() * 0.5).to_le_bytes())
                 .collect();
         }
+        WeightType::Bf16 => {
+            return (0..rows * cols)
+                .flat_map(|_| bf16::from_f32(rng.f32() * 0.5).to_le_bytes())
+                .collect();
+        }
         _ => {}
     }
     let bs = ty.block_bytes();
     let mut bytes = rng.bytes(rows * ty.row_bytes(cols).unwrap());
     let scale_offsets: &[usize] = match ty {
-        WeightType::F32 | WeightType::F16 => &[],
-        WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => &[0],
-        WeightType::Q4_1 | WeightType::Q4K => &[0, 2],
+        WeightType::F32 | WeightType::F16 | WeightType::Bf16 => &[],
+        WeightType::Q4_0
+        | WeightType::Q5_0
+        | WeightType::Q8_0
+        | WeightType::Iq4Nl
+        | WeightType::Iq4Xs => &[0],
+        WeightType::Q4_1 | WeightType::Q5_1 | WeightType::Q4K | WeightType::Q5K => &[0, 2],
+        WeightType::Q2K => &[80, 82],
+        WeightType::Q3K => &[108],
         WeightType::Q6K => &[208],
     };
     for block in bytes.chunks_exact_mut(bs) {
@@ -928,7 +940,18 @@ fn captured_graph_replays_with_new_inputs() {
 fn prompt_matmul_on_tensor_cores_matches_reference() {
     let Some(dev) = device() else { return };
     let mut rng = Rng::new(11);
-    for ty in [WeightType::Q4K, WeightType::Q8_0, WeightType::Q6K] {
+    for ty in [
+        WeightType::Q4K,
+        WeightType::Q8_0,
+        WeightType::Q6K,
+        WeightType::Bf16,
+        WeightType::Q5_1,
+        WeightType::Q2K,
+        WeightType::Q3K,
+        WeightType::Q5K,
+        WeightType::Iq4Nl,
+        WeightType::Iq4Xs,
+    ] {
         let (rows, cols, n) = (1000, 768, 37);
         let bytes = random_weights(&mut rng, ty, rows, cols);
         let w = QuantMatrix::upload(dev, ty, rows, cols, &bytes).unwrap();
@@ -978,6 +1001,8 @@ fn f32_input_products_match_reference() {
         (WeightType::F16, 60, 2048, 5),
         (WeightType::F16, 60, 2048, 40),
         (WeightType::F16, 4, 64, 70_000),
+        (WeightType::Bf16, 60, 2048, 5),
+        (WeightType::Bf16, 60, 2048, 40),
     ] {
         let bytes = random_weights(&mut rng, ty, rows, cols);
         let w = QuantMatrix::upload(dev, ty, rows, cols, &bytes).unwrap();

@@ -286,10 +286,10 @@ impl CudaDevice {
         unsafe { self.matvec_raw(&MatvecLaunch { add_to, ..m }) }
     }
 
-    /// `y[v] = W · x[v] + b` for `n_vec` f32 input vectors of a float matrix (F32, F16), from
-    /// the f32 values themselves: the expert router's logits at full precision. Decode-sized
-    /// batches (and F16 weights) take the mat-vec kernel, which a step graph can hold; larger
-    /// batches of F32 weights one cuBLAS f32 product.
+    /// `y[v] = W · x[v] + b` for `n_vec` f32 input vectors of a float matrix (F32, F16, BF16),
+    /// from the f32 values themselves: the expert router's logits at full precision.
+    /// Decode-sized batches (and F16 and BF16 weights) take the mat-vec kernel, which a step
+    /// graph can hold; larger batches of F32 weights one cuBLAS f32 product.
     pub fn matmul_f32_input(
         &self,
         w: &QuantMatrix,
@@ -300,7 +300,7 @@ impl CudaDevice {
         if !w.weight_type().is_float() {
             return Err(CudaError::Unsupported {
                 op: "matmul_f32_input",
-                what: format!("{:?} weights (F32 or F16 only)", w.weight_type()),
+                what: format!("{:?} weights (F32, F16 or BF16 only)", w.weight_type()),
             });
         }
         let (rows, cols) = (w.rows(), w.cols());

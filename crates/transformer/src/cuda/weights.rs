@@ -3,7 +3,7 @@ use cudarc::driver::CudaSlice;
 use super::{CudaDevice, CudaError};
 
 /// Weight formats the GPU kernels read directly (no dequantized copy is ever made): the GGUF
-/// block formats, and plain f32 and f16 taken 32 values at a time as if they were blocks.
+/// block formats, and plain f32, f16 and bf16 taken 32 values at a time as if they were blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)]
 pub enum WeightType {
@@ -23,11 +23,25 @@ pub enum WeightType {
     Q4K,
     /// 256 weights in 210 bytes.
     Q6K,
+    /// Plain bfloat16: 32 weights in 64 bytes.
+    Bf16,
+    /// 32 weights in 24 bytes.
+    Q5_1,
+    /// 256 weights in 84 bytes.
+    Q2K,
+    /// 256 weights in 110 bytes.
+    Q3K,
+    /// 256 weights in 176 bytes.
+    Q5K,
+    /// 32 weights in 18 bytes, non-linear levels.
+    Iq4Nl,
+    /// 256 weights in 136 bytes, non-linear levels.
+    Iq4Xs,
 }
 
 impl WeightType {
     /// Every supported type.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 15] = [
         Self::F32,
         Self::F16,
         Self::Q4_0,
@@ -36,13 +50,28 @@ impl WeightType {
         Self::Q8_0,
         Self::Q4K,
         Self::Q6K,
+        Self::Bf16,
+        Self::Q5_1,
+        Self::Q2K,
+        Self::Q3K,
+        Self::Q5K,
+        Self::Iq4Nl,
+        Self::Iq4Xs,
     ];
 
     /// Weights per block.
     pub const fn block_elems(self) -> usize {
         match self {
-            Self::F32 | Self::F16 | Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => 32,
-            Self::Q4K | Self::Q6K => 256,
+            Self::F32
+            | Self::F16
+            | Self::Bf16
+            | Self::Q4_0
+            | Self::Q4_1
+            | Self::Q5_0
+            | Self::Q5_1
+            | Self::Q8_0
+            | Self::Iq4Nl => 32,
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::Iq4Xs => 256,
         }
     }
 
@@ -50,12 +79,17 @@ impl WeightType {
     pub const fn block_bytes(self) -> usize {
         match self {
             Self::F32 => 128,
-            Self::F16 => 64,
-            Self::Q4_0 => 18,
+            Self::F16 | Self::Bf16 => 64,
+            Self::Q4_0 | Self::Iq4Nl => 18,
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q2K => 84,
+            Self::Q3K => 110,
+            Self::Iq4Xs => 136,
             Self::Q4K => 144,
+            Self::Q5K => 176,
             Self::Q6K => 210,
         }
     }
@@ -71,6 +105,13 @@ impl WeightType {
             Self::Q8_0 => "q8_0",
             Self::Q4K => "q4_k",
             Self::Q6K => "q6_k",
+            Self::Bf16 => "bf16",
+            Self::Q5_1 => "q5_1",
+            Self::Q2K => "q2_k",
+            Self::Q3K => "q3_k",
+            Self::Q5K => "q5_k",
+            Self::Iq4Nl => "iq4_nl",
+            Self::Iq4Xs => "iq4_xs",
         }
     }
 
@@ -86,6 +127,13 @@ impl WeightType {
             G::Q8_0 => Self::Q8_0,
             G::Q4K => Self::Q4K,
             G::Q6K => Self::Q6K,
+            G::Bf16 => Self::Bf16,
+            G::Q5_1 => Self::Q5_1,
+            G::Q2K => Self::Q2K,
+            G::Q3K => Self::Q3K,
+            G::Q5K => Self::Q5K,
+            G::Iq4Nl => Self::Iq4Nl,
+            G::Iq4Xs => Self::Iq4Xs,
             _ => return None,
         })
     }
@@ -101,6 +149,13 @@ impl WeightType {
             Self::Q8_0 => "matvec_q8_0",
             Self::Q4K => "matvec_q4_k",
             Self::Q6K => "matvec_q6_k",
+            Self::Bf16 => "matvec_bf16",
+            Self::Q5_1 => "matvec_q5_1",
+            Self::Q2K => "matvec_q2_k",
+            Self::Q3K => "matvec_q3_k",
+            Self::Q5K => "matvec_q5_k",
+            Self::Iq4Nl => "matvec_iq4_nl",
+            Self::Iq4Xs => "matvec_iq4_xs",
         }
     }
 
@@ -115,6 +170,13 @@ impl WeightType {
             Self::Q8_0 => "matvec3_q8_0",
             Self::Q4K => "matvec3_q4_k",
             Self::Q6K => "matvec3_q6_k",
+            Self::Bf16 => "matvec3_bf16",
+            Self::Q5_1 => "matvec3_q5_1",
+            Self::Q2K => "matvec3_q2_k",
+            Self::Q3K => "matvec3_q3_k",
+            Self::Q5K => "matvec3_q5_k",
+            Self::Iq4Nl => "matvec3_iq4_nl",
+            Self::Iq4Xs => "matvec3_iq4_xs",
         }
     }
 
@@ -130,6 +192,13 @@ impl WeightType {
             Self::Q8_0 => "matvec_experts_q8_0",
             Self::Q4K => "matvec_experts_q4_k",
             Self::Q6K => "matvec_experts_q6_k",
+            Self::Bf16 => "matvec_experts_bf16",
+            Self::Q5_1 => "matvec_experts_q5_1",
+            Self::Q2K => "matvec_experts_q2_k",
+            Self::Q3K => "matvec_experts_q3_k",
+            Self::Q5K => "matvec_experts_q5_k",
+            Self::Iq4Nl => "matvec_experts_iq4_nl",
+            Self::Iq4Xs => "matvec_experts_iq4_xs",
         }
     }
 
@@ -146,12 +215,26 @@ impl WeightType {
             (Self::Q8_0, false) => "get_rows_q8_0_f32",
             (Self::Q4K, false) => "get_rows_q4_k_f32",
             (Self::Q6K, false) => "get_rows_q6_k_f32",
+            (Self::Bf16, false) => "get_rows_bf16_f32",
+            (Self::Q5_1, false) => "get_rows_q5_1_f32",
+            (Self::Q2K, false) => "get_rows_q2_k_f32",
+            (Self::Q3K, false) => "get_rows_q3_k_f32",
+            (Self::Q5K, false) => "get_rows_q5_k_f32",
+            (Self::Iq4Nl, false) => "get_rows_iq4_nl_f32",
+            (Self::Iq4Xs, false) => "get_rows_iq4_xs_f32",
             (Self::Q4_0, true) => "get_rows_q4_0_f16",
             (Self::Q4_1, true) => "get_rows_q4_1_f16",
             (Self::Q5_0, true) => "get_rows_q5_0_f16",
             (Self::Q8_0, true) => "get_rows_q8_0_f16",
             (Self::Q4K, true) => "get_rows_q4_k_f16",
             (Self::Q6K, true) => "get_rows_q6_k_f16",
+            (Self::Bf16, true) => "get_rows_bf16_f16",
+            (Self::Q5_1, true) => "get_rows_q5_1_f16",
+            (Self::Q2K, true) => "get_rows_q2_k_f16",
+            (Self::Q3K, true) => "get_rows_q3_k_f16",
+            (Self::Q5K, true) => "get_rows_q5_k_f16",
+            (Self::Iq4Nl, true) => "get_rows_iq4_nl_f16",
+            (Self::Iq4Xs, true) => "get_rows_iq4_xs_f16",
         }
     }
 
@@ -167,12 +250,19 @@ impl WeightType {
             Self::Q8_0 => G::Q8_0,
             Self::Q4K => G::Q4K,
             Self::Q6K => G::Q6K,
+            Self::Bf16 => G::Bf16,
+            Self::Q5_1 => G::Q5_1,
+            Self::Q2K => G::Q2K,
+            Self::Q3K => G::Q3K,
+            Self::Q5K => G::Q5K,
+            Self::Iq4Nl => G::Iq4Nl,
+            Self::Iq4Xs => G::Iq4Xs,
         }
     }
 
     /// Whether products with this type take the f32 activations rather than their int8 form.
     pub const fn is_float(self) -> bool {
-        matches!(self, Self::F32 | Self::F16)
+        matches!(self, Self::F32 | Self::F16 | Self::Bf16)
     }
 
     /// Bytes of one row of `cols` weights, or `None` when `cols` is not a whole number of
@@ -357,5 +447,48 @@ impl Q8Activations {
         dev.stream()
             .clone_dtoh(&self.x)
             .map_err(CudaError::driver("downloading activations"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::WeightType;
+
+    #[test]
+    fn every_type_agrees_with_gguf_and_its_kernel_module() {
+        for ty in WeightType::ALL {
+            let g = ty.to_ggml();
+            assert_eq!(WeightType::from_ggml(g), Some(ty));
+            assert_eq!(
+                ty.block_bytes(),
+                ty.block_elems() / g.block_size() * g.type_size(),
+                "{ty:?}"
+            );
+            let module = ferrolm_kernels::module(ty.kernel_suffix()).unwrap();
+            for kernel in [
+                ty.matvec_kernel(),
+                ty.matvec3_kernel(),
+                ty.matvec_experts_kernel(),
+                ty.get_rows_kernel(false),
+                ty.get_rows_kernel(true),
+            ] {
+                assert!(module.kernels.contains(&kernel), "{kernel} of {ty:?}");
+            }
+            // The block struct of the .cu file states the same sizes and activation form.
+            let src = module.source;
+            assert!(
+                src.contains(&format!("BS = {};", ty.block_bytes())),
+                "{ty:?}"
+            );
+            assert!(
+                src.contains(&format!("QK = {};", ty.block_elems())),
+                "{ty:?}"
+            );
+            assert!(
+                src.contains(&format!("FLOAT_X = {};", ty.is_float())),
+                "{ty:?}"
+            );
+        }
     }
 }
