@@ -53,3 +53,4 @@ pub use row::{
     block_layout, can_dequantize, can_quantize, dequantize_row, dequantize_tensor, quantize_row,
     row_size,
 };
+pub use simd::kernel_set;

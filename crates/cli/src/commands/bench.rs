@@ -314,6 +314,8 @@ fn bench_on<'w, B: Backend<'w>>(
         (r.n_gen > 0 && r.speculative.is_none())
             .then(|| r.mean() * info.bytes_per_token as f64 / 1e9)
     };
+    // The CPU kernel set dispatch chose on this machine (CPUs of one kind differ).
+    let cpu_kernels = (model.backend().name() == "cpu").then(ferrolm_quant::kernel_set);
     if args.json {
         let entries: Vec<_> = results
             .iter()
@@ -331,6 +333,7 @@ fn bench_on<'w, B: Backend<'w>>(
                     "model_size": info.bytes,
                     "model_n_params": info.params,
                     "backend": model.backend().name(),
+                    "cpu_kernels": cpu_kernels,
                     "n_threads": threads,
                     "load_ms": round(load_ms),
                     "ttft_ms": ttft_ms.map(round),
@@ -372,6 +375,9 @@ fn bench_on<'w, B: Backend<'w>>(
             out,
             "\nattention capture recorded {rows} rows (layer × head × query) per repetition\n"
         );
+    }
+    if let Some(k) = cpu_kernels {
+        let _ = write!(out, "\nCPU kernels: {k}");
     }
     let _ = write!(out, "\nload time: {load_ms:.0} ms");
     if let Some(t) = ttft_ms {

@@ -82,6 +82,18 @@ pub(crate) fn isa() -> Isa {
     *ISA.get_or_init(Isa::detect)
 }
 
+/// The name of the kernel set the dispatched entry points use on this CPU: `"avx512-vnni"`,
+/// `"avx512"` (f32 tiles only; the integer dots stay AVX2), `"avx2"` or `"scalar"`.
+pub fn kernel_set() -> &'static str {
+    match isa() {
+        Isa::Scalar => "scalar",
+        Isa::Avx2 => "avx2",
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if has_vnni() => "avx512-vnni",
+        Isa::Avx512 => "avx512",
+    }
+}
+
 /// Whether the AVX-512 VNNI integer kernels may run, detected once.
 #[cfg(target_arch = "x86_64")]
 fn has_vnni() -> bool {
