@@ -44,6 +44,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "ferrolm-transformer",
         ],
     ),
+    (
+        "ferrolm-engine",
+        &[
+            "ferrolm-gguf",
+            "ferrolm-quant",
+            "ferrolm-tokenizer",
+            "ferrolm-sampling",
+            "ferrolm-kvcache",
+            "ferrolm-kernels",
+            "ferrolm-transformer",
+            "ferrolm-analysis",
+        ],
+    ),
 ];
 
 fn is_project_crate(name: &str) -> bool {
@@ -154,8 +167,16 @@ mod tests {
             ),
             package("ferrolm-analysis", &[("ferrolm-transformer", None)]),
             package(
+                "ferrolm-engine",
+                &[("ferrolm-analysis", None), ("ferrolm-transformer", None)],
+            ),
+            package(
                 "ferrolm",
-                &[("ferrolm-analysis", None), ("ferrolm-gguf", Some("dev"))],
+                &[
+                    ("ferrolm-engine", None),
+                    ("ferrolm-analysis", None),
+                    ("ferrolm-gguf", Some("dev")),
+                ],
             ),
             package("xtask", &[("anyhow", None)]),
         ]);

@@ -3,6 +3,7 @@
 use std::io::Read as _;
 
 use anyhow::{Context, Result, bail};
+use ferrolm_engine::model_pooling;
 use ferrolm_gguf::Gguf;
 use ferrolm_tokenizer::{EncodeOptions, Tokenizer};
 use ferrolm_transformer::{Backend, Model, Pooling, embed};
@@ -52,13 +53,6 @@ pub struct EmbedArgs {
     /// Print a JSON object (`embedding`, `n_tokens`, `pooling`) instead of the values.
     #[arg(long)]
     pub json: bool,
-}
-
-/// The pooling a file asks for (`{arch}.pooling_type`), if any.
-pub fn model_pooling(gguf: &Gguf<'_>) -> Option<Pooling> {
-    let arch = gguf.architecture().ok()?;
-    let value = gguf.get_u32(&format!("{arch}.pooling_type")).ok()?;
-    Pooling::from_gguf(value)
 }
 
 /// The name of a pooling, as the flag spells it.

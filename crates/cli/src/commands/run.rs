@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use ferrolm_analysis::MetricsProbe;
 use ferrolm_analysis::speculative::{
     SpecKind, SpeculativeOptions, SpeculativeRun, generate_text_speculative,
@@ -155,21 +155,10 @@ impl Loaded {
     }
 }
 
-/// The context size to use: what was asked for, at most the training context (past it, with a
-/// warning on stderr, as llama.cpp warns). Fewer than two positions leave no room for a prompt and
-/// a reply, and are an error.
+/// The context size to use for `-c asked` ([`ferrolm_engine::context_size`]: at most the
+/// training context, with a warning past it); too small a context is an error naming the flag.
 pub fn context_size(asked: usize, n_ctx_train: usize) -> Result<usize> {
-    if asked < 2 {
-        bail!("a context of {asked} tokens holds no prompt and reply; give -c 2 or more");
-    }
-    let n_ctx_train = n_ctx_train.max(2);
-    if asked > n_ctx_train {
-        tracing::warn!(
-            "the context of {asked} tokens is longer than the {n_ctx_train} the model was trained \
-             with; using {n_ctx_train}"
-        );
-    }
-    Ok(asked.min(n_ctx_train))
+    ferrolm_engine::context_size(asked, n_ctx_train).map_err(|e| anyhow!("{e}; give -c 2 or more"))
 }
 
 /// Generates and prints the continuation.

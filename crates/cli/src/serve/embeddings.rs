@@ -9,13 +9,12 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use ferrolm_engine::{EngineError, Failure, ModelInfo};
 use ferrolm_tokenizer::EncodeOptions;
 use serde_json::{Value, json};
-use tokio::sync::mpsc::error::TrySendError;
 
-use super::engine::{EmbedJob, ModelInfo, Work};
 use super::error::{ApiError, json_kind};
-use super::routes::{App, serves};
+use super::routes::App;
 
 /// Most inputs per request (OpenAI allows 2048).
 const MAX_INPUTS: usize = 2048;
@@ -159,32 +158,24 @@ pub async fn embeddings(State(app): State<App>, body: Result<Bytes, BytesRejecti
 
 async fn answer(app: &App, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let body = body.map_err(|r| ApiError::http(r.status(), "invalid_body", r.body_text()))?;
-    let info = &app.engine.info;
-    let req = parse(&body, info)?;
-    if !serves(info, &req.model) {
-        return Err(ApiError::unknown_model(&req.model, &info.id));
+    let req = parse(&body, app.engine.info())?;
+    if !app.serves(&req.model) {
+        return Err(ApiError::unknown_model(&req.model, &app.model.id));
     }
     let n_tokens: usize = req.inputs.iter().map(Vec::len).sum();
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    app.engine
-        .submit
-        .try_send(Work::Embed(EmbedJob {
-            inputs: req.inputs,
-            reply,
-        }))
-        .map_err(|e| match e {
-            TrySendError::Full(_) => ApiError::unavailable(
-                "server_overloaded",
-                "the server is at capacity; retry later",
-            ),
-            TrySendError::Closed(_) => {
-                ApiError::unavailable("shutting_down", "the server is shutting down")
-            }
-        })?;
-    let vectors = rx
-        .await
-        .map_err(|_| ApiError::unavailable("shutting_down", "the server is shutting down"))?
-        .map_err(ApiError::internal)?;
+    let shutting_down = || ApiError::unavailable("shutting_down", "the server is shutting down");
+    let reply = app.engine.try_embed(req.inputs).map_err(|e| match e {
+        EngineError::QueueFull { .. } => ApiError::unavailable(
+            "server_overloaded",
+            "the server is at capacity; retry later",
+        ),
+        EngineError::Stopped => shutting_down(),
+        e => ApiError::invalid(e.to_string()),
+    })?;
+    let vectors = reply.wait().await.map_err(|f| match f {
+        Failure::Stopped => shutting_down(),
+        f => ApiError::internal(f.to_string()),
+    })?;
     let data: Vec<Value> = vectors
         .iter()
         .enumerate()
@@ -202,7 +193,7 @@ async fn answer(app: &App, body: Result<Bytes, BytesRejection>) -> Result<Respon
     Ok(Json(json!({
         "object": "list",
         "data": data,
-        "model": info.id,
+        "model": app.model.id,
         "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
     }))
     .into_response())

@@ -1,30 +1,29 @@
 //! `ferrolm serve`: an OpenAI-compatible HTTP server.
 //!
-//! The [`engine`] thread owns the model and advances every active sequence together
-//! (continuous batching); the [`routes`] run on a small tokio runtime, turn requests into
-//! [`engine::Job`]s and stream the engine's events back as JSON or server-sent events.
+//! A [`ferrolm_engine::Engine`] owns the model and advances every active sequence together
+//! (continuous batching); the [`routes`] run on a small tokio runtime, translate requests into
+//! the engine's jobs and stream its events back as JSON or server-sent events.
 
 mod embeddings;
-mod engine;
 pub mod error;
 mod metrics;
+pub mod model;
 pub mod prompt;
 pub mod request;
 pub mod response;
 pub mod routes;
-pub mod stop;
-pub mod token;
 pub mod tools;
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use ferrolm_engine::{Engine, EngineOptions};
 use ferrolm_transformer::Backend;
 use tracing::info;
 
 use crate::models;
 use crate::output::print_stdout;
-use engine::EngineConfig;
+use model::ServedModel;
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -55,10 +54,10 @@ where
     F: FnOnce() -> Result<B> + Send + 'static,
 {
     let path = models::resolve(&options.model)?;
-    let (engine, thread) = engine::start(
-        EngineConfig {
-            model_id: model_id(&options.model, &path),
-            model_path: path,
+    let id = model_id(&options.model, &path);
+    let engine = Engine::start(
+        path,
+        EngineOptions {
             n_ctx: options.n_ctx,
             slots: options.slots,
             queue: options.queue,
@@ -67,6 +66,8 @@ where
         },
         make_backend,
     )?;
+    let handle = engine.handle().clone();
+    let served = ServedModel::new(id, handle.info());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ferrolm-http")
@@ -79,17 +80,15 @@ where
             .with_context(|| format!("cannot listen on {}:{}", options.host, options.port))?;
         let addr = listener.local_addr()?;
         print_stdout(&format!("listening on http://{addr}\n"))?;
-        info!("serving {} on http://{addr}", engine.info.id);
-        axum::serve(listener, routes::router(routes::App::new(engine)))
+        info!("serving {} on http://{addr}", served.id);
+        axum::serve(listener, routes::router(routes::App::new(handle, served)))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the server failed")
     });
     drop(runtime);
-    // Every handle is gone now, so the engine ends once its last sequence is done.
-    if thread.join().is_err() {
-        anyhow::bail!("the engine thread panicked");
-    }
+    // Every other handle is gone now, so the engine ends once its last sequence is done.
+    engine.join()?;
     info!("stopped");
     result
 }

@@ -1,11 +1,10 @@
 //! Response bodies in OpenAI's shapes: whole responses and streamed chunks, for chat and
 //! text completions, with log-probabilities and the `x_metrics` extension.
 
+use ferrolm_engine::{Done, Finish, TokenOut};
 use serde_json::{Map, Value, json};
 
-use super::engine::Done;
 use super::request::Endpoint;
-use super::token::TokenOut;
 
 /// What every body of one response repeats, and what it includes.
 #[derive(Debug, Clone)]
@@ -85,7 +84,7 @@ impl Reply {
             Endpoint::Chat => json!({}),
             Endpoint::Completion => Value::String(String::new()),
         };
-        let mut out = vec![self.chunk(delta, Value::Null, Some(done.finish.as_str()), None)];
+        let mut out = vec![self.chunk(delta, Value::Null, Some(finish_reason(done.finish)), None)];
         if self.meta.include_usage {
             let mut last = self.envelope(true);
             last.insert("choices".into(), json!([]));
@@ -178,7 +177,7 @@ impl Reply {
         choice.insert("logprobs".into(), logprobs);
         choice
             .entry("finish_reason")
-            .or_insert_with(|| json!(done.finish.as_str()));
+            .or_insert_with(|| json!(finish_reason(done.finish)));
         if let Some(m) = self.metrics(&tokens) {
             choice.insert("x_metrics".into(), m);
         }
@@ -298,6 +297,14 @@ fn alternative(piece: &[u8], logprob: f32) -> Value {
         "logprob": logprob,
         "bytes": piece,
     })
+}
+
+/// OpenAI's `finish_reason` for how generation ended.
+fn finish_reason(finish: Finish) -> &'static str {
+    match finish {
+        Finish::Stop => "stop",
+        Finish::Length => "length",
+    }
 }
 
 fn usage(done: Done) -> Value {

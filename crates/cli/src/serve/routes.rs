@@ -14,13 +14,12 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use ferrolm_engine::{EngineError, EngineHandle, Event, Events, Failure, GenerateJob};
 use futures_util::stream::{self, Stream};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 
-use super::engine::{EngineHandle, Event, Job, ModelInfo, Work};
 use super::error::ApiError;
+use super::model::ServedModel;
 use super::prompt::prompt_ids;
 use super::request::{self, Endpoint};
 use super::response::{Meta, Reply};
@@ -32,19 +31,45 @@ const MAX_BODY_BYTES: usize = 4 << 20;
 #[derive(Debug, Clone)]
 pub struct App {
     pub(super) engine: EngineHandle,
+    pub(super) model: Arc<ServedModel>,
     next_id: Arc<AtomicU64>,
 }
 
 impl App {
-    /// Handlers over `engine`.
-    pub fn new(engine: EngineHandle) -> Self {
+    /// Handlers over `engine`, which runs `model`.
+    pub fn new(engine: EngineHandle, model: ServedModel) -> Self {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         Self {
             engine,
+            model: Arc::new(model),
             next_id: Arc::new(AtomicU64::new(seed & 0xffff_ffff_ffff)),
         }
+    }
+
+    /// Whether `name` names the served model: its id, or its file's name with or without
+    /// `.gguf`.
+    pub(super) fn serves(&self, name: &str) -> bool {
+        self.model.is_named(&self.engine.info().path, name)
+    }
+}
+
+/// The answer to a job the engine refused: a 503 when its queue is full or it is stopping,
+/// else a 400 saying why.
+fn refused(e: EngineError, engine: &EngineHandle) -> ApiError {
+    match e {
+        EngineError::QueueFull { queued } => ApiError::unavailable(
+            "server_overloaded",
+            format!(
+                "the server is at capacity ({} sequences running, {queued} requests waiting); retry later",
+                engine.slots(),
+            ),
+        ),
+        EngineError::Stopped => {
+            ApiError::unavailable("shutting_down", "the server is shutting down")
+        }
+        e => ApiError::invalid(e.to_string()),
     }
 }
 
@@ -65,19 +90,19 @@ pub fn router(app: App) -> Router {
 }
 
 async fn health(State(app): State<App>) -> Response {
-    let e = &app.engine;
+    let st = app.engine.stats();
     axum::Json(json!({
         "status": "ok",
-        "model": e.info.id,
-        "slots": e.slots,
-        "active": e.stats.active.load(Ordering::Relaxed),
-        "queued": e.queued(),
-        "finished": e.stats.finished.load(Ordering::Relaxed),
-        "generated_tokens": e.stats.generated.load(Ordering::Relaxed),
+        "model": app.model.id,
+        "slots": st.slots,
+        "active": st.active,
+        "queued": st.queued,
+        "finished": st.finished,
+        "generated_tokens": st.generated_tokens,
         "prefix_cache": {
-            "hits": e.stats.prefix_hits.load(Ordering::Relaxed),
-            "misses": e.stats.prefix_misses.load(Ordering::Relaxed),
-            "reused_tokens": e.stats.prefix_tokens_reused.load(Ordering::Relaxed),
+            "hits": st.prefix_hits,
+            "misses": st.prefix_misses,
+            "reused_tokens": st.prefix_reused_tokens,
         },
     }))
     .into_response()
@@ -86,90 +111,90 @@ async fn health(State(app): State<App>) -> Response {
 /// Prometheus' text format: requests, tokens, queue and slots, prefix-cache use, and the
 /// latency histograms.
 async fn metrics(State(app): State<App>) -> Response {
-    use super::metrics::scalar;
-    let e = &app.engine;
-    let st = &e.stats;
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    use super::metrics::{histogram, scalar};
+    let st = app.engine.stats();
     let mut out = String::new();
     scalar(
         &mut out,
         "ferrolm_requests_total",
         "counter",
         "Requests ended (any reason).",
-        load(&st.finished),
+        st.finished,
     );
     scalar(
         &mut out,
         "ferrolm_requests_failed_total",
         "counter",
         "Requests that ended in an error.",
-        load(&st.failed),
+        st.failed,
     );
     scalar(
         &mut out,
         "ferrolm_prompt_tokens_total",
         "counter",
         "Prompt tokens of the requests ended.",
-        load(&st.prompt_tokens),
+        st.prompt_tokens,
     );
     scalar(
         &mut out,
         "ferrolm_generation_tokens_total",
         "counter",
         "Tokens generated.",
-        load(&st.generated),
+        st.generated_tokens,
     );
     scalar(
         &mut out,
         "ferrolm_queue_length",
         "gauge",
         "Requests waiting for a slot.",
-        e.queued() as u64,
+        st.queued as u64,
     );
     scalar(
         &mut out,
         "ferrolm_active_slots",
         "gauge",
         "Slots generating now.",
-        st.active.load(Ordering::Relaxed) as u64,
+        st.active as u64,
     );
     scalar(
         &mut out,
         "ferrolm_slots",
         "gauge",
         "Slots (sequences generated at once).",
-        e.slots as u64,
+        st.slots as u64,
     );
     scalar(
         &mut out,
         "ferrolm_prefix_cache_hits_total",
         "counter",
         "Requests that reused a cached prompt prefix.",
-        load(&st.prefix_hits),
+        st.prefix_hits,
     );
     scalar(
         &mut out,
         "ferrolm_prefix_cache_misses_total",
         "counter",
         "Requests that found no cached prefix.",
-        load(&st.prefix_misses),
+        st.prefix_misses,
     );
     scalar(
         &mut out,
         "ferrolm_prefix_cache_reused_tokens_total",
         "counter",
         "Prompt tokens taken from the cache.",
-        load(&st.prefix_tokens_reused),
+        st.prefix_reused_tokens,
     );
-    st.ttft.render(
+    histogram(
+        &mut out,
         "ferrolm_time_to_first_token_seconds",
         "From a request's arrival to its first token.",
-        &mut out,
+        app.engine.time_to_first_token(),
     );
-    st.tpot.render(
+    histogram(
+        &mut out,
         "ferrolm_time_per_output_token_seconds",
         "Per token after the first.",
-        &mut out,
+        app.engine.time_per_output_token(),
     );
     (
         [(
@@ -181,26 +206,25 @@ async fn metrics(State(app): State<App>) -> Response {
         .into_response()
 }
 
-fn model_object(info: &ModelInfo) -> Value {
+fn model_object(app: &App) -> Value {
     json!({
-        "id": info.id,
+        "id": app.model.id,
         "object": "model",
-        "created": info.created,
+        "created": app.model.created,
         "owned_by": "ferrolm",
-        "context_length": info.n_ctx,
+        "context_length": app.engine.info().n_ctx,
     })
 }
 
 async fn list_models(State(app): State<App>) -> Response {
-    axum::Json(json!({"object": "list", "data": [model_object(&app.engine.info)]})).into_response()
+    axum::Json(json!({"object": "list", "data": [model_object(&app)]})).into_response()
 }
 
 async fn get_model(State(app): State<App>, Path(id): Path<String>) -> Response {
-    let info = &app.engine.info;
-    if serves(info, &id) {
-        axum::Json(model_object(info)).into_response()
+    if app.serves(&id) {
+        axum::Json(model_object(&app)).into_response()
     } else {
-        ApiError::unknown_model(&id, &info.id).into_response()
+        ApiError::unknown_model(&id, &app.model.id).into_response()
     }
 }
 
@@ -232,16 +256,6 @@ async fn completions(State(app): State<App>, body: Result<Bytes, BytesRejection>
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Whether `name` names the served model: its id, or its file's name with or without `.gguf`.
-pub(super) fn serves(info: &ModelInfo, name: &str) -> bool {
-    let file = info.path.file_name().and_then(|f| f.to_str());
-    let stem = info.path.file_stem().and_then(|f| f.to_str());
-    [Some(info.id.as_str()), file, stem]
-        .into_iter()
-        .flatten()
-        .any(|n| n.eq_ignore_ascii_case(name))
-}
-
 async fn complete(
     app: &App,
     body: Result<Bytes, BytesRejection>,
@@ -249,10 +263,10 @@ async fn complete(
 ) -> Result<Response, ApiError> {
     let arrived = std::time::Instant::now();
     let body = body.map_err(|r| ApiError::http(r.status(), "invalid_body", r.body_text()))?;
-    let info = &app.engine.info;
-    let req = request::parse_with(&body, endpoint, info.n_ctx, info.tool_format)?;
-    if !serves(info, &req.model) {
-        return Err(ApiError::unknown_model(&req.model, &info.id));
+    let info = app.engine.info();
+    let req = request::parse_with(&body, endpoint, info.n_ctx, app.model.tool_format)?;
+    if !app.serves(&req.model) {
+        return Err(ApiError::unknown_model(&req.model, &app.model.id));
     }
     let prompt = prompt_ids(
         &info.tokenizer,
@@ -280,7 +294,8 @@ async fn complete(
         .build()
         .map_err(|e| ApiError::invalid(format!("invalid sampling settings: {e}")))?;
     if let Some((grammar, param)) = &req.grammar {
-        let compiler = info
+        let compiler = app
+            .model
             .grammar
             .get_or_init(|| {
                 ferrolm_grammar::GrammarCompiler::new(Arc::clone(&info.tokenizer))
@@ -294,14 +309,13 @@ async fn complete(
         sampler = sampler.with_head(constraint);
     }
     let room = info.n_ctx - prompt.len();
-    let (events, rx) = mpsc::unbounded_channel();
     let n = app.next_id.fetch_add(1, Ordering::Relaxed);
     let id = match endpoint {
         Endpoint::Chat => format!("chatcmpl-{n:x}"),
         Endpoint::Completion => format!("cmpl-{n:x}"),
     };
-    let job = Job {
-        id: id.clone(),
+    let job = GenerateJob {
+        name: id.clone(),
         submitted: arrived,
         max_tokens: req.max_tokens.map_or(room, |n| n.min(room)),
         prompt,
@@ -309,25 +323,17 @@ async fn complete(
         stop: req.stop,
         logprobs: req.logprobs,
         metrics: req.metrics,
-        events,
     };
-    app.engine.submit.try_send(Work::Generate(job)).map_err(|e| match e {
-        TrySendError::Full(_) => ApiError::unavailable(
-            "server_overloaded",
-            format!(
-                "the server is at capacity ({} sequences running, {} requests waiting); retry later",
-                app.engine.slots,
-                app.engine.queued()
-            ),
-        ),
-        TrySendError::Closed(_) => ApiError::unavailable("shutting_down", "the server is shutting down"),
-    })?;
+    let rx = app
+        .engine
+        .try_generate(job)
+        .map_err(|e| refused(e, &app.engine))?;
     let meta = Meta {
         id,
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        model: info.id.clone(),
+        model: app.model.id.clone(),
         endpoint,
         logprobs: req.logprobs.is_some(),
         metrics: req.metrics,
@@ -345,15 +351,12 @@ async fn complete(
 }
 
 /// Waits for the whole reply.
-async fn collect(
-    mut reply: Reply,
-    mut rx: mpsc::UnboundedReceiver<Event>,
-) -> Result<Response, ApiError> {
+async fn collect(mut reply: Reply, mut rx: Events) -> Result<Response, ApiError> {
     while let Some(event) = rx.recv().await {
         match event {
             Event::Token { text, token } => reply.push(&text, token),
             Event::Done(done) => return Ok(axum::Json(reply.full(done)).into_response()),
-            Event::Failed(message) => return Err(ApiError::internal(message)),
+            Event::Failed(failure) => return Err(failed(&failure)),
         }
     }
     Err(ApiError::internal(
@@ -361,12 +364,17 @@ async fn collect(
     ))
 }
 
+/// The 500 for a job that failed.
+fn failed(failure: &Failure) -> ApiError {
+    match failure {
+        Failure::Stopped => ApiError::internal("the engine stopped before the reply was complete"),
+        f => ApiError::internal(f.to_string()),
+    }
+}
+
 /// The reply as server-sent events: one `data:` line per chunk, then `data: [DONE]`. Dropping
 /// the stream (the client went away) drops the receiver, which cancels the sequence.
-fn sse_stream(
-    reply: Reply,
-    rx: mpsc::UnboundedReceiver<Event>,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn sse_stream(reply: Reply, rx: Events) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let mut pending = VecDeque::new();
     pending.extend(reply.opening_chunk().map(|c| c.to_string()));
     stream::unfold(
@@ -403,8 +411,8 @@ fn sse_stream(
                         pending.push_back("[DONE]".into());
                         ended = true;
                     }
-                    Some(Event::Failed(message)) => {
-                        pending.push_back(ApiError::internal(message).body().to_string());
+                    Some(Event::Failed(failure)) => {
+                        pending.push_back(failed(&failure).body().to_string());
                         ended = true;
                     }
                     None => {

@@ -1,266 +1,61 @@
-//! The engine: one thread that owns the model, the KV cache and the run state, and advances
-//! every active sequence together.
+//! The engine thread: it owns the model, the KV cache and the run state, and advances every
+//! active sequence together.
 //!
-//! Requests arrive over a bounded channel ([`EngineHandle::submit`]) and are admitted into a
-//! free sequence slot between steps. Each step builds one [`Batch`]: the last sampled token
-//! of every decoding sequence, then prompt chunks of newly admitted ones up to the batch
-//! budget. A sequence whose tokens are all in the cache after the step has an output row;
-//! its next token is sampled from it and sent to the request's own channel. A sequence
-//! that ends (end of generation, stop sequence, token limit) or whose client went away
-//! (its receiver is dropped) gives its KV positions back at once.
+//! Jobs arrive over a bounded channel and are admitted into a free sequence slot between
+//! steps. Each step builds one [`Batch`]: the last sampled token of every decoding sequence,
+//! then prompt chunks of newly admitted ones up to the batch budget. A sequence whose tokens
+//! are all in the cache after the step has an output row; its next token is sampled from it
+//! and sent to the job's own channel. A sequence that ends (end of generation, stop string,
+//! token limit) or whose caller went away (its [`crate::Events`] dropped) gives its slot back
+//! at once, and the slot's cache keeps its tokens for a later job with the same prefix.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use anyhow::{Context, Result};
 use ferrolm_gguf::GgufFile;
-use ferrolm_sampling::SamplerChain;
 use ferrolm_tokenizer::{StreamingDecoder, Tokenizer};
 use ferrolm_transformer::{Backend, Batch, Model, Pooling, SeqId, State};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::stop::StopMatcher;
-use super::token::{TokenOut, token_out};
-use crate::commands::run::context_size;
-
-/// How the engine is set up.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// The GGUF model file.
-    pub model_path: PathBuf,
-    /// The name clients use for the model.
-    pub model_id: String,
-    /// Positions per sequence (prompt and generated tokens together).
-    pub n_ctx: usize,
-    /// Sequences generated at once.
-    pub slots: usize,
-    /// Requests that may wait for a slot.
-    pub queue: usize,
-    /// Most tokens run in one step (decode tokens and prompt chunks together).
-    pub max_batch: usize,
-    /// How `/v1/embeddings` pools hidden states (`None`: the model's `pooling_type`, else
-    /// mean).
-    pub pooling: Option<Pooling>,
-}
-
-/// What the handlers need to know about the served model.
-#[derive(Debug)]
-pub struct ModelInfo {
-    /// The name clients use for it.
-    pub id: String,
-    /// The file it was loaded from.
-    pub path: PathBuf,
-    /// Positions per sequence.
-    pub n_ctx: usize,
-    /// Rows of logits (may exceed the tokenizer's vocabulary).
-    pub n_vocab: usize,
-    /// Unix time the server loaded it.
-    pub created: u64,
-    /// Its tokenizer, shared with the engine.
-    pub tokenizer: Arc<Tokenizer>,
-    /// Width of its embeddings.
-    pub d_model: usize,
-    /// How it writes tool calls (from its chat template).
-    pub tool_format: super::tools::CallFormat,
-    /// The grammar compiler for its vocabulary, made on the first constrained request.
-    pub grammar: std::sync::OnceLock<Result<ferrolm_grammar::GrammarCompiler, String>>,
-}
-
-/// Counters the engine keeps for `/health`.
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    /// Sequences in a slot now.
-    pub active: AtomicUsize,
-    /// Requests finished (any reason).
-    pub finished: AtomicU64,
-    /// Tokens generated since start.
-    pub generated: AtomicU64,
-    /// Requests that started from a prompt prefix left in a slot's cache by an earlier one.
-    pub prefix_hits: AtomicU64,
-    /// Requests that found no such prefix.
-    pub prefix_misses: AtomicU64,
-    /// Prompt tokens not run again because their keys and values were in the cache.
-    pub prefix_tokens_reused: AtomicU64,
-    /// Prompt tokens of the requests finished.
-    pub prompt_tokens: AtomicU64,
-    /// Requests that ended in an error.
-    pub failed: AtomicU64,
-    /// From a request's arrival to its first sampled token.
-    pub ttft: super::metrics::Histogram,
-    /// From the first sampled token to the last, per token after the first.
-    pub tpot: super::metrics::Histogram,
-}
+use crate::job::Work;
+use crate::stats::Counters;
+use crate::stop::StopMatcher;
+use crate::token::{TokenOut, token_out};
+use crate::{
+    Done, EngineError, EngineOptions, Event, Failure, Finish, GenerateJob, ModelInfo, context_size,
+    model_pooling,
+};
 
 /// Prompt tokens run again even when the cache holds them. The CPU multiplies a batch of
 /// many rows exactly (f32) and a single row with 8-bit activations, so a prompt whose last
 /// token alone were run would get other last-bit logits than the same prompt run whole; with
-/// its last 32 tokens run as one batch, a repeated request gives the same tokens as the first.
-const RECOMPUTED: usize = 32;
+/// its last 32 tokens run as one batch, a repeated prompt gives the same tokens as the first.
+pub(crate) const RECOMPUTED: usize = 32;
 
-/// What the engine is asked to do.
-#[derive(Debug)]
-pub enum Work {
-    /// Generate a continuation.
-    Generate(Job),
-    /// Embed texts.
-    Embed(EmbedJob),
-}
+/// Where the engine thread says whether the model loaded.
+pub(crate) type Ready = std::sync::mpsc::SyncSender<Result<Arc<ModelInfo>, EngineError>>;
 
-/// Texts to embed, answered at once (between generation steps).
-#[derive(Debug)]
-pub struct EmbedJob {
-    /// Each text's tokens, each fewer than the context size and not empty.
-    pub inputs: Vec<Vec<u32>>,
-    /// Where the vectors (unit length, one per input) or the failure go.
-    pub reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
-}
-
-/// One request for the engine: a tokenized prompt and how to continue it.
-#[derive(Debug)]
-pub struct Job {
-    /// The response id, for the log.
-    pub id: String,
-    /// When the request arrived.
-    pub submitted: Instant,
-    /// Prompt tokens, fewer than the context size.
-    pub prompt: Vec<u32>,
-    /// Most tokens to generate (already limited to what the context leaves).
-    pub max_tokens: usize,
-    /// The sampler chain, built from the request's settings.
-    pub sampler: SamplerChain,
-    /// Stop sequences.
-    pub stop: Vec<String>,
-    /// Alternatives to report with each token's log-probability, if log-probabilities are wanted.
-    pub logprobs: Option<usize>,
-    /// Report entropy and surprisal per token.
-    pub metrics: bool,
-    /// Where the request's events go; dropping the receiver cancels the request.
-    pub events: mpsc::UnboundedSender<Event>,
-}
-
-/// What the engine tells a request.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// Text that is ready (possibly empty), and the token that produced it (none for text
-    /// released at the end).
-    Token {
-        /// Released text.
-        text: String,
-        /// The sampled token and what was asked about it.
-        token: Option<TokenOut>,
-    },
-    /// The request is complete.
-    Done(Done),
-    /// The model failed; nothing more follows.
-    Failed(String),
-}
-
-/// Why and after how many tokens a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Done {
-    /// `stop` or `length`.
-    pub finish: Finish,
-    /// Prompt tokens.
-    pub prompt_tokens: usize,
-    /// Generated tokens (an end-of-generation token is not counted).
-    pub completion_tokens: usize,
-}
-
-/// OpenAI's `finish_reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finish {
-    /// End of generation or a stop sequence.
-    Stop,
-    /// The token limit or the context size.
-    Length,
-}
-
-impl Finish {
-    /// The `finish_reason` string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Finish::Stop => "stop",
-            Finish::Length => "length",
-        }
-    }
-}
-
-/// The handlers' side of the engine.
-#[derive(Debug, Clone)]
-pub struct EngineHandle {
-    /// Bounded queue of requests.
-    pub submit: mpsc::Sender<Work>,
-    /// The served model.
-    pub info: Arc<ModelInfo>,
-    /// Live counters.
-    pub stats: Arc<EngineStats>,
-    /// Sequence slots.
-    pub slots: usize,
-}
-
-impl EngineHandle {
-    /// Requests waiting for a slot.
-    pub fn queued(&self) -> usize {
-        self.submit.max_capacity() - self.submit.capacity()
-    }
-}
-
-/// Makes the backend (on the engine thread, which then owns it), loads the model and starts
-/// the engine; returns once the model is ready (or failed to load). The thread ends when
-/// every [`EngineHandle`] is dropped and the last active sequence is done.
-pub fn start<B, F>(config: EngineConfig, make_backend: F) -> Result<(EngineHandle, JoinHandle<()>)>
-where
-    B: for<'w> Backend<'w>,
-    F: FnOnce() -> Result<B> + Send + 'static,
-{
-    let (submit, jobs) = mpsc::channel(config.queue.max(1));
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
-    let stats = Arc::new(EngineStats::default());
-    let engine_stats = Arc::clone(&stats);
-    let slots = config.slots;
-    let thread = std::thread::Builder::new()
-        .name("ferrolm-engine".into())
-        .spawn(move || run(&config, make_backend, jobs, &engine_stats, &ready_tx))
-        .context("cannot start the engine thread")?;
-    match ready_rx.recv() {
-        Ok(Ok(info)) => Ok((
-            EngineHandle {
-                submit,
-                info,
-                stats,
-                slots,
-            },
-            thread,
-        )),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = thread.join();
-            anyhow::bail!("the engine thread stopped while loading the model")
-        }
-    }
-}
-
-type Ready = std::sync::mpsc::SyncSender<Result<Arc<ModelInfo>>>;
-
-fn run<B, F>(
-    config: &EngineConfig,
+/// The engine thread's body: makes the backend, loads the model, says so on `ready`, then
+/// runs jobs until the queue is closed and the last active one is done.
+pub(crate) fn run<B, F>(
+    path: &Path,
+    options: &EngineOptions,
     make_backend: F,
     jobs: mpsc::Receiver<Work>,
-    stats: &EngineStats,
+    counters: &Counters,
     ready: &Ready,
 ) where
     B: for<'w> Backend<'w>,
-    F: FnOnce() -> Result<B>,
+    F: FnOnce() -> Result<B, EngineError>,
 {
     let loaded = make_backend().and_then(|backend| {
-        let file = GgufFile::open(&config.model_path).context("cannot open the model")?;
+        let file = GgufFile::open(path).map_err(|source| EngineError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok((backend, file))
     });
     let (backend, file) = match loaded {
@@ -270,83 +65,84 @@ fn run<B, F>(
             return;
         }
     };
-    if let Err(e) = serve_file(config, &file, backend, jobs, stats, ready) {
-        // Once ready has been sent this is a failure of the running engine.
-        if ready.send(Err(anyhow::anyhow!("{e:#}"))).is_err() {
-            warn!("the engine stopped: {e:#}");
+    if let Err(e) = serve_file(path, options, &file, backend, jobs, counters, ready) {
+        // Once ready has been sent (and its receiver dropped) this is a failure of the
+        // running engine.
+        if let Err(std::sync::mpsc::SendError(Err(e))) = ready.send(Err(e)) {
+            warn!("the engine stopped: {}", with_causes(&e));
         }
     }
 }
 
 fn serve_file<'w, B: Backend<'w>>(
-    config: &EngineConfig,
+    path: &Path,
+    options: &EngineOptions,
     file: &'w GgufFile,
     backend: B,
     jobs: mpsc::Receiver<Work>,
-    stats: &EngineStats,
+    counters: &Counters,
     ready: &Ready,
-) -> Result<()> {
-    let path = config.model_path.display();
-    let gguf = file.gguf().with_context(|| format!("cannot read {path}"))?;
-    let tokenizer = Arc::new(
-        Tokenizer::from_gguf(&gguf)
-            .with_context(|| format!("cannot read the tokenizer of {path}"))?,
-    );
-    let model = Model::load(&gguf, backend).with_context(|| format!("cannot load {path}"))?;
-    let pooling = config
+) -> Result<(), EngineError> {
+    let gguf = file.gguf().map_err(|source| EngineError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let tokenizer = Tokenizer::from_gguf(&gguf).map_err(|source| EngineError::Tokenizer {
+        path: path.to_owned(),
+        source,
+    })?;
+    let tokenizer = Arc::new(tokenizer);
+    let model = Model::load(&gguf, backend).map_err(|source| EngineError::Load {
+        path: path.to_owned(),
+        source,
+    })?;
+    let pooling = options
         .pooling
-        .or_else(|| crate::commands::embed::model_pooling(&gguf));
-    let n_vocab = model.config().vocab;
-    let n_ctx = context_size(config.n_ctx, model.config().n_ctx_train)?;
-    let max_batch = config.max_batch.max(config.slots);
-    let mut engine = Engine {
+        .or_else(|| model_pooling(&gguf))
+        .unwrap_or(Pooling::Mean);
+    let n_ctx = context_size(options.n_ctx, model.config().n_ctx_train)?;
+    let slots = options.slots;
+    let max_batch = options.max_batch.max(slots);
+    let mut scheduler = Scheduler {
         model: &model,
         tokenizer: &tokenizer,
-        kv: model.kv_cache(n_ctx, config.slots)?,
-        state: model.state(max_batch, config.slots)?,
+        kv: model.kv_cache(n_ctx, slots)?,
+        state: model.state(max_batch, slots)?,
         n_ctx,
         max_batch,
-        free: (0..config.slots as SeqId).rev().collect(),
-        cached: vec![Vec::new(); config.slots],
-        active: Vec::with_capacity(config.slots),
-        stats,
+        free: (0..slots as SeqId).rev().collect(),
+        cached: vec![Vec::new(); slots],
+        active: Vec::with_capacity(slots),
+        counters,
         batch: BatchBuf::default(),
-        pooling: pooling.unwrap_or(Pooling::Mean),
+        pooling,
     };
     let info = Arc::new(ModelInfo {
-        id: config.model_id.clone(),
-        path: config.model_path.clone(),
+        path: path.to_owned(),
+        backend: model.backend().name(),
         n_ctx,
-        n_vocab,
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        tokenizer: Arc::clone(&tokenizer),
+        n_vocab: model.config().vocab,
         d_model: model.config().d_model,
-        tool_format: tokenizer
-            .chat_template()
-            .map_or(super::tools::CallFormat::Generic, |t| {
-                super::tools::CallFormat::of_template(t.source())
-            }),
-        grammar: std::sync::OnceLock::new(),
+        pooling,
+        tokenizer: Arc::clone(&tokenizer),
     });
     info!(
-        "{} loaded on {}: {} slots of {n_ctx} positions, batches of up to {max_batch} tokens",
-        config.model_id,
+        "{} loaded on {}: {slots} slots of {n_ctx} positions, batches of up to {max_batch} tokens",
+        path.display(),
         model.backend().name(),
-        config.slots,
     );
     if ready.send(Ok(info)).is_err() {
         return Ok(());
     }
-    engine.run(jobs);
+    scheduler.run(jobs);
     Ok(())
 }
 
-/// One request in a slot.
+/// One job in a slot.
 struct Sequence<'t> {
     seq: SeqId,
-    job: Job,
+    job: GenerateJob,
+    events: mpsc::UnboundedSender<Event>,
     /// The prompt, then every generated token; the last one may not be in the cache yet.
     tokens: Vec<u32>,
     n_prompt: usize,
@@ -364,7 +160,7 @@ impl Sequence<'_> {
     }
 
     fn send(&self, event: Event) -> bool {
-        self.job.events.send(event).is_ok()
+        self.events.send(event).is_ok()
     }
 }
 
@@ -382,7 +178,7 @@ struct BatchBuf {
     takes: Vec<(usize, usize)>,
 }
 
-struct Engine<'m, 'w, 't, B: Backend<'w>> {
+struct Scheduler<'m, 'w, 't, B: Backend<'w>> {
     model: &'m Model<'w, B>,
     tokenizer: &'t Tokenizer,
     kv: B::Kv,
@@ -391,11 +187,11 @@ struct Engine<'m, 'w, 't, B: Backend<'w>> {
     max_batch: usize,
     free: Vec<SeqId>,
     active: Vec<Sequence<'t>>,
-    stats: &'m EngineStats,
+    counters: &'m Counters,
     batch: BatchBuf,
     pooling: Pooling,
     /// For each free slot, the tokens whose keys and values its cache still holds (the last
-    /// request's prompt and reply), so that a request with the same prefix reuses them.
+    /// job's prompt and reply), so that a job with the same prefix reuses them.
     cached: Vec<Vec<u32>>,
 }
 
@@ -404,10 +200,10 @@ enum Outcome {
     Continue,
     Finished(Finish),
     Cancelled,
-    Failed(String),
+    Failed(Failure),
 }
 
-impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
+impl<'w, 't, B: Backend<'w>> Scheduler<'_, 'w, 't, B> {
     fn run(&mut self, mut jobs: mpsc::Receiver<Work>) {
         let mut open = true;
         loop {
@@ -424,7 +220,7 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         debug!("the engine is done");
     }
 
-    /// Moves queued requests into free slots; waits for one when nothing is active.
+    /// Moves queued jobs into free slots; waits for one when nothing is active.
     /// Returns false once the queue is closed.
     fn admit(&mut self, jobs: &mut mpsc::Receiver<Work>) -> bool {
         while !self.free.is_empty() {
@@ -440,14 +236,14 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
                 }
             };
-            let job = match work {
-                Work::Generate(job) => job,
-                Work::Embed(e) => {
-                    self.embed(e);
+            let (job, events) = match work {
+                Work::Generate { job, events } => (job, events),
+                Work::Embed { inputs, reply } => {
+                    self.embed(&inputs, reply);
                     continue;
                 }
             };
-            if job.events.is_closed() {
+            if events.is_closed() {
                 continue;
             }
             let Some((seq, fed)) = self.take_slot(&job.prompt) else {
@@ -460,6 +256,7 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
             self.active.push(Sequence {
                 seq,
                 job,
+                events,
                 tokens,
                 n_prompt,
                 fed,
@@ -467,33 +264,32 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
                 stop,
                 first_token_at: None,
             });
-            self.stats
+            self.counters
                 .active
                 .store(self.active.len(), Ordering::Relaxed);
         }
         true
     }
 
-    /// Embeds each input of `e` (in a cache of its own, so running sequences are untouched)
-    /// and sends the vectors back.
-    fn embed(&mut self, e: EmbedJob) {
-        if e.reply.is_closed() {
+    /// Embeds each of `inputs` (in a cache of its own, so running sequences are untouched)
+    /// and sends the unit vectors back.
+    fn embed(&self, inputs: &[Vec<u32>], reply: oneshot::Sender<Result<Vec<Vec<f32>>, Failure>>) {
+        if reply.is_closed() {
             return;
         }
-        let vectors: Result<Vec<Vec<f32>>, String> = e
-            .inputs
+        let vectors = inputs
             .iter()
             .map(|tokens| ferrolm_transformer::embed(self.model, tokens, self.pooling, true))
             .collect::<Result<_, _>>()
-            .map_err(|err| format!("embedding failed: {err}"));
-        let _ = e.reply.send(vectors);
+            .map_err(|err| Failure::Embedding(err.to_string()));
+        let _ = reply.send(vectors);
     }
 
     fn drop_cancelled(&mut self) {
         let mut i = 0;
         while i < self.active.len() {
-            if self.active[i].job.events.is_closed() {
-                debug!("sequence {} cancelled by its client", self.active[i].seq);
+            if self.active[i].events.is_closed() {
+                debug!("sequence {} cancelled by its caller", self.active[i].seq);
                 self.release(i);
             } else {
                 i += 1;
@@ -514,12 +310,12 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         let result = self.model.forward(&mut self.state, &mut self.kv, &batch);
         if let Err(e) = result {
             warn!("a batch of {} tokens failed: {e}", batch.len());
-            let message = format!("the model failed: {e}");
+            let failure = Failure::Model(e.to_string());
             let mut failed: Vec<usize> = self.batch.takes.iter().map(|&(i, _)| i).collect();
             failed.sort_unstable();
             for &i in failed.iter().rev() {
                 let s = self.release(i);
-                s.send(Event::Failed(message.clone()));
+                s.send(Event::Failed(failure.clone()));
             }
             return;
         }
@@ -533,15 +329,15 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
             let logits = &self.state.logits()[row * vocab..(row + 1) * vocab];
             match sample(self.tokenizer, &mut self.active[i], logits, self.n_ctx) {
                 Outcome::Continue => {
-                    self.stats.generated.fetch_add(1, Ordering::Relaxed);
+                    self.counters.generated.fetch_add(1, Ordering::Relaxed);
                 }
                 Outcome::Finished(finish) => ended.push((i, Some(Ok(finish)))),
                 Outcome::Cancelled => ended.push((i, None)),
-                Outcome::Failed(message) => ended.push((i, Some(Err(message)))),
+                Outcome::Failed(failure) => ended.push((i, Some(Err(failure)))),
             }
         }
-        // The slot is freed and counted before the client hears that its request ended, so
-        // what `/health` reports after a reply already includes it.
+        // The slot is freed and counted before the caller hears that its job ended, so
+        // the stats read after a reply already include it.
         ended.sort_unstable_by_key(|&(i, _)| i);
         for (i, ending) in ended.into_iter().rev() {
             let mut s = self.release(i);
@@ -554,8 +350,8 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
             self.record(&s, how);
             match ending {
                 Some(Ok(finish)) => finish_sequence(&mut s, finish),
-                Some(Err(message)) => {
-                    s.send(Event::Failed(message));
+                Some(Err(failure)) => {
+                    s.send(Event::Failed(failure));
                 }
                 None => {}
             }
@@ -598,9 +394,9 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         }
     }
 
-    /// Counts an ended request in the metrics and logs its line.
+    /// Counts an ended job in the counters and logs its line.
     fn record(&self, s: &Sequence<'_>, how: &str) {
-        let st = self.stats;
+        let st = self.counters;
         st.prompt_tokens
             .fetch_add(s.n_prompt as u64, Ordering::Relaxed);
         if how == "error" {
@@ -625,14 +421,14 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         }
         info!(
             "{}: {} prompt tokens, {generated} completion tokens, first token after {:.0} ms, {:.1} tokens/s, {how}",
-            s.job.id,
+            s.job.name,
             s.n_prompt,
             ttft.unwrap_or(0.0) * 1e3,
             per_token.map_or(0.0, |t| 1.0 / t),
         );
     }
 
-    /// A free slot for a request with `prompt`: the one whose cache holds the longest prefix
+    /// A free slot for a job with `prompt`: the one whose cache holds the longest prefix
     /// of it, cut to that prefix (at most all but the last [`RECOMPUTED`] prompt tokens), and
     /// the number of prompt tokens already in the cache.
     fn take_slot(&mut self, prompt: &[u32]) -> Option<(SeqId, usize)> {
@@ -655,19 +451,19 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         }
         self.cached[seq as usize].clear();
         let counter = if keep > 0 {
-            self.stats
-                .prefix_tokens_reused
+            self.counters
+                .prefix_reused_tokens
                 .fetch_add(keep as u64, Ordering::Relaxed);
-            &self.stats.prefix_hits
+            &self.counters.prefix_hits
         } else {
-            &self.stats.prefix_misses
+            &self.counters.prefix_misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Some((seq, keep))
     }
 
     /// Frees the slot of `active[i]`, keeping in its cache what the sequence put there for
-    /// a later request with the same prefix, and hands the sequence back for its last event.
+    /// a later job with the same prefix, and hands the sequence back for its last event.
     fn release(&mut self, i: usize) -> Sequence<'t> {
         let s = self.active.swap_remove(i);
         let in_cache = s
@@ -678,10 +474,10 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
         cached.clear();
         cached.extend_from_slice(&s.tokens[..in_cache]);
         self.free.push(s.seq);
-        self.stats
+        self.counters
             .active
             .store(self.active.len(), Ordering::Relaxed);
-        self.stats.finished.fetch_add(1, Ordering::Relaxed);
+        self.counters.finished.fetch_add(1, Ordering::Relaxed);
         s
     }
 }
@@ -690,7 +486,7 @@ impl<'w, 't, B: Backend<'w>> Engine<'_, 'w, 't, B> {
 fn sample(tokenizer: &Tokenizer, s: &mut Sequence<'_>, logits: &[f32], n_ctx: usize) -> Outcome {
     let token = match s.job.sampler.sample(logits) {
         Ok(t) => t,
-        Err(e) => return Outcome::Failed(format!("sampling failed: {e}")),
+        Err(e) => return Outcome::Failed(Failure::Sampling(e.to_string())),
     };
     s.first_token_at.get_or_insert_with(Instant::now);
     if tokenizer.is_eog(token) {
@@ -700,7 +496,12 @@ fn sample(tokenizer: &Tokenizer, s: &mut Sequence<'_>, logits: &[f32], n_ctx: us
     s.tokens.push(token);
     let piece = match s.decoder.push(token) {
         Ok(p) => p,
-        Err(e) => return Outcome::Failed(format!("cannot decode token {token}: {e}")),
+        Err(e) => {
+            return Outcome::Failed(Failure::Decode {
+                token,
+                message: e.to_string(),
+            });
+        }
     };
     let released = s.stop.push(&piece);
     let wants_info = s.job.logprobs.is_some() || s.job.metrics;
@@ -746,4 +547,16 @@ fn finish_sequence(s: &mut Sequence<'_>, finish: Finish) {
         prompt_tokens: s.n_prompt,
         completion_tokens: s.generated(),
     }));
+}
+
+/// `e` and each of its causes, joined with `: `.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

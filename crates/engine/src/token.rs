@@ -1,14 +1,13 @@
-//! What a response can say about each generated token: its log-probability, the most likely
+//! What a job can learn about each generated token: its log-probability, the most likely
 //! alternatives, and `ferrolm-analysis`'s per-token metrics of the distribution it was drawn
-//! from (entropy, surprisal, varentropy, rank). All of
-//! them come from the model's own distribution (the softmax of the raw logits), before any
-//! sampling setting reshapes it.
+//! from (entropy, surprisal, varentropy, rank). All of them come from the model's own
+//! distribution (the softmax of the raw logits), before any sampling setting reshapes it.
 
 use ferrolm_analysis::token_metrics;
 use ferrolm_sampling::log_sum_exp;
 use ferrolm_tokenizer::Tokenizer;
 
-/// One generated token and what the request asked about it.
+/// One generated token and what the job asked about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenOut {
     /// The token id.
@@ -20,12 +19,12 @@ pub struct TokenOut {
     /// The most likely tokens with their pieces and log-probabilities, best first.
     pub top: Vec<(u32, Vec<u8>, f32)>,
     /// Per-token metrics, when they are wanted.
-    pub metrics: Option<Metrics>,
+    pub metrics: Option<TokenMetrics>,
 }
 
 /// Per-token uncertainty, in nats.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Metrics {
+pub struct TokenMetrics {
     /// Shannon entropy of the next-token distribution.
     pub entropy: f64,
     /// `-ln p(token)` of the chosen token.
@@ -51,7 +50,7 @@ impl TokenOut {
 
 /// Describes `token`, drawn from `logits`: `logprobs` alternatives with log-probabilities
 /// (if `Some`), the per-token metrics (if `metrics`; absent when no logit is finite).
-pub fn token_out(
+pub(crate) fn token_out(
     tokenizer: &Tokenizer,
     logits: &[f32],
     token: u32,
@@ -77,7 +76,7 @@ pub fn token_out(
         metrics: metrics
             .then(|| token_metrics(logits, token, 1).ok())
             .flatten()
-            .map(|m| Metrics {
+            .map(|m| TokenMetrics {
                 entropy: m.entropy,
                 surprisal: m.surprisal,
                 varentropy: m.varentropy,
@@ -88,7 +87,7 @@ pub fn token_out(
 
 /// The `n` largest logits' indices, largest first (the lower index first among equals; NaN
 /// never chosen).
-pub fn top_tokens(logits: &[f32], n: usize) -> Vec<u32> {
+pub(crate) fn top_tokens(logits: &[f32], n: usize) -> Vec<u32> {
     let mut best: Vec<(f32, u32)> = Vec::with_capacity(n + 1);
     if n == 0 {
         return Vec::new();
