@@ -428,38 +428,69 @@ impl<'w, 't, B: Backend<'w>> Scheduler<'_, 'w, 't, B> {
         );
     }
 
-    /// A free slot for a job with `prompt`: the one whose cache holds the longest prefix
-    /// of it, cut to that prefix (at most all but the last [`RECOMPUTED`] prompt tokens), and
-    /// the number of prompt tokens already in the cache.
+    /// Takes a free slot for `prompt` and returns it with the number of prompt tokens whose
+    /// keys and values it already holds. The longest prefix of the prompt held anywhere (a
+    /// free slot's cache, or a running sequence) is kept: in place when it is the slot taken,
+    /// else shared block by block from the slot that holds it, so that slot keeps its own.
+    /// The slot taken is the source itself only when no other is free; otherwise the free
+    /// slot with the least cached, whose cache is the one given up.
     fn take_slot(&mut self, prompt: &[u32]) -> Option<(SeqId, usize)> {
-        let common = |seq: SeqId| {
-            self.cached[seq as usize]
-                .iter()
-                .zip(prompt)
-                .take_while(|(a, b)| a == b)
-                .count()
+        if self.free.is_empty() {
+            return None;
+        }
+        let common = |held: &[u32]| held.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let backend = self.model.backend();
+        let mut source: Option<(SeqId, usize)> = None;
+        let mut consider = |seq: SeqId, n: usize| {
+            if source.is_none_or(|(_, best)| n > best) {
+                source = Some((seq, n));
+            }
         };
-        let best = (0..self.free.len()).max_by_key(|&i| common(self.free[i]))?;
-        let seq = self.free.swap_remove(best);
-        let mut keep = common(seq).min(prompt.len().saturating_sub(RECOMPUTED));
-        if let Err(e) = self.model.backend().kv_truncate(&mut self.kv, seq, keep) {
-            warn!("cannot cut the cache of sequence {seq}: {e}; starting it empty");
+        for &seq in &self.free {
+            consider(seq, common(&self.cached[seq as usize]));
+        }
+        for s in &self.active {
+            let held = s
+                .fed
+                .min(s.tokens.len())
+                .min(backend.kv_len(&self.kv, s.seq));
+            consider(s.seq, common(&s.tokens[..held]));
+        }
+        let (src, n_common) = source?;
+        let wanted = n_common.min(prompt.len().saturating_sub(RECOMPUTED));
+        let dst_at = (0..self.free.len())
+            .filter(|&i| self.free[i] != src || self.free.len() == 1)
+            .min_by_key(|&i| self.cached[self.free[i] as usize].len())?;
+        let dst = self.free.swap_remove(dst_at);
+        let result = if wanted == 0 || dst == src {
+            backend.kv_truncate(&mut self.kv, dst, wanted)
+        } else {
+            backend.kv_share(&mut self.kv, dst, src, wanted)
+        };
+        let mut keep = wanted;
+        if let Err(e) = result {
+            warn!(
+                "cannot reuse {wanted} cached positions in sequence {dst}: {e}; starting it empty"
+            );
             keep = 0;
-            if let Err(e) = self.model.backend().kv_truncate(&mut self.kv, seq, 0) {
-                warn!("cannot free the KV positions of sequence {seq}: {e}");
+            if let Err(e) = backend.kv_truncate(&mut self.kv, dst, 0) {
+                warn!("cannot free the KV positions of sequence {dst}: {e}");
             }
         }
-        self.cached[seq as usize].clear();
+        self.cached[dst as usize].clear();
         let counter = if keep > 0 {
             self.counters
                 .prefix_reused_tokens
                 .fetch_add(keep as u64, Ordering::Relaxed);
+            if dst != src {
+                self.counters.prefix_shared.fetch_add(1, Ordering::Relaxed);
+            }
             &self.counters.prefix_hits
         } else {
             &self.counters.prefix_misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        Some((seq, keep))
+        Some((dst, keep))
     }
 
     /// Frees the slot of `active[i]`, keeping in its cache what the sequence put there for

@@ -27,6 +27,9 @@ pub struct Stats {
     pub prefix_misses: u64,
     /// Prompt tokens not run again because their keys and values were in the cache.
     pub prefix_reused_tokens: u64,
+    /// Hits whose prefix another slot holds (a running sequence, or a free slot whose cache is
+    /// kept for later jobs), shared block by block rather than copied or run again.
+    pub prefix_shared: u64,
 }
 
 /// The live counters, shared by the engine thread (which writes them) and every handle.
@@ -40,6 +43,7 @@ pub(crate) struct Counters {
     pub(crate) prefix_hits: AtomicU64,
     pub(crate) prefix_misses: AtomicU64,
     pub(crate) prefix_reused_tokens: AtomicU64,
+    pub(crate) prefix_shared: AtomicU64,
     /// From a job's submission to its first sampled token.
     pub(crate) ttft: Histogram,
     /// From the first sampled token to the last, per token after the first.
@@ -60,6 +64,7 @@ impl Counters {
             prefix_hits: load(&self.prefix_hits),
             prefix_misses: load(&self.prefix_misses),
             prefix_reused_tokens: load(&self.prefix_reused_tokens),
+            prefix_shared: load(&self.prefix_shared),
         }
     }
 }

@@ -317,6 +317,102 @@ fn a_shared_prompt_prefix_is_reused_with_the_tokens_of_a_fresh_run() {
     engine.join().expect("join");
 }
 
+/// A job that arrives while another with the same system prompt runs shares that prompt's
+/// keys and values block by block (copy-on-write) instead of running it again, and both give
+/// the tokens of a lone session: the sharer's writes never reach the running sequence. At
+/// exact (f32) precision, so that the running job's rows give the same logits whether a step
+/// also carries the new job's prompt or not (with 8-bit activations a step of many rows is
+/// multiplied exactly and a single row is not).
+#[test]
+fn a_running_sequences_prefix_is_shared_with_a_new_job() {
+    const N: usize = 24;
+    let exact = || {
+        CpuBackend::new(CpuOptions {
+            threads: 2,
+            precision: Precision::F32,
+        })
+    };
+    let file = GgufFile::open(model_path()).expect("open");
+    let gguf = file.gguf().expect("gguf");
+    let r = Reference {
+        model: Model::load(&gguf, exact().expect("backend")).expect("load"),
+        tokenizer: Tokenizer::from_gguf(&gguf).expect("tokenizer"),
+    };
+    let system = (0..10)
+        .map(|i| format!("Rule {i}: answer briefly and politely."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let ask = |question: &str| {
+        let text = format!(
+            "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+        );
+        r.tokenizer.encode(
+            &text,
+            EncodeOptions {
+                add_special: true,
+                parse_special: true,
+            },
+        )
+    };
+    let first = ask("Name three colours of the rainbow.");
+    let other = ask("What is the largest ocean on Earth?");
+    let shared = common_prefix(&first, &other);
+    assert!(shared > 64, "{shared} of {}", other.len());
+
+    let options = EngineOptions {
+        n_ctx: N_CTX,
+        slots: 3,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::start(model_path(), options, exact).expect("the engine starts");
+    let handle = engine.handle();
+    let mut running = handle
+        .blocking_generate(GenerateJob::new(first.clone(), N, greedy()))
+        .expect("queued");
+    // Once the first job has a token, its whole prompt is in the cache.
+    let mut first_tokens = Vec::new();
+    while let Some(event) = running.blocking_recv() {
+        if let Event::Token { token: Some(t), .. } = event {
+            first_tokens.push(t.id);
+            break;
+        }
+    }
+    assert_eq!(first_tokens.len(), 1, "the first job gave no token");
+    let second = handle
+        .blocking_generate(GenerateJob::new(other.clone(), N, greedy()))
+        .expect("queued");
+    let got_other = second.blocking_collect().expect("completion");
+    let rest = running.blocking_collect().expect("completion");
+    first_tokens.extend(&rest.tokens);
+
+    let stats = handle.stats();
+    assert_eq!(stats.active, 0);
+    assert_eq!((stats.prefix_hits, stats.prefix_misses), (1, 1));
+    assert_eq!(stats.prefix_shared, 1, "{stats:?}");
+    assert_eq!(
+        stats.prefix_reused_tokens,
+        shared.min(other.len() - 32) as u64
+    );
+    assert_lone_tokens(
+        &got_other,
+        &lone_run(&r.model, &r.tokenizer, &other, N),
+        &r.tokenizer,
+    );
+    // The running job's own tokens, up to the lone run's first near tie.
+    let lone_first = lone_run(&r.model, &r.tokenizer, &first, N);
+    assert!(first_tokens.len() >= lone_first.ids.len().min(N));
+    for (i, (&got, &want)) in first_tokens.iter().zip(&lone_first.ids).enumerate() {
+        if got != want {
+            assert!(
+                lone_first.margins[i] < NEAR_TIE,
+                "token {i} of the running job changed when its prefix was shared"
+            );
+            break;
+        }
+    }
+    engine.join().expect("join");
+}
+
 /// A greedy chain that can never end generation: every end-of-generation token is banned.
 fn endless(tokenizer: &Tokenizer, n_vocab: usize) -> SamplerChain {
     let banned = (0..n_vocab as u32)

@@ -18,6 +18,11 @@ pub trait KvStore {
     fn append(&mut self, seq: SeqId, n_tokens: usize) -> Result<(), KvCacheError>;
     /// Shortens `seq` to `n_tokens` (no-op if it is not longer).
     fn truncate(&mut self, seq: SeqId, n_tokens: usize) -> Result<(), KvCacheError>;
+    /// A new sequence sharing every block of `seq` (copied when either writes into a shared
+    /// block).
+    fn fork(&mut self, seq: SeqId) -> Result<SeqId, KvCacheError>;
+    /// Drops `seq`, freeing the blocks no other sequence shares.
+    fn free(&mut self, seq: SeqId) -> Result<(), KvCacheError>;
 }
 
 impl<T: crate::KvElement> KvStore for PagedKvCache<T> {
@@ -32,6 +37,12 @@ impl<T: crate::KvElement> KvStore for PagedKvCache<T> {
     }
     fn truncate(&mut self, seq: SeqId, n_tokens: usize) -> Result<(), KvCacheError> {
         PagedKvCache::truncate(self, seq, n_tokens)
+    }
+    fn fork(&mut self, seq: SeqId) -> Result<SeqId, KvCacheError> {
+        PagedKvCache::fork(self, seq)
+    }
+    fn free(&mut self, seq: SeqId) -> Result<(), KvCacheError> {
+        PagedKvCache::free(self, seq)
     }
 }
 
@@ -61,6 +72,12 @@ impl KvStore for PendingCopies {
     }
     fn truncate(&mut self, seq: SeqId, n_tokens: usize) -> Result<(), KvCacheError> {
         self.ledger.truncate(seq, n_tokens)
+    }
+    fn fork(&mut self, seq: SeqId) -> Result<SeqId, KvCacheError> {
+        self.ledger.fork(seq)
+    }
+    fn free(&mut self, seq: SeqId) -> Result<(), KvCacheError> {
+        self.ledger.free(seq)
     }
 }
 
@@ -246,6 +263,27 @@ impl<S: KvStore> Slots<S> {
         Ok(self.store.truncate(id, len)?)
     }
 
+    /// Makes `dst` hold the first `len` positions of `src` (all of them if it holds fewer),
+    /// sharing their blocks instead of copying them: a block is copied only when one of the
+    /// two writes into it (a prompt prefix that several sequences share is stored once).
+    /// What `dst` held before is dropped. On an error `dst` is as it was.
+    pub fn share(&mut self, dst: u32, src: u32, len: usize) -> Result<(), SlotError> {
+        let (src_id, dst_id) = (self.id(src)?, self.id(dst)?);
+        if src == dst {
+            return self.truncate(dst, len);
+        }
+        let len = len.min(self.store.len(src_id)?);
+        let new = self.store.fork(src_id)?;
+        if let Err(e) = self.store.truncate(new, len) {
+            let _ = self.store.free(new);
+            return Err(e.into());
+        }
+        self.ids[dst as usize] = new;
+        // The old sequence of dst only frees blocks; the slot already points at the new one.
+        let _ = self.store.free(dst_id);
+        Ok(())
+    }
+
     /// Empties every slot.
     pub fn clear(&mut self) -> Result<(), SlotError> {
         for &id in &self.ids {
@@ -359,6 +397,41 @@ mod tests {
         assert!(s.truncate(5, 0).is_err());
         s.clear().unwrap();
         assert!(s.is_empty());
+        assert_eq!(s.store().ledger.free_blocks(), 7);
+    }
+
+    #[test]
+    fn a_shared_prefix_is_stored_once_and_copied_on_write() {
+        let mut s = slots();
+        // 37 positions in slot 0: blocks of 16, 16 and 5.
+        s.reserve(&[0; 37], &(0..37).collect::<Vec<_>>()).unwrap();
+        s.reserve(&[1; 3], &[0, 1, 2]).unwrap();
+        assert_eq!(s.store().ledger.used_blocks(), 4);
+        // Slot 1 drops its 3 positions and shares 35 of slot 0's: no new block.
+        s.share(1, 0, 35).unwrap();
+        assert_eq!(lens(&s), [37, 35, 0]);
+        assert_eq!(s.store().ledger.used_blocks(), 3);
+        assert_eq!(s.store().ledger.shared_blocks(), 3);
+        // Slot 1 continues at 35: its last block is shared and partly filled, so it is copied
+        // (35 - 32 = 3 positions) before the new one is written; slot 0 is unchanged.
+        s.reserve(&[1], &[35]).unwrap();
+        assert_eq!(
+            s.store().copies.last().map(|c| c.n_tokens),
+            Some(3),
+            "{:?}",
+            s.store().copies
+        );
+        assert_eq!(lens(&s), [37, 36, 0]);
+        assert_eq!(s.store().ledger.shared_blocks(), 2);
+        // Sharing more than the source holds takes all of it; sharing with itself truncates.
+        s.share(2, 1, 100).unwrap();
+        assert_eq!(lens(&s), [37, 36, 36]);
+        s.share(2, 2, 10).unwrap();
+        assert_eq!(lens(&s), [37, 36, 10]);
+        assert!(s.share(2, 9, 1).is_err());
+        assert_eq!(lens(&s), [37, 36, 10]);
+        // Emptying everything frees every block.
+        s.clear().unwrap();
         assert_eq!(s.store().ledger.free_blocks(), 7);
     }
 

@@ -1124,3 +1124,67 @@ fn synthetic_llama_iq4_xs_matches_cpu() {
 fn synthetic_llama_bf16_matches_cpu() {
     check_mix(4);
 }
+
+/// A sequence that shares another's prompt prefix on the GPU (`kv_share`: block tables that
+/// point at the same blocks, copied when one of them writes into a shared block) continues as
+/// if it had run the prefix itself, and the sequence it shares with is untouched by its writes.
+#[test]
+fn shared_prefixes_on_the_gpu_give_the_logits_of_their_own_runs() {
+    let Some(backend) = gpu(true) else {
+        return;
+    };
+    let bytes = smollm2_cut();
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let model = Model::load(&gguf, backend).unwrap();
+    let vocab = model.config().vocab;
+    // 45 prompt tokens: blocks of 32 and 13; the sharer takes 40 of them (its last block shared
+    // and partly filled, so its first write copies it) and runs 6 of its own.
+    let p = prompt(vocab, 45);
+    let own: Vec<u32> = prompt(vocab, 52)[46..]
+        .iter()
+        .map(|t| (t + 7) % vocab as u32)
+        .collect();
+    let mut state = model.state(64, 1).unwrap();
+    // Alone: the 40-token prefix and the 6 tokens, in one sequence.
+    let mut alone = model.kv_cache(128, 2).unwrap();
+    let whole: Vec<u32> = p[..40].iter().chain(&own).copied().collect();
+    let want_sharer = run_seq(&model, &mut alone, &mut state, 0, &whole, 0);
+    let mut alone = model.kv_cache(128, 2).unwrap();
+    run_seq(&model, &mut alone, &mut state, 0, &p, 0);
+    let want_source = run_seq(&model, &mut alone, &mut state, 0, &[5], 45);
+
+    let mut kv = model.kv_cache(128, 2).unwrap();
+    run_seq(&model, &mut kv, &mut state, 0, &p, 0);
+    model.backend().kv_share(&mut kv, 1, 0, 40).unwrap();
+    assert_eq!(model.backend().kv_len(&kv, 1), 40);
+    assert_eq!(model.backend().kv_len(&kv, 0), 45);
+    let got_sharer = run_seq(&model, &mut kv, &mut state, 1, &own, 40);
+    let got_source = run_seq(&model, &mut kv, &mut state, 0, &[5], 45);
+    let e = nerr(&got_sharer, &want_sharer);
+    assert!(
+        e < 0.02,
+        "the sharing sequence differs from its own run by {e}"
+    );
+    let e = nerr(&got_source, &want_source);
+    assert!(e < 1e-6, "the shared-from sequence changed by {e}");
+}
+
+/// Runs `tokens` of sequence `seq` from position `pos` and returns the last one's logits.
+fn run_seq<'w>(
+    model: &Model<'w, CudaBackend>,
+    kv: &mut CudaKv,
+    state: &mut State<'w, CudaBackend>,
+    seq: u32,
+    tokens: &[u32],
+    pos: u32,
+) -> Vec<f32> {
+    let positions: Vec<u32> = (pos..pos + tokens.len() as u32).collect();
+    let batch = Batch {
+        tokens,
+        positions: &positions,
+        seqs: &vec![seq; tokens.len()],
+        outputs: &[tokens.len() - 1],
+    };
+    model.forward(state, kv, &batch).unwrap();
+    state.logits().to_vec()
+}

@@ -103,6 +103,7 @@ async fn health(State(app): State<App>) -> Response {
             "hits": st.prefix_hits,
             "misses": st.prefix_misses,
             "reused_tokens": st.prefix_reused_tokens,
+            "shared": st.prefix_shared,
         },
     }))
     .into_response()
@@ -183,6 +184,13 @@ async fn metrics(State(app): State<App>) -> Response {
         "counter",
         "Prompt tokens taken from the cache.",
         st.prefix_reused_tokens,
+    );
+    scalar(
+        &mut out,
+        "ferrolm_prefix_cache_shared_total",
+        "counter",
+        "Hits whose prefix another slot held, shared block by block.",
+        st.prefix_shared,
     );
     histogram(
         &mut out,

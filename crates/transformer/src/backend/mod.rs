@@ -371,6 +371,11 @@ pub trait Backend<'w>: Sync {
     fn kv_reserve(&self, kv: &mut Self::Kv, batch: &Batch<'_>) -> Result<()>;
     /// Keeps only the first `len` positions of `seq`.
     fn kv_truncate(&self, kv: &mut Self::Kv, seq: SeqId, len: usize) -> Result<()>;
+    /// Makes `dst` hold the first `len` positions of `src` (all it has if fewer), sharing
+    /// their storage: a block is copied only when one of the two sequences writes into it, so
+    /// a prompt prefix that several sequences share is computed and stored once. What `dst`
+    /// held before is dropped.
+    fn kv_share(&self, kv: &mut Self::Kv, dst: SeqId, src: SeqId, len: usize) -> Result<()>;
     /// Forgets every position of every sequence.
     fn kv_clear(&self, kv: &mut Self::Kv);
 }

@@ -77,6 +77,10 @@ impl CpuKv {
         Ok(self.slots.truncate(seq, len)?)
     }
 
+    pub(crate) fn share(&mut self, dst: SeqId, src: SeqId, len: usize) -> Result<()> {
+        Ok(self.slots.share(dst, src, len)?)
+    }
+
     pub(crate) fn clear(&mut self) {
         let _ = self.slots.clear();
     }

@@ -683,6 +683,10 @@ impl<'w> Backend<'w> for CpuBackend {
         kv.truncate(seq, len)
     }
 
+    fn kv_share(&self, kv: &mut Self::Kv, dst: SeqId, src: SeqId, len: usize) -> Result<()> {
+        kv.share(dst, src, len)
+    }
+
     fn kv_clear(&self, kv: &mut Self::Kv) {
         kv.clear();
     }

@@ -1134,6 +1134,10 @@ impl<'w> Backend<'w> for CudaBackend {
         kv.truncate(&self.dev, seq, len)
     }
 
+    fn kv_share(&self, kv: &mut Self::Kv, dst: SeqId, src: SeqId, len: usize) -> Result<()> {
+        kv.share(&self.dev, dst, src, len)
+    }
+
     fn kv_clear(&self, kv: &mut Self::Kv) {
         // Only a failed upload of the block table can fail here; the next reserve rewrites
         // every row it touches, so there is nothing to report.

@@ -210,6 +210,18 @@ impl CudaKv {
         self.sync_row(dev, seq)
     }
 
+    /// [`ferrolm_kvcache::Slots::share`], and the device block table row of `dst`.
+    pub(crate) fn share(
+        &mut self,
+        dev: &CudaDevice,
+        dst: SeqId,
+        src: SeqId,
+        len: usize,
+    ) -> Result<()> {
+        self.slots.share(dst, src, len)?;
+        self.sync_row(dev, dst)
+    }
+
     pub(crate) fn clear(&mut self, dev: &CudaDevice) -> Result<()> {
         for seq in 0..self.layout.n_seq {
             #[allow(clippy::cast_possible_truncation)] // slots come from a u32 SeqId range

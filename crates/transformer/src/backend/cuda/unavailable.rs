@@ -170,6 +170,9 @@ impl<'w> Backend<'w> for CudaBackend {
     fn kv_truncate(&self, _: &mut Unavailable, _: SeqId, _: usize) -> Result<()> {
         match self.never {}
     }
+    fn kv_share(&self, _: &mut Unavailable, _: SeqId, _: SeqId, _: usize) -> Result<()> {
+        match self.never {}
+    }
     fn kv_clear(&self, _: &mut Unavailable) {
         match self.never {}
     }
