@@ -327,10 +327,15 @@ impl<'w, 't, B: Backend<'w>> Scheduler<'_, 'w, 't, B> {
         for (row, &wanted) in self.batch.output_of.iter().enumerate() {
             let Some(i) = wanted else { continue };
             let logits = &self.state.logits()[row * vocab..(row + 1) * vocab];
-            match sample(self.tokenizer, &mut self.active[i], logits, self.n_ctx) {
-                Outcome::Continue => {
-                    self.counters.generated.fetch_add(1, Ordering::Relaxed);
-                }
+            let before = self.active[i].generated();
+            let outcome = sample(self.tokenizer, &mut self.active[i], logits, self.n_ctx);
+            // Every token that entered the reply, the last one of a job included.
+            let added = self.active[i].generated() - before;
+            self.counters
+                .generated
+                .fetch_add(added as u64, Ordering::Relaxed);
+            match outcome {
+                Outcome::Continue => {}
                 Outcome::Finished(finish) => ended.push((i, Some(Ok(finish)))),
                 Outcome::Cancelled => ended.push((i, None)),
                 Outcome::Failed(failure) => ended.push((i, Some(Err(failure)))),
