@@ -96,10 +96,16 @@ impl ModelArgs {
             );
         }
         let threads = self.threads.unwrap_or(0);
-        Ok(CpuBackend::new(CpuOptions {
+        let backend = CpuBackend::new(CpuOptions {
             threads,
             precision: self.precision.into(),
-        })?)
+        })?;
+        tracing::info!(
+            "cpu backend: {} threads, {} kernels",
+            backend.threads(),
+            ferrolm_quant::kernel_set()
+        );
+        Ok(backend)
     }
 }
 
