@@ -1185,6 +1185,10 @@ async fn metrics_count_requests_tokens_and_latencies_in_prometheus_format() {
         completion_tokens as f64
     );
     assert_eq!(value("ferrolm_queue_length"), 0.0);
+    // The finished requests' caches are kept: their blocks are in use, none shared.
+    assert!(value("ferrolm_kv_blocks_used") >= 1.0);
+    assert!(value("ferrolm_kv_blocks_free") >= 1.0);
+    assert_eq!(value("ferrolm_kv_blocks_shared"), 0.0);
     assert_eq!(value("ferrolm_time_to_first_token_seconds_count"), 2.0);
     assert_eq!(
         value("ferrolm_time_to_first_token_seconds_bucket{le=\"+Inf\"}"),

@@ -131,6 +131,9 @@ fn serve_file<'w, B: Backend<'w>>(
         path.display(),
         model.backend().name(),
     );
+    scheduler
+        .counters
+        .note_kv(model.backend().kv_blocks(&scheduler.kv));
     if ready.send(Ok(info)).is_err() {
         return Ok(());
     }
@@ -249,6 +252,8 @@ impl<'w, 't, B: Backend<'w>> Scheduler<'_, 'w, 't, B> {
             let Some((seq, fed)) = self.take_slot(&job.prompt) else {
                 break;
             };
+            self.counters
+                .note_kv(self.model.backend().kv_blocks(&self.kv));
             let n_prompt = job.prompt.len();
             let mut tokens = Vec::with_capacity(n_prompt + job.max_tokens);
             tokens.extend_from_slice(&job.prompt);
@@ -299,6 +304,12 @@ impl<'w, 't, B: Backend<'w>> Scheduler<'_, 'w, 't, B> {
 
     /// Runs one batch and samples every sequence that has an output row.
     fn step(&mut self) {
+        self.step_batch();
+        self.counters
+            .note_kv(self.model.backend().kv_blocks(&self.kv));
+    }
+
+    fn step_batch(&mut self) {
         self.build_batch();
         let b = &self.batch;
         let batch = Batch {

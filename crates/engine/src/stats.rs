@@ -30,6 +30,14 @@ pub struct Stats {
     /// Hits whose prefix another slot holds (a running sequence, or a free slot whose cache is
     /// kept for later jobs), shared block by block rather than copied or run again.
     pub prefix_shared: u64,
+    /// Blocks of the KV cache, of `kv_block_tokens` positions each.
+    pub kv_blocks_total: usize,
+    /// Blocks holding positions of a sequence or of a kept cache.
+    pub kv_blocks_used: usize,
+    /// Blocks several sequences hold (shared prompt prefixes).
+    pub kv_blocks_shared: usize,
+    /// Positions per block.
+    pub kv_block_tokens: usize,
 }
 
 /// The live counters, shared by the engine thread (which writes them) and every handle.
@@ -44,6 +52,10 @@ pub(crate) struct Counters {
     pub(crate) prefix_misses: AtomicU64,
     pub(crate) prefix_reused_tokens: AtomicU64,
     pub(crate) prefix_shared: AtomicU64,
+    pub(crate) kv_blocks_total: AtomicUsize,
+    pub(crate) kv_blocks_used: AtomicUsize,
+    pub(crate) kv_blocks_shared: AtomicUsize,
+    pub(crate) kv_block_tokens: AtomicUsize,
     /// From a job's submission to its first sampled token.
     pub(crate) ttft: Histogram,
     /// From the first sampled token to the last, per token after the first.
@@ -51,6 +63,16 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Records how the KV cache's blocks are used now.
+    pub(crate) fn note_kv(&self, blocks: ferrolm_transformer::KvBlocks) {
+        self.kv_blocks_total.store(blocks.total, Ordering::Relaxed);
+        self.kv_blocks_used.store(blocks.used, Ordering::Relaxed);
+        self.kv_blocks_shared
+            .store(blocks.shared, Ordering::Relaxed);
+        self.kv_block_tokens
+            .store(blocks.block_tokens, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self, slots: usize, queued: usize) -> Stats {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Stats {
@@ -65,6 +87,10 @@ impl Counters {
             prefix_misses: load(&self.prefix_misses),
             prefix_reused_tokens: load(&self.prefix_reused_tokens),
             prefix_shared: load(&self.prefix_shared),
+            kv_blocks_total: self.kv_blocks_total.load(Ordering::Relaxed),
+            kv_blocks_used: self.kv_blocks_used.load(Ordering::Relaxed),
+            kv_blocks_shared: self.kv_blocks_shared.load(Ordering::Relaxed),
+            kv_block_tokens: self.kv_block_tokens.load(Ordering::Relaxed),
         }
     }
 }

@@ -389,6 +389,16 @@ fn a_running_sequences_prefix_is_shared_with_a_new_job() {
     assert_eq!(stats.active, 0);
     assert_eq!((stats.prefix_hits, stats.prefix_misses), (1, 1));
     assert_eq!(stats.prefix_shared, 1, "{stats:?}");
+    // Both slots keep their caches, so the shared prefix's full blocks are still held by
+    // both (the partly filled one was copied when the new job first wrote into it).
+    let wanted = shared.min(other.len() - 32);
+    assert_eq!(stats.kv_block_tokens, 32);
+    assert_eq!(stats.kv_blocks_shared, wanted / 32, "{stats:?}");
+    assert!(
+        stats.kv_blocks_used > stats.kv_blocks_shared
+            && stats.kv_blocks_used <= stats.kv_blocks_total,
+        "{stats:?}"
+    );
     assert_eq!(
         stats.prefix_reused_tokens,
         shared.min(other.len() - 32) as u64

@@ -42,7 +42,7 @@ pub mod cuda;
 
 pub use backend::cpu::{AttentionRow, CpuBackend, CpuOptions};
 pub use backend::cuda::{CudaBackend, CudaOptions};
-pub use backend::{AttentionParams, Backend, Batch, Glu, KvLayout, MoeRouting, SeqId};
+pub use backend::{AttentionParams, Backend, Batch, Glu, KvBlocks, KvLayout, MoeRouting, SeqId};
 pub use config::{LayerConfig, ModelConfig, MoeConfig, Rope, RopeStyle};
 pub use embed::{Pooling, embed};
 pub use error::{Result, TransformerError};

@@ -105,6 +105,13 @@ async fn health(State(app): State<App>) -> Response {
             "reused_tokens": st.prefix_reused_tokens,
             "shared": st.prefix_shared,
         },
+        "kv_blocks": {
+            "total": st.kv_blocks_total,
+            "used": st.kv_blocks_used,
+            "free": st.kv_blocks_total - st.kv_blocks_used,
+            "shared": st.kv_blocks_shared,
+            "block_tokens": st.kv_block_tokens,
+        },
     }))
     .into_response()
 }
@@ -164,6 +171,25 @@ async fn metrics(State(app): State<App>) -> Response {
         "Slots (sequences generated at once).",
         st.slots as u64,
     );
+    for (name, help, value) in [
+        (
+            "ferrolm_kv_blocks_used",
+            "KV cache blocks holding positions (running requests and kept prefixes).",
+            st.kv_blocks_used,
+        ),
+        (
+            "ferrolm_kv_blocks_free",
+            "KV cache blocks free for new positions.",
+            st.kv_blocks_total - st.kv_blocks_used,
+        ),
+        (
+            "ferrolm_kv_blocks_shared",
+            "KV cache blocks that several sequences share.",
+            st.kv_blocks_shared,
+        ),
+    ] {
+        scalar(&mut out, name, "gauge", help, value as u64);
+    }
     scalar(
         &mut out,
         "ferrolm_prefix_cache_hits_total",

@@ -45,6 +45,35 @@ impl Batch<'_> {
     }
 }
 
+/// How the blocks of a KV cache are used ([`Backend::kv_blocks`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvBlocks {
+    /// Blocks of the cache.
+    pub total: usize,
+    /// Blocks that hold positions of at least one sequence.
+    pub used: usize,
+    /// Blocks that hold positions of several sequences (a shared prompt prefix).
+    pub shared: usize,
+    /// Positions per block.
+    pub block_tokens: usize,
+}
+
+impl KvBlocks {
+    pub(crate) fn of(ledger: &ferrolm_kvcache::BlockLedger) -> KvBlocks {
+        KvBlocks {
+            total: ledger.n_blocks(),
+            used: ledger.used_blocks(),
+            shared: ledger.shared_blocks(),
+            block_tokens: ledger.block_tokens(),
+        }
+    }
+
+    /// Blocks free for new positions.
+    pub fn free(&self) -> usize {
+        self.total - self.used
+    }
+}
+
 /// Shapes of the KV cache a model needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvLayout {
@@ -366,6 +395,8 @@ pub trait Backend<'w>: Sync {
     fn kv_layout(&self, kv: &Self::Kv) -> KvLayout;
     /// Positions cached for sequence `seq` (0 for an unknown one).
     fn kv_len(&self, kv: &Self::Kv, seq: SeqId) -> usize;
+    /// How many of the cache's blocks hold positions, and how many are shared.
+    fn kv_blocks(&self, kv: &Self::Kv) -> KvBlocks;
     /// Makes room for the batch's tokens at their positions; the batch must continue each of
     /// its sequences where the cache ends.
     fn kv_reserve(&self, kv: &mut Self::Kv, batch: &Batch<'_>) -> Result<()>;

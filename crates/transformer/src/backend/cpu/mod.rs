@@ -679,6 +679,10 @@ impl<'w> Backend<'w> for CpuBackend {
         kv.reserve(batch)
     }
 
+    fn kv_blocks(&self, kv: &Self::Kv) -> crate::backend::KvBlocks {
+        crate::backend::KvBlocks::of(kv.paged().ledger())
+    }
+
     fn kv_truncate(&self, kv: &mut Self::Kv, seq: SeqId, len: usize) -> Result<()> {
         kv.truncate(seq, len)
     }

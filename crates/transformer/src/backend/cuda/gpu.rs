@@ -1130,6 +1130,10 @@ impl<'w> Backend<'w> for CudaBackend {
         Ok(())
     }
 
+    fn kv_blocks(&self, kv: &Self::Kv) -> crate::backend::KvBlocks {
+        crate::backend::KvBlocks::of(kv.ledger())
+    }
+
     fn kv_truncate(&self, kv: &mut Self::Kv, seq: SeqId, len: usize) -> Result<()> {
         kv.truncate(&self.dev, seq, len)
     }

@@ -167,6 +167,9 @@ impl<'w> Backend<'w> for CudaBackend {
     fn kv_reserve(&self, _: &mut Unavailable, _: &Batch<'_>) -> Result<()> {
         match self.never {}
     }
+    fn kv_blocks(&self, _: &Unavailable) -> crate::backend::KvBlocks {
+        match self.never {}
+    }
     fn kv_truncate(&self, _: &mut Unavailable, _: SeqId, _: usize) -> Result<()> {
         match self.never {}
     }
