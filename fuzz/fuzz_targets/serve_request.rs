@@ -26,7 +26,7 @@ mod prompt;
 #[path = "../../crates/cli/src/serve/request.rs"]
 mod request;
 #[allow(dead_code)]
-#[path = "../../crates/cli/src/serve/stop.rs"]
+#[path = "../../crates/engine/src/stop.rs"]
 mod stop;
 #[allow(dead_code)]
 #[path = "../../crates/cli/src/serve/tools.rs"]
