@@ -7,26 +7,6 @@
 // indices) is 8-byte aligned in global and in shared memory.
 #include "common.cuh"
 
-// The levels and their lookup are IQ4_NL's (each module is compiled on its own, so each carries
-// them). The levels -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113 as int8,
-// four per word, the first in the low byte of IQ4_LEVELS_0.
-#define IQ4_LEVELS_0 0xBFAD9881u
-#define IQ4_LEVELS_1 0xF6EADDCFu
-#define IQ4_LEVELS_2 0x26190D01u
-#define IQ4_LEVELS_3 0x71594535u
-
-// The levels indexed by the four bytes of q (each 0..15), packed as four int8 values.
-__device__ __forceinline__ int iq4_levels4(u32 q) {
-    const u32 n = q | (q >> 4);
-    const u32 idx = (n & 0xFFu) | ((n >> 8) & 0xFF00u);  // nibble k: byte k of q
-    // The low 3 bits of a selector nibble pick a byte; its top bit (sign replication in prmt's
-    // default mode) stays clear.
-    const u32 lo = __byte_perm(IQ4_LEVELS_0, IQ4_LEVELS_1, idx & 0x7777u);  // from levels 0..7
-    const u32 hi = __byte_perm(IQ4_LEVELS_2, IQ4_LEVELS_3, idx & 0x7777u);  // from levels 8..15
-    // Byte k from hi (selector 4 + k) where index k is 8 or more, else from lo (selector k).
-    return (int)__byte_perm(lo, hi, 0x3210u | ((idx >> 1) & 0x4444u));
-}
-
 // Six-bit scale of sub-block j (0..7), still offset by 32.
 __device__ __forceinline__ int iq4xs_scale(const u8* blk, int j) {
     const int low = (blk[4 + (j >> 1)] >> (4 * (j & 1))) & 0xF;

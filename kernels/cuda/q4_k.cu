@@ -4,16 +4,6 @@
 // w = d * scale[j] * q - dmin * min[j].
 #include "common.cuh"
 
-__device__ __forceinline__ void q4k_scale_min(const u8* sc, int j, int& s, int& m) {
-    if (j < 4) {
-        s = sc[j] & 63;
-        m = sc[j + 4] & 63;
-    } else {
-        s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-        m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
-}
-
 struct BlockQ4_K {
     static constexpr int BS = 144;
     static constexpr int QK = 256;
@@ -25,7 +15,7 @@ struct BlockQ4_K {
         const float d = h2f(ld_u16(blk));
         const float dmin = h2f(ld_u16(blk + 2));
         int sc, mn;
-        q4k_scale_min(blk + 4, j, sc, mn);
+        k4_scale_min(blk + 4, j, sc, mn);
         const u8* qs = blk + 16 + 32 * (j >> 1);
         const int shift = 4 * (j & 1);
         int s = 0;
@@ -38,7 +28,7 @@ struct BlockQ4_K {
         const float d = h2f(ld_u16(blk));
         const float dmin = h2f(ld_u16(blk + 2));
         int sc, mn;
-        q4k_scale_min(blk + 4, j, sc, mn);
+        k4_scale_min(blk + 4, j, sc, mn);
         const float a = d * (float)sc;
         const float b = dmin * (float)mn;
         const u8* qs = blk + 16 + 32 * (j >> 1);

@@ -8,17 +8,6 @@
 // aligned in global and in shared memory.
 #include "common.cuh"
 
-// Scale and minimum of sub-block j (0..7) from the 12-byte packing Q4_K and Q5_K share.
-__device__ __forceinline__ void k4_scale_min(const u8* sc, int j, int& s, int& m) {
-    if (j < 4) {
-        s = sc[j] & 63;
-        m = sc[j + 4] & 63;
-    } else {
-        s = (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
-        m = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
-}
-
 struct BlockQ5_K {
     static constexpr int BS = 176;
     static constexpr int QK = 256;
