@@ -243,6 +243,24 @@ fn concurrent_greedy_jobs_each_get_the_tokens_of_a_lone_session() {
     engine.join().expect("join");
 }
 
+/// A user turn after a system prompt of ten rules (about 110 tokens), in SmolLM2's ChatML.
+fn ask_with_rules(tokenizer: &Tokenizer, question: &str) -> Vec<u32> {
+    let system = (0..10)
+        .map(|i| format!("Rule {i}: answer briefly and politely."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = format!(
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    );
+    tokenizer.encode(
+        &text,
+        EncodeOptions {
+            add_special: true,
+            parse_special: true,
+        },
+    )
+}
+
 /// Tokens at the start of `a` and `b` that are equal.
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -258,22 +276,7 @@ fn a_shared_prompt_prefix_is_reused_with_the_tokens_of_a_fresh_run() {
     let file = GgufFile::open(model_path()).expect("open");
     let gguf = file.gguf().expect("gguf");
     let r = reference(&gguf);
-    let system = (0..10)
-        .map(|i| format!("Rule {i}: answer briefly and politely."))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let ask = |question: &str| {
-        let text = format!(
-            "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-        );
-        r.tokenizer.encode(
-            &text,
-            EncodeOptions {
-                add_special: true,
-                parse_special: true,
-            },
-        )
-    };
+    let ask = |question: &str| ask_with_rules(&r.tokenizer, question);
     let first = ask("What is the capital of France?");
     let other = ask("What is the largest ocean on Earth?");
     let shared = common_prefix(&first, &other);
@@ -338,22 +341,7 @@ fn a_running_sequences_prefix_is_shared_with_a_new_job() {
         model: Model::load(&gguf, exact().expect("backend")).expect("load"),
         tokenizer: Tokenizer::from_gguf(&gguf).expect("tokenizer"),
     };
-    let system = (0..10)
-        .map(|i| format!("Rule {i}: answer briefly and politely."))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let ask = |question: &str| {
-        let text = format!(
-            "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-        );
-        r.tokenizer.encode(
-            &text,
-            EncodeOptions {
-                add_special: true,
-                parse_special: true,
-            },
-        )
-    };
+    let ask = |question: &str| ask_with_rules(&r.tokenizer, question);
     let first = ask("Name three colours of the rainbow.");
     let other = ask("What is the largest ocean on Earth?");
     let shared = common_prefix(&first, &other);

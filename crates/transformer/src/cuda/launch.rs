@@ -66,14 +66,25 @@ pub(crate) unsafe fn launch(
     Ok(())
 }
 
-/// Row-major `c[n][m] (ldc) = x[n][k] · w[m][k]ᵀ` with f16 operands and f32 accumulation and
-/// output, on the tensor cores through cuBLAS.
+/// The element type of the operands of [`gemm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GemmInput {
+    /// f16 operands, on the tensor cores.
+    F16,
+    /// f32 operands (no TF32: the handle keeps cuBLAS's default math mode).
+    F32,
+}
+
+/// Row-major `c[n][m] (ldc) = x[n][k] · w[m][k]ᵀ` with operands of `input` and f32
+/// accumulation and output, through cuBLAS.
 ///
 /// # Safety
-/// `w` must hold `m × k` and `x` `n × k` f16 values, and `c` must hold `(n - 1) · ldc + m` f32
-/// values, all on the device of `handle`'s stream.
-pub(crate) unsafe fn gemm_f16_f32(
+/// `w` must hold `m × k` and `x` `n × k` values of `input`, and `c` must hold
+/// `(n - 1) · ldc + m` f32 values, all on the device of `handle`'s stream.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm(
     handle: &CudaBlas,
+    input: GemmInput,
     w: u64,
     x: u64,
     c: u64,
@@ -84,6 +95,10 @@ pub(crate) unsafe fn gemm_f16_f32(
 ) -> Result<(), CudaError> {
     let alpha = 1.0f32;
     let beta = 0.0f32;
+    let ty = match input {
+        GemmInput::F16 => blas_sys::cudaDataType_t::CUDA_R_16F,
+        GemmInput::F32 => blas_sys::cudaDataType_t::CUDA_R_32F,
+    };
     // Column-major view: C (m × n) = Wᵀ-as-stored (k × m)ᵀ · X-as-stored (k × n).
     // SAFETY: pointers and sizes as the caller guarantees; alpha and beta outlive the call.
     unsafe {
@@ -96,10 +111,10 @@ pub(crate) unsafe fn gemm_f16_f32(
             k,
             (&raw const alpha).cast(),
             w as *const std::ffi::c_void,
-            blas_sys::cudaDataType_t::CUDA_R_16F,
+            ty,
             k,
             x as *const std::ffi::c_void,
-            blas_sys::cudaDataType_t::CUDA_R_16F,
+            ty,
             k,
             (&raw const beta).cast(),
             c as *mut std::ffi::c_void,
@@ -111,54 +126,6 @@ pub(crate) unsafe fn gemm_f16_f32(
     }
     .map_err(|e| CudaError::Cublas {
         op: "gemm",
-        message: e.to_string(),
-    })
-}
-
-/// Row-major `c[n][m] = x[n][k] · w[m][k]ᵀ` with f32 operands, accumulation and output
-/// through cuBLAS (no TF32: the handle keeps cuBLAS's default math mode).
-///
-/// # Safety
-/// `w` must hold `m × k` and `x` `n × k` f32 values, and `c` `n × m` f32 values, all on the
-/// device of `handle`'s stream.
-pub(crate) unsafe fn gemm_f32(
-    handle: &CudaBlas,
-    w: u64,
-    x: u64,
-    c: u64,
-    m: i32,
-    n: i32,
-    k: i32,
-) -> Result<(), CudaError> {
-    let alpha = 1.0f32;
-    let beta = 0.0f32;
-    // The column-major view of gemm_f16_f32, in f32.
-    // SAFETY: pointers and sizes as the caller guarantees; alpha and beta outlive the call.
-    unsafe {
-        blas::gemm_ex(
-            *handle.handle(),
-            blas_sys::cublasOperation_t::CUBLAS_OP_T,
-            blas_sys::cublasOperation_t::CUBLAS_OP_N,
-            m,
-            n,
-            k,
-            (&raw const alpha).cast(),
-            w as *const std::ffi::c_void,
-            blas_sys::cudaDataType_t::CUDA_R_32F,
-            k,
-            x as *const std::ffi::c_void,
-            blas_sys::cudaDataType_t::CUDA_R_32F,
-            k,
-            (&raw const beta).cast(),
-            c as *mut std::ffi::c_void,
-            blas_sys::cudaDataType_t::CUDA_R_32F,
-            m,
-            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
-    }
-    .map_err(|e| CudaError::Cublas {
-        op: "gemm_f32",
         message: e.to_string(),
     })
 }

@@ -5,7 +5,7 @@
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig};
 
 use super::attention::ATT_WARPS;
-use super::launch::{Arg, gemm_f16_f32, gemm_f32, launch};
+use super::launch::{Arg, GemmInput, gemm, launch};
 use super::step::Launch;
 use super::{
     AttentionParams, AttentionWorkspace, CudaDevice, CudaError, PagedKvLayer, Q8Activations,
@@ -344,14 +344,16 @@ impl CudaDevice {
         // SAFETY: w holds rows × cols f32 (an F32 matrix), x n_vec × cols and y n_vec × rows
         // (checked above).
         unsafe {
-            gemm_f32(
+            gemm(
                 blas,
+                GemmInput::F32,
                 wp,
                 xp,
                 yp,
                 dim("matmul_f32_input", "rows", rows)?,
                 dim("matmul_f32_input", "n", n_vec)?,
                 dim("matmul_f32_input", "cols", cols)?,
+                dim("matmul_f32_input", "rows", rows)?,
             )?;
         }
         if let Some(bias) = w.bias() {
@@ -912,8 +914,9 @@ impl CudaDevice {
             // holds n × cols, and out from column r0 holds (n - 1) · n_rows + m f32 values
             // because out has n × n_rows and r0 + m <= n_rows.
             unsafe {
-                gemm_f16_f32(
+                gemm(
                     blas,
+                    GemmInput::F16,
                     wp,
                     xp,
                     op + (r0 * size_of::<f32>()) as u64,

@@ -333,7 +333,14 @@ impl CudaBackend {
 
     /// Queues the argmax of each row of `x` into the id buffer (grown first if needed, which is
     /// work a step graph cannot hold).
-    fn launch_argmax(&self, sh: &mut Shared, x: &CudaBuffer) -> Result<()> {
+    /// Queues the argmax of each row of `x` into `sh.argmax`, among the columns `allowed`
+    /// lets through when given ([`Backend::read_argmax_masked`]).
+    fn launch_argmax(
+        &self,
+        sh: &mut Shared,
+        x: &CudaBuffer,
+        allowed: Option<&[u32]>,
+    ) -> Result<()> {
         if sh.argmax.as_ref().is_none_or(|ids| ids.len() < x.rows) {
             self.dev.untracked_work()?;
             sh.argmax = Some(
@@ -343,8 +350,44 @@ impl CudaBackend {
                     .map_err(CudaError::driver("allocating argmax output"))?,
             );
         }
-        if let Some(ids) = sh.argmax.as_mut() {
-            self.dev.argmax(&x.data, x.rows, x.cols, ids)?;
+        let Shared {
+            staging, argmax, ..
+        } = sh;
+        let Some(ids) = argmax.as_mut() else {
+            return Err(shape_error("read_argmax", "output", x.rows, 0));
+        };
+        match allowed {
+            None => self.dev.argmax(&x.data, x.rows, x.cols, ids)?,
+            Some(words) => {
+                staging.allowed.set_bits(&self.dev, words)?;
+                self.dev
+                    .argmax_masked(&x.data, x.rows, x.cols, &staging.allowed.dev, ids)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the token ids of the argmax launched on `x` back into `out`; a row with nothing
+    /// to choose is an error, as for the greedy sampler.
+    fn copy_argmax(&self, sh: &mut Shared, x: &CudaBuffer, out: &mut [u32]) -> Result<()> {
+        let Shared {
+            argmax,
+            argmax_host: host,
+            ..
+        } = sh;
+        let Some(ids) = argmax.as_ref() else {
+            return Err(shape_error("read_argmax", "output", x.rows, 0));
+        };
+        host.resize(x.rows, 0);
+        self.dev
+            .stream()
+            .memcpy_dtoh(&ids.slice(0..x.rows), host.as_mut_slice())
+            .map_err(CudaError::driver("reading token ids"))?;
+        self.dev.synchronize()?;
+        for (o, &id) in out.iter_mut().zip(host.iter()) {
+            *o = u32::try_from(id).map_err(|_| SamplingError::NoSelectableToken {
+                n_candidates: x.cols,
+            })?;
         }
         Ok(())
     }
@@ -1016,7 +1059,7 @@ impl<'w> Backend<'w> for CudaBackend {
 
     fn argmax_ahead(&self, x: &Self::Buffer) -> Result<()> {
         let mut sh = self.shared();
-        self.launch_argmax(&mut sh, x)?;
+        self.launch_argmax(&mut sh, x, None)?;
         sh.argmax_of = Some(ptr_of(&x.data));
         Ok(())
     }
@@ -1034,28 +1077,9 @@ impl<'w> Backend<'w> for CudaBackend {
         self.dev.untracked_work()?;
         let mut sh = self.shared();
         if !launched {
-            self.launch_argmax(&mut sh, x)?;
+            self.launch_argmax(&mut sh, x, None)?;
         }
-        let Shared {
-            argmax,
-            argmax_host: host,
-            ..
-        } = &mut *sh;
-        let Some(ids) = argmax.as_ref() else {
-            return Err(shape_error("read_argmax", "output", x.rows, 0));
-        };
-        host.resize(x.rows, 0);
-        self.dev
-            .stream()
-            .memcpy_dtoh(&ids.slice(0..x.rows), host.as_mut_slice())
-            .map_err(CudaError::driver("reading token ids"))?;
-        self.dev.synchronize()?;
-        for (o, &id) in out.iter_mut().zip(host.iter()) {
-            *o = u32::try_from(id).map_err(|_| SamplingError::NoSelectableToken {
-                n_candidates: x.cols,
-            })?;
-        }
-        Ok(())
+        self.copy_argmax(&mut sh, x, out)
     }
 
     fn read_argmax_masked(&self, x: &Self::Buffer, allowed: &[u32], out: &mut [u32]) -> Result<()> {
@@ -1076,38 +1100,8 @@ impl<'w> Backend<'w> for CudaBackend {
         }
         self.dev.untracked_work()?;
         let mut sh = self.shared();
-        if sh.argmax.as_ref().is_none_or(|ids| ids.len() < x.rows) {
-            sh.argmax = Some(
-                self.dev
-                    .stream()
-                    .alloc_zeros::<i32>(x.rows.max(1))
-                    .map_err(CudaError::driver("allocating argmax output"))?,
-            );
-        }
-        let Shared {
-            staging,
-            argmax,
-            argmax_host: host,
-            ..
-        } = &mut *sh;
-        staging.allowed.set_bits(&self.dev, allowed)?;
-        let Some(ids) = argmax.as_mut() else {
-            return Err(shape_error("read_argmax", "output", x.rows, 0));
-        };
-        self.dev
-            .argmax_masked(&x.data, x.rows, x.cols, &staging.allowed.dev, ids)?;
-        host.resize(x.rows, 0);
-        self.dev
-            .stream()
-            .memcpy_dtoh(&ids.slice(0..x.rows), host.as_mut_slice())
-            .map_err(CudaError::driver("reading token ids"))?;
-        self.dev.synchronize()?;
-        for (o, &id) in out.iter_mut().zip(host.iter()) {
-            *o = u32::try_from(id).map_err(|_| SamplingError::NoSelectableToken {
-                n_candidates: x.cols,
-            })?;
-        }
-        Ok(())
+        self.launch_argmax(&mut sh, x, Some(allowed))?;
+        self.copy_argmax(&mut sh, x, out)
     }
 
     fn kv_layout(&self, kv: &Self::Kv) -> KvLayout {
