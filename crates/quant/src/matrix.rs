@@ -40,8 +40,9 @@ use ferrolm_gguf::GgmlType;
 use rayon::prelude::*;
 
 use crate::QuantError;
-use crate::dot::{F32Dot, Planes, QuantizedActivations};
-use crate::simd::{self, Dequantizer, DotQ8Fn, DotQ8RowsFn};
+use crate::dot::{ActRow, F32Dot, Planes, QuantizedActivations};
+use crate::interleave::{GROUP_ROWS, Interleaved};
+use crate::simd::{self, Dequantizer, DotQ8Fn, DotQ8RowsFn, InterleavedFn};
 
 /// How activations enter the dot products of one vector (decode) or a few.
 ///
@@ -323,14 +324,27 @@ impl<'a> QMatrix<'a> {
     /// Takes the 8-bit path when `input` carries quantized activations and
     /// this type has an integer kernel, else the exact f32 path.
     pub fn forward(&self, input: &Input<'_>, y: &mut [f32]) -> Result<(), QuantError> {
+        self.forward_with(None, input, y)
+    }
+
+    /// [`QMatrix::forward`] reading the full groups of eight rows from
+    /// `packed`, this matrix's [`Interleaved`] copy, on the integer path
+    /// (the f32 path reads the GGUF layout): the same results, faster.
+    pub fn forward_with(
+        &self,
+        packed: Option<&Interleaved>,
+        input: &Input<'_>,
+        y: &mut [f32],
+    ) -> Result<(), QuantError> {
+        self.check_packed(packed)?;
         Self::check_len("input row", input.cols, self.cols)?;
         Self::check_len("y", y.len(), input.n.saturating_mul(self.rows))?;
         let isa = simd::isa();
         let tiled = uses_f32_tiles(isa, input.n);
-        if let (false, Some(acts), Some(kernel)) =
-            (tiled, input.quantized, crate::dot::q8_kernel(self.ty, isa))
+        if let (false, Some(acts), Some(kernels)) =
+            (tiled, input.quantized, self.row_kernels(packed, isa))
         {
-            self.forward_q8(acts, kernel, y);
+            self.forward_q8(acts, &kernels, y);
             return Ok(());
         }
         let dot = F32Dot::new(self.ty, isa).ok_or(QuantError::Unsupported {
@@ -344,28 +358,57 @@ impl<'a> QMatrix<'a> {
         Ok(())
     }
 
-    /// [`QMatrix::forward`] for several matrices that take the same input
-    /// (q/k/v, gate/up), in one parallel pass: the pool's threads are woken
-    /// once instead of once per matrix. `outputs` pairs each matrix with its
-    /// `y`; every pair is checked before anything runs.
+    /// [`QMatrix::forward_with`] for several matrices that take the same
+    /// input (q/k/v, gate/up), in one parallel pass: the pool's threads are
+    /// woken once instead of once per matrix. `outputs` gives each matrix
+    /// with its interleaved copy, if any, and its `y`; every triple is
+    /// checked before anything runs. Each result equals the matrix's own
+    /// [`QMatrix::forward_with`].
     pub fn forward_many(
-        outputs: &mut [(&QMatrix<'_>, &mut [f32])],
+        outputs: &mut [(&QMatrix<'_>, Option<&Interleaved>, &mut [f32])],
         input: &Input<'_>,
     ) -> Result<(), QuantError> {
-        for (m, y) in outputs.iter() {
+        for (m, p, y) in outputs.iter() {
+            m.check_packed(*p)?;
             Self::check_len("input row", input.cols, m.cols)?;
             Self::check_len("y", y.len(), input.n.saturating_mul(m.rows))?;
         }
-        Self::forward_split(outputs, input)
+        let isa = simd::isa();
+        let act = match input.quantized {
+            Some(acts) if input.n == 1 && !uses_f32_tiles(isa, 1) => acts.row(0),
+            _ => None,
+        };
+        let all_integer = outputs
+            .iter()
+            .all(|(m, _, _)| crate::dot::q8_kernel(m.ty, isa).is_some());
+        let Some(act) = act.filter(|_| all_integer) else {
+            return Self::forward_split(outputs, input);
+        };
+        // One vector: tasks of about equal work across all the matrices,
+        // split by nested joins (nothing is allocated).
+        let total: usize = outputs.iter().map(|(m, _, _)| m.rows * m.cols).sum();
+        let threads = rayon::current_num_threads().max(1);
+        let per_thread = if total < LARGE_PRODUCT { 1 } else { 4 };
+        let task_values = (total / (threads * per_thread)).max(MIN_TASK_VALUES);
+        outputs.par_iter_mut().for_each(|(m, p, y)| {
+            let Some(k) = m.row_kernels(*p, isa) else {
+                return;
+            };
+            let chunk = (task_values / m.cols).max(1).next_multiple_of(GROUP_ROWS);
+            y.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(t, ys)| m.dot_rows(t * chunk, act, ys, &k));
+        });
+        Ok(())
     }
 
     fn forward_split(
-        outputs: &mut [(&QMatrix<'_>, &mut [f32])],
+        outputs: &mut [(&QMatrix<'_>, Option<&Interleaved>, &mut [f32])],
         input: &Input<'_>,
     ) -> Result<(), QuantError> {
         match outputs {
             [] => Ok(()),
-            [(m, y)] => m.forward(input, y),
+            [(m, p, y)] => m.forward_with(*p, input, y),
             _ => {
                 let (left, right) = outputs.split_at_mut(outputs.len() / 2);
                 let (a, b) = rayon::join(
@@ -374,6 +417,35 @@ impl<'a> QMatrix<'a> {
                 );
                 a.and(b)
             }
+        }
+    }
+
+    /// The integer kernels of this matrix at level `isa`, or `None` when
+    /// its type has none.
+    fn row_kernels<'p>(
+        &self,
+        packed: Option<&'p Interleaved>,
+        isa: simd::Isa,
+    ) -> Option<RowKernels<'p>> {
+        Some(RowKernels {
+            kernel: crate::dot::q8_kernel(self.ty, isa)?,
+            multi: simd::dot_q8_rows_kernel(self.ty, isa),
+            groups: packed.and_then(|p| Some((p, simd::interleaved_kernel(p.format(), isa)?))),
+        })
+    }
+
+    /// Checks that `packed` was made from a matrix of this shape and type.
+    fn check_packed(&self, packed: Option<&Interleaved>) -> Result<(), QuantError> {
+        let expected = self.rows / GROUP_ROWS * GROUP_ROWS;
+        match packed {
+            Some(p) if p.ty() != self.ty || p.cols() != self.cols || p.rows() != expected => {
+                Err(QuantError::LengthMismatch {
+                    what: "rows of the interleaved copy (not made from this matrix)",
+                    expected,
+                    got: p.rows(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -406,23 +478,13 @@ impl<'a> QMatrix<'a> {
             .min(rows.max(1))
     }
 
-    fn forward_q8(&self, acts: &QuantizedActivations, kernel: DotQ8Fn, y: &mut [f32]) {
-        let multi = simd::dot_q8_rows_kernel(self.ty, simd::isa());
+    fn forward_q8(&self, acts: &QuantizedActivations, kernels: &RowKernels<'_>, y: &mut [f32]) {
         let n = acts.rows();
         if n == 1 {
             let Some(act) = acts.row(0) else { return };
-            let chunk = Self::task_rows(self.rows, self.cols);
+            let chunk = Self::task_rows(self.rows, self.cols).next_multiple_of(GROUP_ROWS);
             y.par_chunks_mut(chunk).enumerate().for_each(|(t, ys)| {
-                let first = t * chunk;
-                let data = &self.data[first * self.row_bytes..][..ys.len() * self.row_bytes];
-                match multi {
-                    Some(rows) => rows(data, self.row_bytes, act, ys),
-                    None => {
-                        for (y, row) in ys.iter_mut().zip(data.chunks_exact(self.row_bytes)) {
-                            *y = kernel(row, act);
-                        }
-                    }
-                }
+                self.dot_rows(t * chunk, act, ys, kernels);
             });
             return;
         }
@@ -439,10 +501,39 @@ impl<'a> QMatrix<'a> {
                 acts,
                 first_act: g * Q8_BATCH,
                 chunk,
-                kernel,
-                multi,
+                kernels,
             };
             batch.run(0, parts);
+        }
+    }
+
+    /// Weight rows `first..first + ys.len()` against `act` into `ys`: the
+    /// full interleaved groups through the group kernel, the other rows
+    /// with the GGUF layout's kernels. A row's result depends only on the
+    /// row, as long as `first` is a multiple of eight.
+    fn dot_rows(&self, first: usize, act: ActRow<'_>, ys: &mut [f32], kernels: &RowKernels<'_>) {
+        let mut done = 0;
+        if let Some((p, group)) = kernels.groups
+            && first.is_multiple_of(GROUP_ROWS)
+        {
+            done = p.rows().saturating_sub(first).min(ys.len()) / GROUP_ROWS * GROUP_ROWS;
+            if done > 0 {
+                let data = p.groups(first / GROUP_ROWS, done / GROUP_ROWS);
+                group(data, p.group_len(), act, &mut ys[..done]);
+            }
+        }
+        let (first, ys) = (first + done, &mut ys[done..]);
+        if ys.is_empty() {
+            return;
+        }
+        let data = &self.data[first * self.row_bytes..][..ys.len() * self.row_bytes];
+        match kernels.multi {
+            Some(rows) => rows(data, self.row_bytes, act, ys),
+            None => {
+                for (y, row) in ys.iter_mut().zip(data.chunks_exact(self.row_bytes)) {
+                    *y = (kernels.kernel)(row, act);
+                }
+            }
         }
     }
 
@@ -522,6 +613,15 @@ impl<'a> QMatrix<'a> {
     }
 }
 
+/// The integer kernels a product uses: one row, several rows of the GGUF
+/// layout where the level has them, and interleaved groups where the
+/// matrix has a copy.
+struct RowKernels<'p> {
+    kernel: DotQ8Fn,
+    multi: Option<DotQ8RowsFn>,
+    groups: Option<(&'p Interleaved, InterleavedFn)>,
+}
+
 /// One pass of up to [`Q8_BATCH`] activation rows over a matrix on the
 /// integer path.
 struct Q8Batch<'a, 'm> {
@@ -531,8 +631,7 @@ struct Q8Batch<'a, 'm> {
     first_act: usize,
     /// Weight rows per task at most.
     chunk: usize,
-    kernel: DotQ8Fn,
-    multi: Option<DotQ8RowsFn>,
+    kernels: &'a RowKernels<'a>,
 }
 
 impl Q8Batch<'_, '_> {
@@ -540,11 +639,12 @@ impl Q8Batch<'_, '_> {
     /// `parts[c]` for activation `first_act + c` (empty parts past the
     /// batch): halved across the pool down to `chunk` rows, then taken a
     /// tile at a time, each tile of weights staying in L1 while every
-    /// activation passes over it.
+    /// activation passes over it. Splits and tiles fall on multiples of
+    /// eight rows, the interleaved groups.
     fn run(&self, first_row: usize, mut parts: [&mut [f32]; Q8_BATCH]) {
         let len = parts[0].len();
-        if len > self.chunk {
-            let mid = (len / 2).next_multiple_of(4).min(len - 1);
+        if len > self.chunk && len > GROUP_ROWS {
+            let mid = (len / 2).next_multiple_of(GROUP_ROWS).min(len - 1);
             let mut left: [&mut [f32]; Q8_BATCH] = std::array::from_fn(|_| Default::default());
             let mut right: [&mut [f32]; Q8_BATCH] = std::array::from_fn(|_| Default::default());
             for ((part, l), r) in parts.into_iter().zip(&mut left).zip(&mut right) {
@@ -557,10 +657,11 @@ impl Q8Batch<'_, '_> {
             return;
         }
         let m = self.m;
-        let tile = (Q8_TILE_BYTES / m.row_bytes).max(4);
+        let tile = (Q8_TILE_BYTES / m.row_bytes)
+            .max(4)
+            .next_multiple_of(GROUP_ROWS);
         for t0 in (0..len).step_by(tile) {
             let rows = tile.min(len - t0);
-            let data = &m.data[(first_row + t0) * m.row_bytes..][..rows * m.row_bytes];
             for (c, part) in parts.iter_mut().enumerate() {
                 let (Some(act), Some(ys)) = (
                     self.acts.row(self.first_act + c),
@@ -568,14 +669,7 @@ impl Q8Batch<'_, '_> {
                 ) else {
                     break;
                 };
-                match self.multi {
-                    Some(f) => f(data, m.row_bytes, act, ys),
-                    None => {
-                        for (y, row) in ys.iter_mut().zip(data.chunks_exact(m.row_bytes)) {
-                            *y = (self.kernel)(row, act);
-                        }
-                    }
-                }
+                m.dot_rows(first_row + t0, act, ys, self.kernels);
             }
         }
     }
@@ -808,45 +902,107 @@ mod tests {
     fn forward_many_equals_one_forward_per_matrix() {
         let mut rng = ChaCha8Rng::seed_from_u64(16);
         let cols = 256;
-        let types = [GgmlType::Q4_1, GgmlType::Q6K, GgmlType::F16];
+        let rows = 44;
+        // Q8_0 with an interleaved copy (five groups and a tail of four rows).
+        let types = [GgmlType::Q4_1, GgmlType::Q6K, GgmlType::F16, GgmlType::Q8_0];
         let data: Vec<Vec<u8>> = types
             .iter()
-            .map(|&ty| random_matrix(ty, 40, cols, &mut rng))
+            .map(|&ty| random_matrix(ty, rows, cols, &mut rng))
             .collect();
         let ms: Vec<QMatrix<'_>> = types
             .iter()
             .zip(&data)
-            .map(|(&ty, d)| QMatrix::new(ty, 40, cols, d).expect("matrix"))
+            .map(|(&ty, d)| QMatrix::new(ty, rows, cols, d).expect("matrix"))
             .collect();
-        let x = random_activations(3 * cols, &mut rng);
-        for precision in [Precision::Q8, Precision::F32] {
-            let mut scratch = MatScratch::new(precision);
-            let input = scratch.prepare(&x, cols).expect("input");
-            let mut ys = vec![vec![0.0f32; 3 * 40]; 3];
-            let singles: Vec<Vec<f32>> = ms
-                .iter()
-                .map(|m| {
-                    let mut y = vec![0.0f32; 3 * 40];
-                    m.forward(&input, &mut y).expect("forward");
-                    y
-                })
-                .collect();
-            {
-                let [a, b, c] = &mut ys[..] else {
-                    unreachable!()
-                };
-                let mut outputs = [
-                    (&ms[0], &mut a[..]),
-                    (&ms[1], &mut b[..]),
-                    (&ms[2], &mut c[..]),
-                ];
-                pool(2)
-                    .install(|| QMatrix::forward_many(&mut outputs, &input))
-                    .expect("forward_many");
+        let packed: Vec<Option<Interleaved>> = ms.iter().map(Interleaved::new).collect();
+        for n in [1, 3] {
+            let x = random_activations(n * cols, &mut rng);
+            for precision in [Precision::Q8, Precision::F32] {
+                let mut scratch = MatScratch::new(precision);
+                let input = scratch.prepare(&x, cols).expect("input");
+                let mut ys = vec![vec![0.0f32; n * rows]; types.len()];
+                let singles: Vec<Vec<f32>> = ms
+                    .iter()
+                    .zip(&packed)
+                    .map(|(m, p)| {
+                        let mut y = vec![0.0f32; n * rows];
+                        m.forward_with(p.as_ref(), &input, &mut y).expect("forward");
+                        y
+                    })
+                    .collect();
+                {
+                    let mut outputs: Vec<_> = ms
+                        .iter()
+                        .zip(&packed)
+                        .zip(ys.iter_mut())
+                        .map(|((m, p), y)| (m, p.as_ref(), &mut y[..]))
+                        .collect();
+                    pool(2)
+                        .install(|| QMatrix::forward_many(&mut outputs, &input))
+                        .expect("forward_many");
+                }
+                assert_eq!(ys, singles, "{n} rows, {precision:?}");
+                let mut short = [0.0f32; 5];
+                assert!(
+                    QMatrix::forward_many(&mut [(&ms[0], None, &mut short[..])], &input).is_err()
+                );
             }
-            assert_eq!(ys, singles, "{precision:?}");
-            let mut short = [0.0f32; 5];
-            assert!(QMatrix::forward_many(&mut [(&ms[0], &mut short[..])], &input).is_err());
+        }
+        // A copy of another matrix is refused.
+        let x = random_activations(cols, &mut rng);
+        let mut scratch = MatScratch::new(Precision::Q8);
+        let input = scratch.prepare(&x, cols).expect("input");
+        let mut y = vec![0.0f32; rows];
+        if let Some(p) = &packed[3] {
+            assert!(ms[0].forward_with(Some(p), &input, &mut y).is_err());
+        }
+    }
+
+    #[test]
+    fn interleaved_copies_give_the_same_products_on_every_path() {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let cols = 320;
+        for ty in [
+            GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::Q4_1,
+            GgmlType::Q4_0,
+        ] {
+            let rows = 8 * 37 + 5;
+            let data = random_matrix(ty, rows, cols, &mut rng);
+            let m = QMatrix::new(ty, rows, cols, &data).expect("matrix");
+            let Some(packed) = Interleaved::new(&m) else {
+                continue;
+            };
+            let x = random_activations(4 * cols, &mut rng);
+            let mut scratch = MatScratch::new(Precision::Q8);
+            let input = scratch.prepare(&x, cols).expect("input");
+            let mut batch = vec![0.0f32; 4 * rows];
+            pool(2)
+                .install(|| m.forward_with(Some(&packed), &input, &mut batch))
+                .expect("batch");
+            let bound = q8_bound(ty, &data, rows, cols, &x[..cols]);
+            for (c, (xr, got)) in x.chunks(cols).zip(batch.chunks(rows)).enumerate() {
+                let mut one = MatScratch::new(Precision::Q8);
+                let input = one.prepare(xr, cols).expect("input");
+                let mut y = vec![0.0f32; rows];
+                for threads in [1, 2] {
+                    pool(threads)
+                        .install(|| m.forward_with(Some(&packed), &input, &mut y))
+                        .expect("matvec");
+                    assert_eq!(y, got, "{ty:?} activation {c}, {threads} threads");
+                }
+                if c == 0 {
+                    let mut plain = vec![0.0f32; rows];
+                    m.forward(&input, &mut plain).expect("plain");
+                    for (r, ((a, b), bound)) in y.iter().zip(&plain).zip(&bound).enumerate() {
+                        assert!(
+                            f64::from((a - b).abs()) <= 1e-3 * bound.max(1e-3),
+                            "{ty:?} row {r}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -16,6 +16,7 @@ use ferrolm_gguf::GgmlType;
 
 use crate::dot::activations::{self, ActOut, ActRow};
 use crate::dot::reference;
+use crate::interleave::Format;
 
 /// A weight row against one quantized activation row.
 pub(crate) type DotQ8Fn = fn(&[u8], ActRow<'_>) -> f32;
@@ -176,6 +177,31 @@ pub(crate) fn dot_q8_rows_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8RowsFn> 
         };
     }
     let _ = (ty, isa);
+    None
+}
+
+/// Groups of eight interleaved rows against one quantized activation row:
+/// `fn(data, group_len, act, out)`, `out.len() / 8` groups of `group_len`
+/// bytes (see [`crate::interleave`]).
+pub(crate) type InterleavedFn = fn(&[u8], usize, ActRow<'_>, &mut [f32]);
+
+/// The interleaved-rows kernel of `format` at level `isa`, where that level
+/// gains from the layout: AVX2 (and AVX-512 without VNNI, whose integer
+/// dots are AVX2's). AVX-512 VNNI keeps its four-row kernels over the GGUF
+/// layout, and scalar code gains nothing from a copy.
+pub(crate) fn interleaved_kernel(format: Format, isa: Isa) -> Option<InterleavedFn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx2() && !(isa == Isa::Avx512 && has_vnni()) {
+        return Some(match format {
+            Format::Q4_0 => avx2::groups_q4_0,
+            Format::Q4_1 => avx2::groups_q4_1,
+            Format::Q5_0 => avx2::groups_q5_0,
+            Format::Q5_1 => avx2::groups_q5_1,
+            Format::Q8_0 => avx2::groups_q8_0,
+            Format::Iq4Nl => avx2::groups_iq4_nl,
+        });
+    }
+    let _ = (format, isa);
     None
 }
 

@@ -40,9 +40,11 @@ macro_rules! safe_dequant {
     };
 }
 
+mod interleaved;
 mod kquants;
 mod legacy;
 
+pub(super) use interleaved::*;
 pub(super) use kquants::*;
 pub(super) use legacy::*;
 

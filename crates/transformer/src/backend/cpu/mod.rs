@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use ferrolm_gguf::{GgmlType, TensorView};
 use ferrolm_quant::dot::Planes;
-use ferrolm_quant::{Input, Precision, QMatrix, QuantizedActivations};
+use ferrolm_quant::{Input, Interleaved, Precision, QMatrix, QuantizedActivations};
 use ferrolm_sampling::SamplingError;
 use rayon::prelude::*;
 
@@ -33,6 +33,8 @@ pub struct CpuBackend {
     precision: Precision,
     attention_log: attention_log::AttentionLog,
     experts: Mutex<experts::Scratch>,
+    /// Bytes of weights copied into the interleaved layout.
+    repacked: std::sync::atomic::AtomicUsize,
 }
 
 /// Options of the CPU backend.
@@ -76,12 +78,19 @@ impl CpuBackend {
             precision: options.precision,
             attention_log: attention_log::AttentionLog::default(),
             experts: Mutex::new(experts::Scratch::default()),
+            repacked: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
     /// Worker threads.
     pub fn threads(&self) -> usize {
         self.pool.current_num_threads()
+    }
+
+    /// Bytes of weights copied at load into the interleaved layout of the
+    /// integer kernels (see [`Interleaved`]): memory used beside the mapped file.
+    pub fn repacked_bytes(&self) -> usize {
+        self.repacked.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The precision of matrix products.
@@ -101,10 +110,21 @@ impl CpuBackend {
     }
 }
 
+/// A matrix, its interleaved copy and the output it is multiplied into, as
+/// [`QMatrix::forward_many`] takes them.
+fn triple<'a, 'w>(
+    w: &'a CpuMatrix<'w>,
+    out: &'a mut CpuBuffer,
+) -> (&'a QMatrix<'w>, Option<&'a Interleaved>, &'a mut [f32]) {
+    (&w.q, w.packed.as_ref(), &mut out.data[..])
+}
+
 /// A weight matrix on the CPU: borrowed from the file, with the bias its products add.
 #[derive(Clone, Debug)]
 pub struct CpuMatrix<'w> {
     q: QMatrix<'w>,
+    /// The rows in groups of eight, for the integer kernels (see [`Interleaved`]).
+    packed: Option<Interleaved>,
     bias: Option<Cow<'w, [f32]>>,
 }
 
@@ -221,7 +241,15 @@ impl<'w> Backend<'w> for CpuBackend {
         if let Some(b) = &bias {
             check("matrix", "bias length", rows, b.len())?;
         }
-        Ok(CpuMatrix { q, bias })
+        // Stacked experts (3-D) are multiplied a slice at a time, from the file.
+        let packed = (self.precision != Precision::F32 && view.dims.len() <= 2)
+            .then(|| self.pool.install(|| Interleaved::new(&q)))
+            .flatten();
+        if let Some(p) = &packed {
+            self.repacked
+                .fetch_add(p.bytes(), std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(CpuMatrix { q, packed, bias })
     }
 
     fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector> {
@@ -368,10 +396,49 @@ impl<'w> Backend<'w> for CpuBackend {
             _ => Input::f32(&x.x, x.cols)?,
         };
         check("matmul", "output rows", input.rows(), out.rows)?;
-        w.q.forward(&input, &mut out.data)?;
+        w.q.forward_with(w.packed.as_ref(), &input, &mut out.data)?;
         if let Some(bias) = &w.bias {
             for row in out.data.chunks_exact_mut(out.cols) {
                 row.iter_mut().zip(bias.iter()).for_each(|(y, b)| *y += b);
+            }
+        }
+        Ok(())
+    }
+
+    fn matmul_many(
+        &self,
+        ws: &[&Self::Matrix],
+        x: &Self::Prepared,
+        outs: &mut [&mut Self::Buffer],
+    ) -> Result<()> {
+        check("matmul_many", "outputs", ws.len(), outs.len())?;
+        let input = match &x.quantized {
+            Some(q) if x.quantized_fresh => Input::with_quantized(&x.x, q)?,
+            _ => Input::f32(&x.x, x.cols)?,
+        };
+        for (w, out) in ws.iter().zip(outs.iter()) {
+            check("matmul_many", "output width", w.q.rows(), out.cols)?;
+            check("matmul_many", "output rows", input.rows(), out.rows)?;
+        }
+        // The projections that share an input come in twos and threes.
+        match (ws, &mut *outs) {
+            ([a, b], [oa, ob]) => {
+                QMatrix::forward_many(&mut [triple(a, oa), triple(b, ob)], &input)?;
+            }
+            ([a, b, c], [oa, ob, oc]) => {
+                QMatrix::forward_many(&mut [triple(a, oa), triple(b, ob), triple(c, oc)], &input)?;
+            }
+            _ => {
+                for (w, out) in ws.iter().zip(outs.iter_mut()) {
+                    w.q.forward_with(w.packed.as_ref(), &input, &mut out.data)?;
+                }
+            }
+        }
+        for (w, out) in ws.iter().zip(outs.iter_mut()) {
+            if let Some(bias) = &w.bias {
+                for row in out.data.chunks_exact_mut(out.cols) {
+                    row.iter_mut().zip(bias.iter()).for_each(|(y, b)| *y += b);
+                }
             }
         }
         Ok(())

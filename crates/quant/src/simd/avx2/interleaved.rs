@@ -1,0 +1,208 @@
+//! Groups of eight interleaved rows (see [`crate::interleave`]) against one
+//! quantized activation row: lane `r` of every vector belongs to row `r`,
+//! so a block costs one scale conversion and no horizontal sum for all
+//! eight rows, and four activation values are broadcast once for them.
+
+use std::arch::x86_64::*;
+
+use super::bits_to_bytes;
+use crate::blocks::IQ4_LEVELS;
+use crate::dot::activations::ActRow;
+use crate::interleave::{Format, GROUP_ROWS, M_AT};
+
+/// The formats as const parameters.
+mod code {
+    pub(super) const Q4_0: u8 = 0;
+    pub(super) const Q4_1: u8 = 1;
+    pub(super) const Q5_0: u8 = 2;
+    pub(super) const Q5_1: u8 = 3;
+    pub(super) const Q8_0: u8 = 4;
+    pub(super) const IQ4_NL: u8 = 5;
+}
+
+const fn format(f: u8) -> Format {
+    match f {
+        code::Q4_0 => Format::Q4_0,
+        code::Q4_1 => Format::Q4_1,
+        code::Q5_0 => Format::Q5_0,
+        code::Q5_1 => Format::Q5_1,
+        code::Q8_0 => Format::Q8_0,
+        _ => Format::Iq4Nl,
+    }
+}
+
+/// How far ahead of the group-block being multiplied the weights are fetched.
+const PREFETCH_BYTES: usize = 1024;
+
+/// The 32 bytes of `b` from `at` on.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn load32(b: &[u8], at: usize) -> __m256i {
+    let bytes: &[u8; 32] = b[at..at + 32].try_into().expect("32 bytes");
+    // SAFETY: `bytes` is 32 readable bytes; the load has no alignment requirement.
+    unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) }
+}
+
+/// Eight f16 values at `at` of `b`, as floats.
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
+fn f16x8(b: &[u8], at: usize) -> __m256 {
+    let bytes: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
+    // SAFETY: `bytes` is 16 readable bytes; the load has no alignment requirement.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) })
+}
+
+/// The little-endian u32 at `at` of `b`.
+#[inline]
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let w: [u8; 4] = b[at..at + 4].try_into().expect("4 bytes");
+    u32::from_le_bytes(w)
+}
+
+/// Four activation quants (group `g` of block `b`) in every 32-bit lane.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn act4(q: &[i8], b: usize, g: usize) -> __m256i {
+    let at = 32 * b + 4 * g;
+    let w: [i8; 4] = q[at..at + 4].try_into().expect("4 quants");
+    _mm256_set1_epi32(i32::from_le_bytes(w.map(|v| v as u8)))
+}
+
+/// Sums of four adjacent products of two signed byte vectors, as i32.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_signed(w: __m256i, a: __m256i) -> __m256i {
+    let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+    _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+}
+
+/// The integer dots of the eight rows with activation block `b` of plane `q`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn block_dot<const F: u8>(gb: &[u8], q: &[i8], b: usize) -> __m256i {
+    let f = format(F);
+    let at = f.quants_at();
+    let ones = _mm256_set1_epi16(1);
+    if F == code::Q8_0 {
+        let mut sum = _mm256_setzero_si256();
+        for c in 0..8 {
+            sum = _mm256_add_epi32(sum, dot_signed(load32(gb, at + 32 * c), act4(q, b, c)));
+        }
+        return sum;
+    }
+    let low = _mm256_set1_epi8(0x0F);
+    let nibbles = |c: usize| {
+        let packed = load32(gb, at + 32 * c);
+        (
+            _mm256_and_si256(packed, low),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low),
+        )
+    };
+    if F == code::IQ4_NL {
+        let levels: [u8; 16] = IQ4_LEVELS.map(|v| v as u8);
+        // SAFETY: `levels` is 16 readable bytes; the load has no alignment requirement.
+        let table = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(levels.as_ptr().cast()) });
+        let mut sum = _mm256_setzero_si256();
+        for c in 0..4 {
+            let (lo, hi) = nibbles(c);
+            let lo = _mm256_shuffle_epi8(table, lo);
+            let hi = _mm256_shuffle_epi8(table, hi);
+            sum = _mm256_add_epi32(sum, dot_signed(lo, act4(q, b, c)));
+            sum = _mm256_add_epi32(sum, dot_signed(hi, act4(q, b, c + 4)));
+        }
+        return sum;
+    }
+    if f.has_fifth_bit() {
+        // Four chunks of pair sums of 31 · 128 · 2 stay inside i16.
+        let fifth = _mm256_set1_epi8(0x10);
+        let high = |c: usize| _mm256_and_si256(bits_to_bytes(u32_at(gb, f.qh_at() + 4 * c)), fifth);
+        let mut lo_sum = _mm256_setzero_si256();
+        let mut hi_sum = _mm256_setzero_si256();
+        for c in 0..4 {
+            let (lo, hi) = nibbles(c);
+            let lo = _mm256_or_si256(lo, high(c));
+            let hi = _mm256_or_si256(hi, high(c + 4));
+            lo_sum = _mm256_add_epi16(lo_sum, _mm256_maddubs_epi16(lo, act4(q, b, c)));
+            hi_sum = _mm256_add_epi16(hi_sum, _mm256_maddubs_epi16(hi, act4(q, b, c + 4)));
+        }
+        return _mm256_add_epi32(
+            _mm256_madd_epi16(lo_sum, ones),
+            _mm256_madd_epi16(hi_sum, ones),
+        );
+    }
+    // Eight chunks of pair sums of 15 · 128 · 2 stay inside i16.
+    let mut sum = _mm256_setzero_si256();
+    for c in 0..4 {
+        let (lo, hi) = nibbles(c);
+        sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(lo, act4(q, b, c)));
+        sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(hi, act4(q, b, c + 4)));
+    }
+    _mm256_madd_epi16(sum, ones)
+}
+
+/// Groups of eight rows (`out.len() / 8` groups of `group_len` bytes in
+/// `data`) of format `F` against one activation row.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn groups_impl<const F: u8, const TWO: bool>(
+    data: &[u8],
+    group_len: usize,
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    let f = format(F);
+    let gbytes = f.group_bytes();
+    for (group, ys) in data
+        .chunks_exact(group_len)
+        .zip(out.chunks_exact_mut(GROUP_ROWS))
+    {
+        let mut acc = _mm256_setzero_ps();
+        for (b, gb) in group.chunks_exact(gbytes).enumerate() {
+            let ahead = gb.as_ptr().wrapping_add(PREFETCH_BYTES);
+            for line in (0..gbytes).step_by(64) {
+                // A hint only: it never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+            }
+            let mut dot = block_dot::<F>(gb, act.qs, b);
+            if TWO {
+                dot = _mm256_add_epi32(_mm256_slli_epi32::<8>(dot), block_dot::<F>(gb, act.qs2, b));
+            }
+            if f.offset() != 0 {
+                let sum = act.sum16(2 * b) + act.sum16(2 * b + 1);
+                dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(f.offset() * sum));
+            }
+            let scale = _mm256_mul_ps(f16x8(gb, 0), _mm256_set1_ps(act.d[b]));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
+            if f.has_min() {
+                acc = _mm256_fmadd_ps(f16x8(gb, M_AT), _mm256_set1_ps(act.dsum[b]), acc);
+            }
+        }
+        let ys: &mut [f32; GROUP_ROWS] = ys.try_into().expect("a group of rows");
+        // SAFETY: `ys` is 8 writable floats; the store has no alignment requirement.
+        unsafe { _mm256_storeu_ps(ys.as_mut_ptr(), acc) };
+    }
+}
+
+macro_rules! group_kernels {
+    ($($name:ident, $code:ident;)*) => {$(
+        #[doc = concat!("Interleaved ", stringify!($code), " groups against one quantized activation row (AVX2).")]
+        pub(in crate::simd) fn $name(data: &[u8], group_len: usize, act: ActRow<'_>, out: &mut [f32]) {
+            if act.qs2.is_empty() {
+                // SAFETY: only reachable after AVX2, FMA and F16C were
+                // detected (see `crate::simd::interleaved_kernel`).
+                unsafe { groups_impl::<{ code::$code }, false>(data, group_len, act, out) }
+            } else {
+                // SAFETY: as above.
+                unsafe { groups_impl::<{ code::$code }, true>(data, group_len, act, out) }
+            }
+        }
+    )*};
+}
+
+group_kernels! {
+    groups_q4_0, Q4_0;
+    groups_q4_1, Q4_1;
+    groups_q5_0, Q5_0;
+    groups_q5_1, Q5_1;
+    groups_q8_0, Q8_0;
+    groups_iq4_nl, IQ4_NL;
+}
