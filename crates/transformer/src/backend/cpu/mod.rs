@@ -592,22 +592,13 @@ impl<'w> Backend<'w> for CpuBackend {
 
     fn glu(&self, gate: &mut Self::Buffer, up: &Self::Buffer, act: Glu) -> Result<()> {
         check("glu", "length", gate.data.len(), up.data.len())?;
-        let f = match act {
-            Glu::Silu => ops::silu,
-            Glu::GeluTanh => ops::gelu_tanh,
-        };
-        let apply = |(g, u): (&mut [f32], &[f32])| {
-            for (g, u) in g.iter_mut().zip(u) {
-                *g = f(*g) * u;
-            }
-        };
         if gate.data.len() < PARALLEL_MIN {
-            apply((&mut gate.data, &up.data));
+            simd::glu(&mut gate.data, &up.data, act);
         } else {
             gate.data
                 .par_chunks_mut(4096)
                 .zip(up.data.par_chunks(4096))
-                .for_each(apply);
+                .for_each(|(g, u)| simd::glu(g, u, act));
         }
         Ok(())
     }
