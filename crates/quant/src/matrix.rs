@@ -578,8 +578,8 @@ impl<'a> QMatrix<'a> {
                     for (c, xrow) in xs.chunks_exact(cols).enumerate() {
                         let (b, l) = (c / lanes, c % lanes);
                         let packed = &mut xp[b * cols * lanes..(b + 1) * cols * lanes];
-                        for (k, &v) in xrow.iter().enumerate() {
-                            packed[k * lanes + l] = v;
+                        for (p, &v) in packed.iter_mut().skip(l).step_by(lanes).zip(xrow) {
+                            *p = v;
                         }
                     }
                     tile.resize(tile_rows * cols, 0.0);
@@ -598,11 +598,15 @@ impl<'a> QMatrix<'a> {
                         for (b, packed) in xp.chunks_exact(cols * lanes).enumerate() {
                             for j0 in (0..tr).step_by(wrows) {
                                 gemm.run(packed, &tile[j0 * cols..(j0 + wrows) * cols], cols, out);
-                                for (j, o) in out.chunks_exact(lanes).take(tr - j0).enumerate() {
-                                    for (l, &v) in
-                                        o.iter().enumerate().take(nt.saturating_sub(b * lanes))
+                                // Output row `b·lanes + l` takes lane `l` of the tile's rows.
+                                let (nw, nl) = ((tr - j0).min(wrows), (nt - b * lanes).min(lanes));
+                                for l in 0..nl {
+                                    let at = (b * lanes + l) * rows + r0 + j0;
+                                    for (y, o) in ys[at..at + nw]
+                                        .iter_mut()
+                                        .zip(out[l..].iter().step_by(lanes))
                                     {
-                                        ys[(b * lanes + l) * rows + r0 + j0 + j] = v;
+                                        *y = *o;
                                     }
                                 }
                             }

@@ -551,16 +551,7 @@ impl<'w> Backend<'w> for CpuBackend {
                             *s = ops::softcap(*s, cap);
                         }
                     }
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let inv = 1.0 / sum;
-                    for s in scores.iter_mut() {
-                        *s *= inv;
-                    }
+                    simd::softmax(scores);
                     if let Some(log) = log {
                         log.push(AttentionRow {
                             layer,
