@@ -271,3 +271,51 @@ fn parallel_rows_follow_llama_batched_bench() {
     let out = ferrolm(&["bench", "-m", &model, "--parallel", "2", "--spec", "ngram"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `FERROLM_CPU_KERNELS` caps the kernel set (so any machine can run a smaller machine's
+/// kernels), bench names the set that ran and the memory the repacked weights take, and an
+/// unknown set is refused.
+#[test]
+fn the_kernel_set_can_be_forced_down_and_is_reported() {
+    let model = smollm2();
+    let run = |set: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrolm"));
+        cmd.args([
+            "bench", "-m", &model, "-p", "8", "-n", "2", "-r", "1", "--json",
+        ])
+        .args(["--threads", "2"]);
+        if let Some(set) = set {
+            cmd.env("FERROLM_CPU_KERNELS", set);
+        }
+        cmd.output().unwrap()
+    };
+    let parse = |out: Output| -> Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let scalar = parse(run(Some("scalar")));
+    assert_eq!(scalar[0]["cpu_kernels"], "scalar", "{scalar}");
+    // Scalar code gains nothing from interleaved rows: nothing is copied.
+    assert_eq!(scalar[0]["weight_copies_mib"], 0.0, "{scalar}");
+    let best = parse(run(None));
+    let set = best[0]["cpu_kernels"].as_str().unwrap().to_owned();
+    if set == "avx2" {
+        // SmolLM2's Q4_1 and Q8_0 matrices are interleaved, the tied head with them:
+        // about the whole 92 MiB file, never more.
+        let mib = best[0]["weight_copies_mib"].as_f64().unwrap();
+        let file_mib = best[0]["model_size"].as_f64().unwrap() / (1024.0 * 1024.0);
+        assert!(mib > 0.5 * file_mib && mib <= file_mib, "{best}");
+        assert_eq!(parse(run(Some("avx2")))[0]["cpu_kernels"], "avx2");
+    }
+    let bad = run(Some("sse9"));
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("FERROLM_CPU_KERNELS=sse9") && err.contains("avx2"),
+        "{err}"
+    );
+}

@@ -55,4 +55,4 @@ pub use row::{
     block_layout, can_dequantize, can_quantize, dequantize_row, dequantize_tensor, quantize_row,
     row_size,
 };
-pub use simd::kernel_set;
+pub use simd::{KERNELS_ENV, kernel_set, requested_kernels};

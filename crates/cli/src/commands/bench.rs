@@ -316,6 +316,8 @@ fn bench_on<'w, B: Backend<'w>>(
     };
     // The CPU kernel set dispatch chose on this machine (CPUs of one kind differ).
     let cpu_kernels = (model.backend().name() == "cpu").then(ferrolm_quant::kernel_set);
+    // Weights copied beside the mapped file (interleaved for the CPU kernels): extra memory.
+    let copy_mib = model.backend().weight_copy_bytes() as f64 / (1024.0 * 1024.0);
     if args.json {
         let entries: Vec<_> = results
             .iter()
@@ -334,6 +336,7 @@ fn bench_on<'w, B: Backend<'w>>(
                     "model_n_params": info.params,
                     "backend": model.backend().name(),
                     "cpu_kernels": cpu_kernels,
+                    "weight_copies_mib": round(copy_mib),
                     "n_threads": threads,
                     "load_ms": round(load_ms),
                     "ttft_ms": ttft_ms.map(round),
@@ -378,6 +381,12 @@ fn bench_on<'w, B: Backend<'w>>(
     }
     if let Some(k) = cpu_kernels {
         let _ = write!(out, "\nCPU kernels: {k}");
+        if copy_mib > 0.0 {
+            let _ = write!(
+                out,
+                " | weights repacked for them: {copy_mib:.0} MiB beside the mapped file"
+            );
+        }
     }
     let _ = write!(out, "\nload time: {load_ms:.0} ms");
     if let Some(t) = ttft_ms {

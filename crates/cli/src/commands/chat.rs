@@ -80,6 +80,7 @@ fn chat_on<'w, B: Backend<'w>>(
 ) -> Result<()> {
     let model = Model::load(gguf, backend)?;
     let n_ctx = context_size(args.ctx_size, model.config().n_ctx_train)?;
+    crate::commands::log_weight_copies(model.backend());
     let mut session = Session::new(&model, n_ctx, 512)?;
     // With a grammar, each reply gets a fresh constraint (and a fresh chain under it).
     let constrained = crate::constrain::Constrained::new(&args.constraint, gguf)?;

@@ -95,6 +95,7 @@ impl ModelArgs {
                  kl-divergence take --device cuda)"
             );
         }
+        ferrolm_quant::requested_kernels().map_err(anyhow::Error::msg)?;
         let threads = self.threads.unwrap_or(0);
         let backend = CpuBackend::new(CpuOptions {
             threads,
@@ -204,6 +205,7 @@ fn run_on<'w, B: Backend<'w>>(
 ) -> Result<()> {
     let model = ferrolm_transformer::Model::load(gguf, backend)?;
     let load_ms = loaded.started.elapsed().as_secs_f64() * 1e3;
+    crate::commands::log_weight_copies(model.backend());
 
     let options = EncodeOptions {
         add_special: !args.no_bos,

@@ -77,10 +77,41 @@ impl Isa {
     }
 }
 
-/// The level used by the dispatched entry points, detected once.
+/// The environment variable that caps the kernel set: `scalar`, `avx2` or
+/// `avx512` (the best this CPU runs when unset), so that any machine can run
+/// and time the kernels of a smaller one.
+pub const KERNELS_ENV: &str = "FERROLM_CPU_KERNELS";
+
+/// The level [`KERNELS_ENV`] asks for, `Ok(None)` when it is unset, or an
+/// error naming the accepted values.
+pub fn requested_kernels() -> Result<Option<&'static str>, String> {
+    let Some(value) = std::env::var_os(KERNELS_ENV) else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        Some("scalar") => Ok(Some("scalar")),
+        Some("avx2") => Ok(Some("avx2")),
+        Some("avx512") => Ok(Some("avx512")),
+        _ => Err(format!(
+            "{KERNELS_ENV}={} is not a kernel set: use scalar, avx2 or avx512 (or unset it)",
+            value.to_string_lossy()
+        )),
+    }
+}
+
+/// The level used by the dispatched entry points, detected once and capped
+/// by [`KERNELS_ENV`] (a set this CPU lacks, or an unknown name, leaves the
+/// detected one; the command line refuses those with [`requested_kernels`]).
 pub(crate) fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *ISA.get_or_init(Isa::detect)
+    *ISA.get_or_init(|| {
+        let detected = Isa::detect();
+        match requested_kernels() {
+            Ok(Some("scalar")) => Isa::Scalar,
+            Ok(Some("avx2")) if detected.has_avx2() => Isa::Avx2,
+            _ => detected,
+        }
+    })
 }
 
 /// The name of the kernel set the dispatched entry points use on this CPU: `"avx512-vnni"`,

@@ -147,6 +147,12 @@ pub trait Backend<'w>: Sync {
     /// Short name for messages ("cpu", "cuda").
     fn name(&self) -> &'static str;
 
+    /// Bytes of weights the backend copied into its own memory beside the mapped model
+    /// file (the CPU backend's interleaved copies for its integer kernels); 0 by default.
+    fn weight_copy_bytes(&self) -> usize {
+        0
+    }
+
     /// Runs `f` in the backend's execution context (the CPU backend's thread pool), so a
     /// whole forward pass pays for entering it once.
     fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
@@ -156,6 +162,12 @@ pub trait Backend<'w>: Sync {
     /// Takes a 2-D weight tensor of the model file as a matrix, with the bias (a 1-D f32
     /// tensor of one value per row) that every product with it adds, if any.
     fn matrix(&self, view: &TensorView<'w>, bias: Option<&TensorView<'w>>) -> Result<Self::Matrix>;
+    /// Takes a 2-D tensor of the model file that is only read a row at a time
+    /// ([`Backend::embed`]): by default as a [`Backend::matrix`], which a backend may store
+    /// more cheaply when no product reads it.
+    fn table(&self, view: &TensorView<'w>) -> Result<Self::Matrix> {
+        self.matrix(view, None)
+    }
     /// Takes a 1-D f32 tensor of the model file as a vector.
     fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector>;
     /// A buffer of capacity `rows × cols`, with `rows` rows in use.

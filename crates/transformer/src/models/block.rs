@@ -113,7 +113,7 @@ impl<M, V> Weights<M, V> {
             }
         };
         Ok(Self {
-            token_embd: l.matrix(T::TokenEmbd.as_str(), c.vocab, c.d_model)?,
+            token_embd: l.table(T::TokenEmbd.as_str(), c.vocab, c.d_model)?,
             layers,
             output_norm: l.vector(T::OutputNorm.as_str(), c.d_model)?,
             output: l.output(c)?,

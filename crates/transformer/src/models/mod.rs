@@ -96,6 +96,11 @@ impl<'w, B: Backend<'w>> Loader<'_, 'w, B> {
         self.backend.matrix(&self.view(name, &[cols, rows])?, None)
     }
 
+    /// A table of `rows` rows of `cols` values read a row at a time (the token embeddings).
+    pub(crate) fn table(&self, name: &str, rows: usize, cols: usize) -> Result<B::Matrix> {
+        self.backend.table(&self.view(name, &[cols, rows])?)
+    }
+
     /// [`Loader::matrix`] with a bias of `rows` values added to every product.
     pub(crate) fn matrix_with_bias(
         &self,

@@ -87,6 +87,38 @@ impl CpuBackend {
         self.pool.current_num_threads()
     }
 
+    /// A matrix borrowed from the file, with an interleaved copy when `pack` and
+    /// the products take the integer kernels.
+    fn load_matrix<'w>(
+        &self,
+        view: &TensorView<'w>,
+        bias: Option<&TensorView<'w>>,
+        pack: bool,
+    ) -> Result<CpuMatrix<'w>> {
+        let (rows, cols) = (view.n_rows() as usize, view.row_len() as usize);
+        let q = QMatrix::new(view.ty, rows, cols, view.data).map_err(|_| {
+            TransformerError::UnsupportedTensorType {
+                name: view.name.to_owned(),
+                ty: view.ty,
+                backend: "the CPU backend",
+            }
+        })?;
+        let bias = bias
+            .map(|b| <Self as Backend<'w>>::vector(self, b))
+            .transpose()?;
+        if let Some(b) = &bias {
+            check("matrix", "bias length", rows, b.len())?;
+        }
+        let packed = (pack && self.precision != Precision::F32)
+            .then(|| self.pool.install(|| Interleaved::new(&q)))
+            .flatten();
+        if let Some(p) = &packed {
+            self.repacked
+                .fetch_add(p.bytes(), std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(CpuMatrix { q, packed, bias })
+    }
+
     /// Bytes of weights copied at load into the interleaved layout of the
     /// integer kernels (see [`Interleaved`]): memory used beside the mapped file.
     pub fn repacked_bytes(&self) -> usize {
@@ -228,28 +260,18 @@ impl<'w> Backend<'w> for CpuBackend {
         self.pool.install(f)
     }
 
+    fn weight_copy_bytes(&self) -> usize {
+        self.repacked_bytes()
+    }
+
     fn matrix(&self, view: &TensorView<'w>, bias: Option<&TensorView<'w>>) -> Result<Self::Matrix> {
-        let (rows, cols) = (view.n_rows() as usize, view.row_len() as usize);
-        let q = QMatrix::new(view.ty, rows, cols, view.data).map_err(|_| {
-            TransformerError::UnsupportedTensorType {
-                name: view.name.to_owned(),
-                ty: view.ty,
-                backend: "the CPU backend",
-            }
-        })?;
-        let bias = bias.map(|b| self.vector(b)).transpose()?;
-        if let Some(b) = &bias {
-            check("matrix", "bias length", rows, b.len())?;
-        }
         // Stacked experts (3-D) are multiplied a slice at a time, from the file.
-        let packed = (self.precision != Precision::F32 && view.dims.len() <= 2)
-            .then(|| self.pool.install(|| Interleaved::new(&q)))
-            .flatten();
-        if let Some(p) = &packed {
-            self.repacked
-                .fetch_add(p.bytes(), std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(CpuMatrix { q, packed, bias })
+        self.load_matrix(view, bias, view.dims.len() <= 2)
+    }
+
+    fn table(&self, view: &TensorView<'w>) -> Result<Self::Matrix> {
+        // Read a row at a time: the file's layout serves.
+        self.load_matrix(view, None, false)
     }
 
     fn vector(&self, view: &TensorView<'w>) -> Result<Self::Vector> {

@@ -132,10 +132,14 @@ fn glu_avx2(gate: &mut [f32], up: &[f32], act: Glu) -> usize {
     8 * gc.len().min(uc.len())
 }
 
+/// Whether the vector versions may run: the CPU has AVX2 and FMA, and the kernel set
+/// was not forced down to scalar (see [`ferrolm_quant::KERNELS_ENV`]).
 fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && ferrolm_quant::kernel_set() != "scalar"
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
