@@ -226,6 +226,82 @@ fn visible(block_first: usize, n: usize, first: usize, pos: usize) -> (usize, us
     (lo, hi.max(lo))
 }
 
+/// The keys one query token sees: its sequence, key/value head and visible positions.
+struct Span {
+    layer: usize,
+    seq: SeqId,
+    kvh: usize,
+    first: usize,
+    pos: usize,
+}
+
+/// Attention of `G` query heads (`head..head + G`, their rows side by side in `qs` and
+/// `os`) that share the key/value head and visible keys of `span`: each key and value row
+/// is read once for all of them.
+fn attend<const G: usize>(
+    kv: &CpuKv,
+    span: &Span,
+    head: usize,
+    qs: &[f32],
+    p: &AttentionParams,
+    log: Option<&attention_log::AttentionLog>,
+    os: &mut [f32],
+) -> Result<()> {
+    let hd = p.head_dim;
+    let blocks = || kv.head(span.layer, span.seq, span.kvh);
+    let mut total = 0;
+    for block in blocks()? {
+        let (lo, hi) = visible(block.first_pos, block.n_tokens, span.first, span.pos);
+        total += hi - lo;
+    }
+    os.fill(0.0);
+    if total == 0 {
+        return Ok(());
+    }
+    let q: [&[f32]; G] = std::array::from_fn(|g| &qs[g * hd..(g + 1) * hd]);
+    SCORES.with_borrow_mut(|scores| -> Result<()> {
+        scores.clear();
+        scores.resize(G * total, 0.0);
+        let mut rows = scores.chunks_mut(total);
+        let mut rows: [&mut [f32]; G] = std::array::from_fn(|_| rows.next().unwrap_or_default());
+        let mut done = 0;
+        for block in blocks()? {
+            let (lo, hi) = visible(block.first_pos, block.n_tokens, span.first, span.pos);
+            let mut outs = rows.each_mut().map(|r| &mut r[done..done + (hi - lo)]);
+            simd::scores_multi(q, &block.keys[lo * hd..hi * hd], p.scale, &mut outs);
+            done += hi - lo;
+        }
+        for (g, row) in rows.iter_mut().enumerate() {
+            if let Some(cap) = p.softcap {
+                for s in row.iter_mut() {
+                    *s = ops::softcap(*s, cap);
+                }
+            }
+            simd::softmax(row);
+            if let Some(log) = log {
+                log.push(AttentionRow {
+                    layer: span.layer,
+                    seq: span.seq,
+                    position: span.pos,
+                    head: head + g,
+                    first_key: span.first,
+                    weights: row.to_vec(),
+                });
+            }
+        }
+        let mut outs = os.chunks_mut(hd);
+        let mut outs: [&mut [f32]; G] = std::array::from_fn(|_| outs.next().unwrap_or_default());
+        let mut done = 0;
+        for block in blocks()? {
+            let (lo, hi) = visible(block.first_pos, block.n_tokens, span.first, span.pos);
+            let ws = rows.each_ref().map(|r| &r[done..done + (hi - lo)]);
+            simd::weighted_sum_multi(ws, &block.values[lo * hd..hi * hd], &mut outs);
+            done += hi - lo;
+        }
+        Ok(())
+    })
+}
+
 fn check(op: &str, what: &str, expected: usize, got: usize) -> Result<()> {
     if expected == got {
         Ok(())
@@ -551,6 +627,38 @@ impl<'w> Backend<'w> for CpuBackend {
         let n_ctx = kv.layout().n_ctx;
         let kv = &*kv;
         let log = self.attention_log.active();
+        // Enough rows to keep every thread busy: one task per token and key/value head,
+        // whose query heads read each key and value row once for all of them.
+        if group > 1 && n >= 2 * self.threads() {
+            return out
+                .data
+                .par_chunks_mut(hd * group)
+                .enumerate()
+                .try_for_each(|(task, o)| -> Result<()> {
+                    let (i, kvh) = (task / p.n_head_kv, task % p.n_head_kv);
+                    let pos = batch.positions[i] as usize;
+                    let span = Span {
+                        layer,
+                        seq: batch.seqs[i],
+                        kvh,
+                        first: p.window.map_or(0, |w| (pos + 1).saturating_sub(w)),
+                        pos,
+                    };
+                    let q_row = &q.row(i)[kvh * group * hd..(kvh + 1) * group * hd];
+                    let mut h0 = 0;
+                    for (qs, os) in q_row.chunks(4 * hd).zip(o.chunks_mut(4 * hd)) {
+                        let head = kvh * group + h0;
+                        match qs.len() / hd {
+                            1 => attend::<1>(kv, &span, head, qs, p, log, os)?,
+                            2 => attend::<2>(kv, &span, head, qs, p, log, os)?,
+                            3 => attend::<3>(kv, &span, head, qs, p, log, os)?,
+                            _ => attend::<4>(kv, &span, head, qs, p, log, os)?,
+                        }
+                        h0 += qs.len() / hd;
+                    }
+                    Ok(())
+                });
+        }
         out.data
             .par_chunks_mut(hd)
             .enumerate()

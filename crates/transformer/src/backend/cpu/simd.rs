@@ -182,6 +182,149 @@ pub fn weighted_sum(w: &[f32], values: &[f32], o: &mut [f32]) {
     }
 }
 
+/// [`scores`] for `G` queries (1 to 4) against the same keys, each key row read once for
+/// all of them: `outs[g][t] = scale · (qs[g] · keys[t])`.
+pub fn scores_multi<const G: usize>(
+    qs: [&[f32]; G],
+    keys: &[f32],
+    scale: f32,
+    outs: &mut [&mut [f32]; G],
+) {
+    let hd = qs[0].len();
+    if hd == 0 {
+        return;
+    }
+    let rows = keys.len() / hd;
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma()
+        && hd.is_multiple_of(8)
+        && qs.iter().all(|q| q.len() == hd)
+        && outs.iter().all(|o| o.len() >= rows)
+    {
+        // SAFETY: the CPU has AVX2 and FMA (checked above); every query has `hd` values, a
+        // multiple of 8, and every output room for one score per key row.
+        unsafe { scores_multi_avx2(qs, keys, scale, outs) };
+        return;
+    }
+    for (t, k) in keys.chunks_exact(hd).enumerate() {
+        for (q, o) in qs.iter().zip(outs.iter_mut()) {
+            o[t] = ops::dot(q, k) * scale;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn scores_multi_avx2<const G: usize>(
+    qs: [&[f32]; G],
+    keys: &[f32],
+    scale: f32,
+    outs: &mut [&mut [f32]; G],
+) {
+    let hd = qs[0].len();
+    let rows = keys.len() / hd;
+    let pk = keys.as_ptr();
+    let mut t = 0;
+    // Two key rows a step: 2·G independent sums.
+    while t < rows {
+        let pair = t + 1 < rows;
+        let mut acc = [[_mm256_setzero_ps(); G]; 2];
+        for c in (0..hd).step_by(8) {
+            // SAFETY: row `t` (and `t + 1` when `pair`) is inside `keys` and `c + 8 <= hd`;
+            // each query has `hd` values.
+            unsafe {
+                let k0 = _mm256_loadu_ps(pk.add(t * hd + c));
+                let k1 = if pair {
+                    _mm256_loadu_ps(pk.add((t + 1) * hd + c))
+                } else {
+                    _mm256_setzero_ps()
+                };
+                for g in 0..G {
+                    let q = _mm256_loadu_ps(qs[g].as_ptr().add(c));
+                    acc[0][g] = _mm256_fmadd_ps(q, k0, acc[0][g]);
+                    acc[1][g] = _mm256_fmadd_ps(q, k1, acc[1][g]);
+                }
+            }
+        }
+        for g in 0..G {
+            outs[g][t] = hsum(acc[0][g]) * scale;
+            if pair {
+                outs[g][t + 1] = hsum(acc[1][g]) * scale;
+            }
+        }
+        t += 2;
+    }
+}
+
+/// [`weighted_sum`] for `G` weight rows (1 to 4) over the same values, each value row
+/// read once for all of them: `os[g] += Σ_t ws[g][t] · values[t]`.
+pub fn weighted_sum_multi<const G: usize>(
+    ws: [&[f32]; G],
+    values: &[f32],
+    os: &mut [&mut [f32]; G],
+) {
+    let hd = os[0].len();
+    if hd == 0 {
+        return;
+    }
+    let rows = ws[0].len();
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma()
+        && hd.is_multiple_of(16)
+        && values.len() >= rows * hd
+        && ws.iter().all(|w| w.len() == rows)
+        && os.iter().all(|o| o.len() == hd)
+    {
+        // SAFETY: the CPU has AVX2 and FMA (checked above); `values` holds `rows` rows of
+        // `hd` values, `hd` a multiple of 16, and every output has `hd` values.
+        unsafe { weighted_sum_multi_avx2(ws, values, os) };
+        return;
+    }
+    for (w, o) in ws.iter().zip(os.iter_mut()) {
+        for (&wt, v) in w.iter().zip(values.chunks_exact(hd)) {
+            ops::axpy(wt, v, o);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn weighted_sum_multi_avx2<const G: usize>(
+    ws: [&[f32]; G],
+    values: &[f32],
+    os: &mut [&mut [f32]; G],
+) {
+    let hd = os[0].len();
+    let rows = ws[0].len();
+    let pv = values.as_ptr();
+    for c in (0..hd).step_by(16) {
+        // SAFETY: `c + 16 <= hd` (hd is a multiple of 16), every output has `hd` values,
+        // every weight row `rows` values and `values` `rows` rows of `hd`.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; G];
+            for g in 0..G {
+                acc[g] = [
+                    _mm256_loadu_ps(os[g].as_ptr().add(c)),
+                    _mm256_loadu_ps(os[g].as_ptr().add(c + 8)),
+                ];
+            }
+            for t in 0..rows {
+                let v0 = _mm256_loadu_ps(pv.add(t * hd + c));
+                let v1 = _mm256_loadu_ps(pv.add(t * hd + c + 8));
+                for g in 0..G {
+                    let w = _mm256_set1_ps(*ws[g].get_unchecked(t));
+                    acc[g][0] = _mm256_fmadd_ps(w, v0, acc[g][0]);
+                    acc[g][1] = _mm256_fmadd_ps(w, v1, acc[g][1]);
+                }
+            }
+            for g in 0..G {
+                _mm256_storeu_ps(os[g].as_mut_ptr().add(c), acc[g][0]);
+                _mm256_storeu_ps(os[g].as_mut_ptr().add(c + 8), acc[g][1]);
+            }
+        }
+    }
+}
+
 /// Keeps 32 outputs in registers while walking every value row, 32 columns at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -267,6 +410,56 @@ mod tests {
                 let z = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044_715 * x * x * x);
                 0.5 * x * (1.0 + z.tanh())
             }
+        }
+    }
+
+    #[test]
+    fn several_queries_at_once_match_one_at_a_time() {
+        fn check<const G: usize>(hd: usize, rows: usize) {
+            let qs: Vec<Vec<f32>> = (0..G).map(|g| values(hd, g as f32 * 1.7)).collect();
+            let keys = values(rows * hd, 7.0);
+            let mut got = vec![vec![f32::NAN; rows]; G];
+            {
+                let mut outs: [&mut [f32]; G] = {
+                    let mut it = got.iter_mut();
+                    std::array::from_fn(|_| &mut it.next().unwrap()[..])
+                };
+                scores_multi(std::array::from_fn(|g| &qs[g][..]), &keys, 0.125, &mut outs);
+            }
+            for (q, got) in qs.iter().zip(&got) {
+                let mut want = Vec::new();
+                scores(q, &keys, 0.125, &mut want);
+                for (f, s) in got.iter().zip(&want) {
+                    assert!((f - s).abs() <= 1e-4 * (1.0 + s.abs()), "G={G} hd={hd}");
+                }
+            }
+            let ws: Vec<Vec<f32>> = (0..G).map(|g| values(rows, 3.0 + g as f32)).collect();
+            let mut fast: Vec<Vec<f32>> = (0..G).map(|g| values(hd, 9.0 + g as f32)).collect();
+            let slow: Vec<Vec<f32>> = fast
+                .iter()
+                .zip(&ws)
+                .map(|(o, w)| {
+                    let mut o = o.clone();
+                    weighted_sum(w, &keys, &mut o);
+                    o
+                })
+                .collect();
+            {
+                let mut os: [&mut [f32]; G] = {
+                    let mut it = fast.iter_mut();
+                    std::array::from_fn(|_| &mut it.next().unwrap()[..])
+                };
+                weighted_sum_multi(std::array::from_fn(|g| &ws[g][..]), &keys, &mut os);
+            }
+            for (f, s) in fast.iter().flatten().zip(slow.iter().flatten()) {
+                assert!((f - s).abs() <= 1e-4 * (1.0 + s.abs()), "G={G} hd={hd}");
+            }
+        }
+        for (hd, rows) in [(64, 1), (64, 13), (256, 8), (96, 5), (24, 3)] {
+            check::<1>(hd, rows);
+            check::<2>(hd, rows);
+            check::<3>(hd, rows);
+            check::<4>(hd, rows);
         }
     }
 
