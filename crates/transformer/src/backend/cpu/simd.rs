@@ -422,7 +422,7 @@ mod tests {
             {
                 let mut outs: [&mut [f32]; G] = {
                     let mut it = got.iter_mut();
-                    std::array::from_fn(|_| &mut it.next().unwrap()[..])
+                    std::array::from_fn(|_| &mut it.next().expect("G rows")[..])
                 };
                 scores_multi(std::array::from_fn(|g| &qs[g][..]), &keys, 0.125, &mut outs);
             }
@@ -447,7 +447,7 @@ mod tests {
             {
                 let mut os: [&mut [f32]; G] = {
                     let mut it = fast.iter_mut();
-                    std::array::from_fn(|_| &mut it.next().unwrap()[..])
+                    std::array::from_fn(|_| &mut it.next().expect("G rows")[..])
                 };
                 weighted_sum_multi(std::array::from_fn(|g| &ws[g][..]), &keys, &mut os);
             }
