@@ -11,7 +11,7 @@ mod simd;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use ferrolm_gguf::{GgmlType, TensorView};
 use ferrolm_quant::dot::Planes;
@@ -35,6 +35,8 @@ pub struct CpuBackend {
     experts: Mutex<experts::Scratch>,
     /// Bytes of weights copied into the interleaved layout.
     repacked: std::sync::atomic::AtomicUsize,
+    /// RoPE angles of recent many-row calls.
+    rope_cache: Mutex<RopeCache>,
 }
 
 /// Options of the CPU backend.
@@ -79,6 +81,7 @@ impl CpuBackend {
             attention_log: attention_log::AttentionLog::default(),
             experts: Mutex::new(experts::Scratch::default()),
             repacked: std::sync::atomic::AtomicUsize::new(0),
+            rope_cache: Mutex::new(RopeCache::default()),
         })
     }
 
@@ -224,6 +227,80 @@ fn visible(block_first: usize, n: usize, first: usize, pos: usize) -> (usize, us
     let lo = first.saturating_sub(block_first).min(n);
     let hi = (pos + 1).saturating_sub(block_first).min(n);
     (lo, hi.max(lo))
+}
+
+/// Calls of [`Backend::rope`] with at least this many rows use (and fill) the angle cache.
+const ROPE_CACHE_MIN_ROWS: usize = 16;
+/// Angle tables kept: a model's RoPE settings (Gemma 3 has two) times the q/k of a batch.
+const ROPE_CACHE_ENTRIES: usize = 4;
+
+/// The cos/sin tables of the last few (positions, RoPE settings) the forward pass rotated
+/// many rows with: a prompt's layers all rotate the same positions the same way.
+#[derive(Debug, Default)]
+struct RopeCache {
+    entries: Vec<RopeEntry>,
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct RopeEntry {
+    positions: Vec<u32>,
+    rope: Rope,
+    factors: Vec<f32>,
+    /// Per position: `n_rot / 2` cosines, then as many sines.
+    angles: Vec<f32>,
+    used: u64,
+}
+
+impl RopeCache {
+    /// The table for these positions and settings, computed (in parallel) on a miss into
+    /// the least recently used entry.
+    fn angles(&mut self, positions: &[u32], rope: &Rope, factors: Option<&[f32]>) -> &[f32] {
+        self.clock += 1;
+        let factors = factors.unwrap_or_default();
+        let hit = self
+            .entries
+            .iter()
+            .position(|e| e.rope == *rope && e.positions == positions && e.factors == factors);
+        let at = if let Some(at) = hit {
+            at
+        } else {
+            let at = if self.entries.len() < ROPE_CACHE_ENTRIES {
+                self.entries.push(RopeEntry {
+                    positions: Vec::new(),
+                    rope: *rope,
+                    factors: Vec::new(),
+                    angles: Vec::new(),
+                    used: 0,
+                });
+                self.entries.len() - 1
+            } else {
+                (0..self.entries.len())
+                    .min_by_key(|&i| self.entries[i].used)
+                    .unwrap_or(0)
+            };
+            let e = &mut self.entries[at];
+            let half = rope.n_rot / 2;
+            e.rope = *rope;
+            e.positions.clear();
+            e.positions.extend_from_slice(positions);
+            e.factors.clear();
+            e.factors.extend_from_slice(factors);
+            e.angles.clear();
+            e.angles.resize(positions.len() * 2 * half, 0.0);
+            let factors = (!factors.is_empty()).then_some(factors);
+            e.angles
+                .par_chunks_mut(2 * half)
+                .zip(positions)
+                .for_each(|(cs, &pos)| {
+                    let (cos, sin) = cs.split_at_mut(half);
+                    ops::rope_angles(pos, rope, factors, cos, sin);
+                });
+            at
+        };
+        self.entries[at].used = self.clock;
+        &self.entries[at].angles
+    }
 }
 
 /// The keys one query token sees: its sequence, key/value head and visible positions.
@@ -564,6 +641,25 @@ impl<'w> Backend<'w> for CpuBackend {
         }
         let half = rope.n_rot / 2;
         let cols = x.cols;
+        // Many rows (a prompt): the angles of these positions serve every layer's queries
+        // and keys, so they are computed once and kept.
+        if positions.len() >= ROPE_CACHE_MIN_ROWS {
+            let mut cache = self
+                .rope_cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let angles = cache.angles(positions, rope, factors);
+            x.data
+                .par_chunks_mut(cols)
+                .zip(angles.par_chunks(2 * half))
+                .for_each(|(row, cs)| {
+                    let (cos, sin) = cs.split_at(half);
+                    for head in row.chunks_exact_mut(head_dim) {
+                        ops::rope_head(head, rope.style, cos, sin);
+                    }
+                });
+            return Ok(());
+        }
         let rotate = |(row, &pos): (&mut [f32], &u32)| {
             let mut cos = [0.0f32; MAX_HALF_ROT];
             let mut sin = [0.0f32; MAX_HALF_ROT];
@@ -872,5 +968,62 @@ impl<'w> Backend<'w> for CpuBackend {
 
     fn kv_clear(&self, kv: &mut Self::Kv) {
         kv.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RopeStyle;
+
+    /// Many-row calls read the angle cache; each row must equal the same row rotated alone
+    /// (which computes its angles afresh), through hits, misses and evictions.
+    #[test]
+    fn cached_rope_angles_give_the_rows_rotated_one_at_a_time() {
+        let backend = CpuBackend::new(CpuOptions {
+            threads: 2,
+            precision: Precision::Q8,
+        })
+        .expect("backend");
+        let (head_dim, heads, rows) = (64, 2, 40);
+        let cols = head_dim * heads;
+        let factors: Cow<'_, [f32]> = Cow::Owned((0..16).map(|i| 1.0 + i as f32 * 0.5).collect());
+        let settings = [
+            (Rope::plain(10_000.0, 64, RopeStyle::Adjacent), None),
+            (Rope::plain(1_000_000.0, 64, RopeStyle::Halves), None),
+            (Rope::plain(10_000.0, 32, RopeStyle::Halves), Some(&factors)),
+        ];
+        let input: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+        // Enough (positions, settings) pairs to evict, then the first ones again.
+        let runs: Vec<(Vec<u32>, usize)> = (0..7u32)
+            .map(|r| {
+                let positions = (0..rows as u32).map(|p| p * (r % 3 + 1) + r).collect();
+                (positions, r as usize % 3)
+            })
+            .chain([
+                ((0..rows as u32).collect(), 0),
+                ((5..5 + rows as u32).collect(), 2),
+            ])
+            .collect();
+        for (positions, s) in runs {
+            let (rope, f) = &settings[s];
+            let mut all = backend.buffer(rows, cols).expect("buffer");
+            all.data.copy_from_slice(&input);
+            backend
+                .rope(&mut all, head_dim, &positions, rope, *f)
+                .expect("rope");
+            for (r, &pos) in positions.iter().enumerate() {
+                let mut one = backend.buffer(1, cols).expect("buffer");
+                one.data.copy_from_slice(&input[r * cols..(r + 1) * cols]);
+                backend
+                    .rope(&mut one, head_dim, &[pos], rope, *f)
+                    .expect("rope");
+                assert_eq!(
+                    one.data,
+                    all.data[r * cols..(r + 1) * cols],
+                    "row {r}, setting {s}"
+                );
+            }
+        }
     }
 }
