@@ -40,6 +40,7 @@ use rayon::prelude::*;
 use crate::QMatrix;
 #[cfg(test)]
 use crate::blocks::IQ4_LEVELS;
+use crate::blocks::{K_SCALE_SIZE, scale_min_k4};
 #[cfg(test)]
 use crate::dot::activations::ActRow;
 use crate::simd;
@@ -59,6 +60,9 @@ pub(crate) enum Format {
     Q5_1,
     Q8_0,
     Iq4Nl,
+    /// Super-blocks of 256 with eight 32-value sub-blocks: its own group layout (see
+    /// [`q4k`]).
+    Q4K,
 }
 
 impl Format {
@@ -70,6 +74,7 @@ impl Format {
             GgmlType::Q5_1 => Self::Q5_1,
             GgmlType::Q8_0 => Self::Q8_0,
             GgmlType::Iq4Nl => Self::Iq4Nl,
+            GgmlType::Q4K => Self::Q4K,
             _ => return None,
         })
     }
@@ -82,12 +87,24 @@ impl Format {
             Self::Q5_0 => 22,
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q4K => 144,
+        }
+    }
+
+    /// Values per GGUF block.
+    pub(crate) const fn block_elems(self) -> usize {
+        match self {
+            Self::Q4K => 256,
+            _ => 32,
         }
     }
 
     /// Bytes of one group-block.
     pub(crate) const fn group_bytes(self) -> usize {
-        GROUP_ROWS * self.block_bytes()
+        match self {
+            Self::Q4K => q4k::GROUP_BYTES,
+            _ => GROUP_ROWS * self.block_bytes(),
+        }
     }
 
     pub(crate) const fn has_min(self) -> bool {
@@ -133,8 +150,29 @@ impl Format {
             Self::Q4_1 => 4,
             Self::Q5_0 => 6,
             Self::Q5_1 => 8,
+            Self::Q4K => 16,
         }
     }
+}
+
+/// The Q4_K group-block of eight rows' super-blocks: the eight `d`, the eight `dmin`
+/// (f16), the 6-bit sub-block scales and minimums unpacked to bytes (`SC + 8s + r`,
+/// `M + 8s + r` for sub-block `s`, row `r`), then the quants: for each 64-value part `j`
+/// eight 32-byte chunks, byte `4r + e` of chunk `c` holding the row's byte `32j + 4c + e`
+/// (low nibble: element `64j + 4c + e`, of sub-block `2j`; high nibble: element
+/// `64j + 32 + 4c + e`, of sub-block `2j + 1`). 32 bytes more than the eight
+/// super-blocks, for the unpacked scales.
+pub(crate) mod q4k {
+    /// Byte offset of the `dmin` values.
+    pub(crate) const DMIN: usize = 16;
+    /// Byte offset of the sub-block scales.
+    pub(crate) const SC: usize = 32;
+    /// Byte offset of the sub-block minimums.
+    pub(crate) const M: usize = 96;
+    /// Byte offset of the quant chunks.
+    pub(crate) const QS: usize = 160;
+    /// Bytes of a group-block.
+    pub(crate) const GROUP_BYTES: usize = QS + 1024;
 }
 
 /// The element of a row whose fifth bit is bit `4r + e` of `qh` word `c`
@@ -170,7 +208,7 @@ impl Interleaved {
         if groups == 0 {
             return None;
         }
-        let nb = m.cols() / 32;
+        let nb = m.cols() / format.block_elems();
         let row_bytes = nb * format.block_bytes();
         let group_len = nb * format.group_bytes();
         let mut data = vec![0u8; groups * group_len];
@@ -226,7 +264,7 @@ impl Interleaved {
 
     /// Bytes of one group of eight rows.
     pub(crate) fn group_len(&self) -> usize {
-        self.cols / 32 * self.format.group_bytes()
+        self.cols / self.format.block_elems() * self.format.group_bytes()
     }
 
     /// Row `r`'s GGUF bytes, rebuilt from the copy.
@@ -246,6 +284,25 @@ impl Interleaved {
 
 /// Writes the group-block of eight GGUF blocks (one per row).
 fn pack_group_block(f: Format, blocks: [&[u8]; GROUP_ROWS], gb: &mut [u8]) {
+    if f == Format::Q4K {
+        for (r, blk) in blocks.iter().enumerate() {
+            gb[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
+            gb[q4k::DMIN + 2 * r..][..2].copy_from_slice(&blk[2..4]);
+            let scales: &[u8; K_SCALE_SIZE] = blk[4..16].try_into().expect("12 scale bytes");
+            for s in 0..8 {
+                let (sc, m) = scale_min_k4(s, scales);
+                gb[q4k::SC + 8 * s + r] = sc;
+                gb[q4k::M + 8 * s + r] = m;
+            }
+            for j in 0..4 {
+                for c in 0..8 {
+                    gb[q4k::QS + 256 * j + 32 * c + 4 * r..][..4]
+                        .copy_from_slice(&blk[16 + 32 * j + 4 * c..][..4]);
+                }
+            }
+        }
+        return;
+    }
     let qs_at = f.qs_at_in_block();
     for (r, blk) in blocks.iter().enumerate() {
         gb[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
@@ -278,6 +335,20 @@ fn pack_group_block(f: Format, blocks: [&[u8]; GROUP_ROWS], gb: &mut [u8]) {
 /// Rebuilds row `r`'s GGUF block from a group-block.
 #[cfg(test)]
 fn unpack_block(f: Format, gb: &[u8], r: usize, block: &mut [u8]) {
+    if f == Format::Q4K {
+        block[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        block[2..4].copy_from_slice(&gb[q4k::DMIN + 2 * r..][..2]);
+        let sc: [u8; 8] = std::array::from_fn(|s| gb[q4k::SC + 8 * s + r]);
+        let m: [u8; 8] = std::array::from_fn(|s| gb[q4k::M + 8 * s + r]);
+        block[4..16].copy_from_slice(&crate::blocks::pack_scale_min_k4(&sc, &m));
+        for j in 0..4 {
+            for c in 0..8 {
+                block[16 + 32 * j + 4 * c..][..4]
+                    .copy_from_slice(&gb[q4k::QS + 256 * j + 32 * c + 4 * r..][..4]);
+            }
+        }
+        return;
+    }
     let qs_at = f.qs_at_in_block();
     block[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
     if f.has_min() {
@@ -333,6 +404,9 @@ fn f16_at(gb: &[u8], at: usize) -> f32 {
 /// The scalar definition of the interleaved kernels: one group of eight
 /// rows (`group`, all its group-blocks) against one activation row.
 pub(crate) fn group_reference(f: Format, group: &[u8], act: ActRow<'_>, out: &mut [f32]) {
+    if f == Format::Q4K {
+        return q4k_reference(group, act, out);
+    }
     let mut acc = [0.0f32; GROUP_ROWS];
     for (b, gb) in group.chunks_exact(f.group_bytes()).enumerate() {
         let sum = act.sum16(2 * b) + act.sum16(2 * b + 1);
@@ -350,6 +424,33 @@ pub(crate) fn group_reference(f: Format, group: &[u8], act: ActRow<'_>, out: &mu
     out[..GROUP_ROWS].copy_from_slice(&acc);
 }
 
+/// [`group_reference`] for Q4_K: per sub-block `s` (activation block `b`), the integer
+/// dot `t` of the nibbles with the activations, then `acc += (t · sc) · (d · d_a)` and
+/// `acc -= (dmin · m) · dsum`, each a fused multiply-add.
+#[cfg(test)]
+fn q4k_reference(group: &[u8], act: ActRow<'_>, out: &mut [f32]) {
+    let mut acc = [0.0f32; GROUP_ROWS];
+    for (sb, gb) in group.chunks_exact(q4k::GROUP_BYTES).enumerate() {
+        for s in 0..8 {
+            let b = 8 * sb + s;
+            let (j, shift) = (s / 2, 4 * (s % 2));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let t: i32 = (0..32)
+                    .map(|i| {
+                        let byte = gb[q4k::QS + 256 * j + 32 * (i / 4) + 4 * r + i % 4];
+                        i32::from((byte >> shift) & 0x0F) * act.q(32 * b + i)
+                    })
+                    .sum();
+                let sc = f32::from(gb[q4k::SC + 8 * s + r]);
+                let m = f32::from(gb[q4k::M + 8 * s + r]);
+                *acc = ((t as f32) * sc).mul_add(f16_at(gb, 2 * r) * act.d[b], *acc);
+                *acc = (-(f16_at(gb, q4k::DMIN + 2 * r) * m)).mul_add(act.dsum[b], *acc);
+            }
+        }
+    }
+    out[..GROUP_ROWS].copy_from_slice(&acc);
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -360,7 +461,8 @@ mod tests {
     use crate::dot::{Planes, QuantizedActivations};
     use crate::simd::Isa;
 
-    const FORMATS: [(GgmlType, Format); 6] = [
+    const FORMATS: [(GgmlType, Format); 7] = [
+        (GgmlType::Q4K, Format::Q4K),
         (GgmlType::Q4_0, Format::Q4_0),
         (GgmlType::Q4_1, Format::Q4_1),
         (GgmlType::Q5_0, Format::Q5_0),
@@ -371,7 +473,7 @@ mod tests {
 
     fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut ChaCha8Rng) -> Vec<u8> {
         (0..rows)
-            .flat_map(|_| random_row(ty, cols / 32, rng))
+            .flat_map(|_| random_row(ty, cols / ty.block_size(), rng))
             .collect()
     }
 
@@ -386,12 +488,18 @@ mod tests {
     fn the_copy_gives_back_every_row_byte_for_byte() {
         let mut rng = ChaCha8Rng::seed_from_u64(81);
         for (ty, f) in FORMATS {
-            let (rows, cols) = (19, 96);
+            let (rows, cols) = (19, 3 * f.block_elems());
             let data = random_matrix(ty, rows, cols, &mut rng);
             let m = QMatrix::new(ty, rows, cols, &data).expect("matrix");
             let packed = Interleaved::with_format(&m, f).expect("copy");
             assert_eq!(packed.rows(), 16, "{ty:?}");
-            assert_eq!(packed.bytes(), 16 * m.data().len() / rows, "{ty:?}");
+            // Eight GGUF blocks per group-block (Q4_K: plus its unpacked scales).
+            let groups_bytes = 2 * (cols / f.block_elems()) * f.group_bytes();
+            assert_eq!(packed.bytes(), groups_bytes, "{ty:?}");
+            assert!(
+                groups_bytes <= 16 * m.data().len() / rows * 103 / 100,
+                "{ty:?}"
+            );
             for r in 0..16 {
                 assert_eq!(
                     packed.unpack_row(r),
@@ -407,7 +515,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(82);
         for (ty, f) in FORMATS {
             for planes in [Planes::One, Planes::Two] {
-                let cols = 128;
+                let cols = 4 * f.block_elems().max(64);
                 let data = random_matrix(ty, 8, cols, &mut rng);
                 let m = QMatrix::new(ty, 8, cols, &data).expect("matrix");
                 let packed = Interleaved::with_format(&m, f).expect("copy");
@@ -440,7 +548,12 @@ mod tests {
                     continue;
                 };
                 for planes in [Planes::One, Planes::Two] {
-                    for cols in [32, 64, 640] {
+                    let widths = if f.block_elems() == 32 {
+                        [32, 64, 640]
+                    } else {
+                        [256, 512, 768]
+                    };
+                    for cols in widths {
                         let data = random_matrix(ty, 16, cols, &mut rng);
                         let m = QMatrix::new(ty, 16, cols, &data).expect("matrix");
                         let packed = Interleaved::with_format(&m, f).expect("copy");

@@ -965,12 +965,12 @@ mod tests {
     #[test]
     fn interleaved_copies_give_the_same_products_on_every_path() {
         let mut rng = ChaCha8Rng::seed_from_u64(17);
-        let cols = 320;
-        for ty in [
-            GgmlType::Q8_0,
-            GgmlType::Q5_0,
-            GgmlType::Q4_1,
-            GgmlType::Q4_0,
+        for (ty, cols) in [
+            (GgmlType::Q8_0, 320),
+            (GgmlType::Q5_0, 320),
+            (GgmlType::Q4_1, 320),
+            (GgmlType::Q4_0, 320),
+            (GgmlType::Q4K, 512),
         ] {
             let rows = 8 * 37 + 5;
             let data = random_matrix(ty, rows, cols, &mut rng);

@@ -230,6 +230,7 @@ pub(crate) fn interleaved_kernel(format: Format, isa: Isa) -> Option<Interleaved
             Format::Q5_1 => avx2::groups_q5_1,
             Format::Q8_0 => avx2::groups_q8_0,
             Format::Iq4Nl => avx2::groups_iq4_nl,
+            Format::Q4K => avx2::groups_q4_k,
         });
     }
     let _ = (format, isa);

@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 use super::bits_to_bytes;
 use crate::blocks::IQ4_LEVELS;
 use crate::dot::activations::ActRow;
-use crate::interleave::{Format, GROUP_ROWS, M_AT};
+use crate::interleave::{Format, GROUP_ROWS, M_AT, q4k};
 
 /// The formats as const parameters.
 mod code {
@@ -20,6 +20,7 @@ mod code {
     pub(super) const IQ4_NL: u8 = 5;
 }
 
+/// The format of a const parameter (Q4_K has its own kernel).
 const fn format(f: u8) -> Format {
     match f {
         code::Q4_0 => Format::Q4_0,
@@ -179,6 +180,104 @@ fn groups_impl<const F: u8, const TWO: bool>(
         let ys: &mut [f32; GROUP_ROWS] = ys.try_into().expect("a group of rows");
         // SAFETY: `ys` is 8 writable floats; the store has no alignment requirement.
         unsafe { _mm256_storeu_ps(ys.as_mut_ptr(), acc) };
+    }
+}
+
+/// Eight unsigned bytes at `at` of `b`, as floats.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn u8x8_to_f32(b: &[u8], at: usize) -> __m256 {
+    let w: [u8; 8] = b[at..at + 8].try_into().expect("8 bytes");
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(
+        w,
+    ))))
+}
+
+/// The integer dots of the eight rows' sub-blocks `2j` and `2j + 1` of a Q4_K
+/// group-block with activation blocks `first` and `first + 1` of plane `q`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn q4k_part_dots(gb: &[u8], q: &[i8], j: usize, first: usize) -> (__m256i, __m256i) {
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    // Eight chunks of pair sums of 15 · 128 · 2 stay inside i16.
+    let mut lo_sum = _mm256_setzero_si256();
+    let mut hi_sum = _mm256_setzero_si256();
+    for c in 0..8 {
+        let packed = load32(gb, q4k::QS + 256 * j + 32 * c);
+        let lo = _mm256_and_si256(packed, low);
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(packed), low);
+        lo_sum = _mm256_add_epi16(lo_sum, _mm256_maddubs_epi16(lo, act4(q, first, c)));
+        hi_sum = _mm256_add_epi16(hi_sum, _mm256_maddubs_epi16(hi, act4(q, first + 1, c)));
+    }
+    (
+        _mm256_madd_epi16(lo_sum, ones),
+        _mm256_madd_epi16(hi_sum, ones),
+    )
+}
+
+/// Interleaved Q4_K groups (see [`q4k`]) against one activation row: per sub-block the
+/// integer dot, times the row's 6-bit scale and `d · d_a`, less `dmin · m · dsum`.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn groups_q4k_impl<const TWO: bool>(
+    data: &[u8],
+    group_len: usize,
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    for (group, ys) in data
+        .chunks_exact(group_len)
+        .zip(out.chunks_exact_mut(GROUP_ROWS))
+    {
+        let mut acc = _mm256_setzero_ps();
+        for (sb, gb) in group.chunks_exact(q4k::GROUP_BYTES).enumerate() {
+            let ahead = gb.as_ptr().wrapping_add(PREFETCH_BYTES);
+            for line in (0..q4k::GROUP_BYTES).step_by(64) {
+                // A hint only: it never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+            }
+            let d = f16x8(gb, 0);
+            let dmin = f16x8(gb, q4k::DMIN);
+            for j in 0..4 {
+                let first = 8 * sb + 2 * j;
+                let (mut lo, mut hi) = q4k_part_dots(gb, act.qs, j, first);
+                if TWO {
+                    let (lo2, hi2) = q4k_part_dots(gb, act.qs2, j, first);
+                    lo = _mm256_add_epi32(_mm256_slli_epi32::<8>(lo), lo2);
+                    hi = _mm256_add_epi32(_mm256_slli_epi32::<8>(hi), hi2);
+                }
+                for (half, dot) in [(0, lo), (1, hi)] {
+                    let s = 2 * j + half;
+                    let b = first + half;
+                    let sc = u8x8_to_f32(gb, q4k::SC + 8 * s);
+                    let m = u8x8_to_f32(gb, q4k::M + 8 * s);
+                    let t = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), sc);
+                    acc = _mm256_fmadd_ps(t, _mm256_mul_ps(d, _mm256_set1_ps(act.d[b])), acc);
+                    acc =
+                        _mm256_fnmadd_ps(_mm256_mul_ps(dmin, m), _mm256_set1_ps(act.dsum[b]), acc);
+                }
+            }
+        }
+        let ys: &mut [f32; GROUP_ROWS] = ys.try_into().expect("a group of rows");
+        // SAFETY: `ys` is 8 writable floats; the store has no alignment requirement.
+        unsafe { _mm256_storeu_ps(ys.as_mut_ptr(), acc) };
+    }
+}
+
+/// Interleaved Q4_K groups against one quantized activation row (AVX2).
+pub(in crate::simd) fn groups_q4_k(
+    data: &[u8],
+    group_len: usize,
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    if act.qs2.is_empty() {
+        // SAFETY: only reachable after AVX2, FMA and F16C were detected (see
+        // `crate::simd::interleaved_kernel`).
+        unsafe { groups_q4k_impl::<false>(data, group_len, act, out) }
+    } else {
+        // SAFETY: as above.
+        unsafe { groups_q4k_impl::<true>(data, group_len, act, out) }
     }
 }
 
