@@ -809,13 +809,22 @@ impl<'w> Backend<'w> for CpuBackend {
 
     fn glu(&self, gate: &mut Self::Buffer, up: &Self::Buffer, act: Glu) -> Result<()> {
         check("glu", "length", gate.data.len(), up.data.len())?;
+        // Row by row, so a row's values take the same (vector or scalar) path whatever the
+        // batch: a batch's rows equal the same rows alone.
+        let cols = gate.cols.max(1);
+        let rows = |g: &mut [f32], u: &[f32]| {
+            for (g, u) in g.chunks_mut(cols).zip(u.chunks(cols)) {
+                simd::glu(g, u, act);
+            }
+        };
         if gate.data.len() < PARALLEL_MIN {
-            simd::glu(&mut gate.data, &up.data, act);
+            rows(&mut gate.data, &up.data);
         } else {
+            let task = (4096 / cols).max(1) * cols;
             gate.data
-                .par_chunks_mut(4096)
-                .zip(up.data.par_chunks(4096))
-                .for_each(|(g, u)| simd::glu(g, u, act));
+                .par_chunks_mut(task)
+                .zip(up.data.par_chunks(task))
+                .for_each(|(g, u)| rows(g, u));
         }
         Ok(())
     }
