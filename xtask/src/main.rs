@@ -3,6 +3,7 @@
 
 mod fuzz;
 mod layers;
+mod test_arm;
 mod test_gpu;
 
 use anyhow::{Context, Result, bail};
@@ -16,6 +17,8 @@ tasks:
   test [ARGS..]    build the tests, fetch the models and OpenAI's Python client, run `cargo test --release --workspace [ARGS..]`
   publish-check    `cargo package` every publishable crate, in dependency order
   check-layers     assert that crates depend only down the layer diagram of README.md
+  test-arm         the quantization crate's tests built for aarch64 and run under qemu,
+                   on a CPU with and one without the dot-product extension
   test-gpu [--package DIR]
                    run the CUDA tests here (needs a GPU), or package them with run.sh into DIR
   fuzz [SECONDS [TARGET..]]
@@ -47,6 +50,7 @@ fn run(args: &[String]) -> Result<()> {
         "test" => test(rest),
         "publish-check" => publish_check(),
         "check-layers" => check_layers(),
+        "test-arm" => test_arm::run(rest),
         "test-gpu" => test_gpu::run(rest),
         "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {
@@ -64,7 +68,7 @@ pub(crate) fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn cargo_program() -> String {
+pub(crate) fn cargo_program() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
@@ -83,7 +87,7 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn fetch_models() -> Result<()> {
+pub(crate) fn fetch_models() -> Result<()> {
     for name in TEST_MODELS {
         cargo(&[
             "run",

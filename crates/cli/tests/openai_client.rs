@@ -60,7 +60,7 @@ for temperature in (0, 0.8):
 
 reply = client.chat.completions.create(
     model=model,
-    messages=[{"role": "user", "content": "Describe a cat as JSON."}],
+    messages=[{"role": "user", "content": "Describe a cat as a JSON object with a name and an age."}],
     temperature=0, max_tokens=400, response_format={"type": "json_object"})
 assert reply.choices[0].finish_reason == "stop", reply
 assert isinstance(json.loads(reply.choices[0].message.content), dict), reply

@@ -116,6 +116,7 @@ impl Format {
     }
 
     /// The offset subtracted from the stored quants (`w = q - offset`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) const fn offset(self) -> i32 {
         match self {
             Self::Q4_0 => 8,

@@ -1,6 +1,7 @@
 //! Kernels chosen at run time for the CPU found: AVX2 + FMA + F16C on
-//! x86-64 when present (AVX-512 where it pays), else the portable scalar
-//! code of [`crate::dot::reference`].
+//! x86-64 when present (AVX-512 where it pays), NEON on aarch64 (with `sdot`
+//! where the CPU has it), else the portable scalar code of
+//! [`crate::dot::reference`].
 //!
 //! All `unsafe` of the crate's arithmetic lives below this module: loads
 //! and stores through pointers derived from fixed-size array references, and
@@ -11,6 +12,8 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 
 use ferrolm_gguf::GgmlType;
 
@@ -38,7 +41,14 @@ pub(crate) enum Isa {
     /// [`Isa::Avx2`] plus AVX-512F, used where the wider registers pay (f32
     /// tiles, and the integer dots of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and
     /// Q6_K where AVX-512 VNNI is present too).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Avx512,
+    /// aarch64 NEON (part of the base instruction set): widening multiplies.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    Neon,
+    /// [`Isa::Neon`] with the dot-product extension (`sdot`).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    NeonDot,
 }
 
 impl Isa {
@@ -56,6 +66,15 @@ impl Isa {
                 return Isa::Avx2;
             }
         }
+        #[cfg(target_arch = "aarch64")]
+        {
+            return if neon::has_dotprod() {
+                Isa::NeonDot
+            } else {
+                Isa::Neon
+            };
+        }
+        #[allow(unreachable_code)]
         Isa::Scalar
     }
 }
@@ -63,23 +82,29 @@ impl Isa {
 impl Isa {
     /// Whether the AVX2 kernels may run.
     pub(crate) fn has_avx2(self) -> bool {
-        self != Isa::Scalar
+        matches!(self, Isa::Avx2 | Isa::Avx512)
     }
 
     /// Every level this CPU runs, for tests that compare them.
     #[cfg(test)]
     pub(crate) fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        let best = Isa::detect();
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::NeonDot]
             .into_iter()
-            .filter(|&isa| isa == Isa::Scalar || (isa.has_avx2() && Isa::detect().has_avx2()))
-            .filter(|&isa| isa != Isa::Avx512 || Isa::detect() == Isa::Avx512)
+            .filter(|&isa| match isa {
+                Isa::Scalar => true,
+                Isa::Avx2 => best.has_avx2(),
+                Isa::Avx512 => best == Isa::Avx512,
+                Isa::Neon => matches!(best, Isa::Neon | Isa::NeonDot),
+                Isa::NeonDot => best == Isa::NeonDot,
+            })
             .collect()
     }
 }
 
-/// The environment variable that caps the kernel set: `scalar`, `avx2` or
-/// `avx512` (the best this CPU runs when unset), so that any machine can run
-/// and time the kernels of a smaller one.
+/// The environment variable that caps the kernel set: `scalar`, `avx2`,
+/// `avx512` or `neon` (the best this CPU runs when unset), so that any
+/// machine can run and time the kernels of a smaller one.
 pub const KERNELS_ENV: &str = "FERROLM_CPU_KERNELS";
 
 /// The level [`KERNELS_ENV`] asks for, `Ok(None)` when it is unset, or an
@@ -92,8 +117,9 @@ pub fn requested_kernels() -> Result<Option<&'static str>, String> {
         Some("scalar") => Ok(Some("scalar")),
         Some("avx2") => Ok(Some("avx2")),
         Some("avx512") => Ok(Some("avx512")),
+        Some("neon") => Ok(Some("neon")),
         _ => Err(format!(
-            "{KERNELS_ENV}={} is not a kernel set: use scalar, avx2 or avx512 (or unset it)",
+            "{KERNELS_ENV}={} is not a kernel set: use scalar, avx2, avx512 or neon (or unset it)",
             value.to_string_lossy()
         )),
     }
@@ -109,17 +135,21 @@ pub(crate) fn isa() -> Isa {
         match requested_kernels() {
             Ok(Some("scalar")) => Isa::Scalar,
             Ok(Some("avx2")) if detected.has_avx2() => Isa::Avx2,
+            Ok(Some("neon")) if detected == Isa::NeonDot => Isa::Neon,
             _ => detected,
         }
     })
 }
 
 /// The name of the kernel set the dispatched entry points use on this CPU: `"avx512-vnni"`,
-/// `"avx512"` (f32 tiles only; the integer dots stay AVX2), `"avx2"` or `"scalar"`.
+/// `"avx512"` (f32 tiles only; the integer dots stay AVX2), `"avx2"`, `"neon-dotprod"`,
+/// `"neon"` or `"scalar"`.
 pub fn kernel_set() -> &'static str {
     match isa() {
         Isa::Scalar => "scalar",
         Isa::Avx2 => "avx2",
+        Isa::Neon => "neon",
+        Isa::NeonDot => "neon-dotprod",
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if has_vnni() => "avx512-vnni",
         Isa::Avx512 => "avx512",
@@ -146,6 +176,46 @@ pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
             GgmlType::Q8_0 => Some(avx512::dot_q8_0),
             GgmlType::Q4K => Some(avx512::dot_q4_k),
             GgmlType::Q6K => Some(avx512::dot_q6_k),
+            _ => None,
+        };
+        if f.is_some() {
+            return f;
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    if matches!(isa, Isa::Neon | Isa::NeonDot) {
+        let sdot = isa == Isa::NeonDot;
+        let f: Option<DotQ8Fn> = match ty {
+            GgmlType::Q4_0 => Some(if sdot {
+                neon::dot_q4_0_sdot
+            } else {
+                neon::dot_q4_0
+            }),
+            GgmlType::Q4_1 => Some(if sdot {
+                neon::dot_q4_1_sdot
+            } else {
+                neon::dot_q4_1
+            }),
+            GgmlType::Q5_0 => Some(if sdot {
+                neon::dot_q5_0_sdot
+            } else {
+                neon::dot_q5_0
+            }),
+            GgmlType::Q5_1 => Some(if sdot {
+                neon::dot_q5_1_sdot
+            } else {
+                neon::dot_q5_1
+            }),
+            GgmlType::Q8_0 => Some(if sdot {
+                neon::dot_q8_0_sdot
+            } else {
+                neon::dot_q8_0
+            }),
+            GgmlType::Iq4Nl => Some(if sdot {
+                neon::dot_iq4_nl_sdot
+            } else {
+                neon::dot_iq4_nl
+            }),
             _ => None,
         };
         if f.is_some() {
@@ -343,6 +413,10 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     if isa().has_avx2() {
         return avx2::dot_f32(a, b);
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa() != Isa::Scalar {
+        return neon::dot_f32(a, b);
+    }
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
@@ -377,7 +451,15 @@ impl F32Gemm {
                     kernel: avx2::gemm_f32,
                 };
             }
-            Isa::Scalar => {}
+            Isa::Scalar | Isa::Neon | Isa::NeonDot => {}
+        }
+        #[cfg(target_arch = "aarch64")]
+        if isa != Isa::Scalar {
+            return Self {
+                lanes: neon::GEMM_LANES,
+                wrows: neon::GEMM_WROWS,
+                kernel: neon::gemm_f32,
+            };
         }
         let _ = isa;
         Self {
