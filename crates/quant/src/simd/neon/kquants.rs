@@ -89,14 +89,14 @@ fn kquant_rows<B, const R: usize, const DP: bool, const TWO: bool, const SUB16: 
 ) {
     let n = rows.iter().map(|r| r.len()).fold(act.d.len() / 8, usize::min);
     let rows: [&[B]; R] = rows.map(|r| &r[..n]);
-    let mut acc = [[vdupq_n_f32(0.0); 2]; R];
+    let mut acc = [vdupq_n_f32(0.0); R];
     let mut extra = [0.0f32; R];
     for (s, a) in super_acts(act).enumerate().take(n) {
         let f: [Factors; R] = std::array::from_fn(|r| factors(&rows[r][s], &a));
         for (e, f) in extra.iter_mut().zip(&f) {
             *e += f.extra;
         }
-        let mut group = |g: usize, slot: usize| {
+        for g in 0..8 {
             let q = load_i8x32(&a.qs[g]);
             let q2 = match a.qs2 {
                 Some(q2) if TWO => load_i8x32(&q2[g]),
@@ -111,16 +111,12 @@ fn kquant_rows<B, const R: usize, const DP: bool, const TWO: bool, const SUB16: 
                 } else {
                     block_dot::<DP, TWO>(w, q, q2)
                 };
-                acc[r][slot] = vfmaq_n_f32(acc[r][slot], vcvtq_f32_s32(p), f[r].group[g]);
+                acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(p), f[r].group[g]);
             }
-        };
-        for g in (0..8).step_by(2) {
-            group(g, 0);
-            group(g + 1, 1);
         }
     }
     for ((y, acc), e) in out.iter_mut().zip(acc).zip(extra) {
-        *y = vaddvq_f32(vaddq_f32(acc[0], acc[1])) + e;
+        *y = vaddvq_f32(acc) + e;
     }
 }
 

@@ -16,9 +16,8 @@ use ferrolm_gguf::GgmlType;
 /// `R` rows of blocks `B` against one activation row: for each row,
 /// `Σ d_w·d_a·Σ(w·Q_a) + m·dsum_a` over its blocks, where `terms` gives a
 /// block's signed quants, `d_w` and minimum `m`; with `TWO` over both
-/// activation planes. The activation loads are shared by the rows; each
-/// row keeps two accumulators (even and odd blocks), so its result does
-/// not depend on `R`.
+/// activation planes. The activation loads are shared by the rows, and
+/// each row has its own accumulators, so its result does not depend on `R`.
 #[target_feature(enable = "neon")]
 #[inline]
 fn legacy_rows<B, const R: usize, const DP: bool, const TWO: bool>(
@@ -33,29 +32,20 @@ fn legacy_rows<B, const R: usize, const DP: bool, const TWO: bool>(
     let (aq, ad, ads) = (&aq[..n], &act.d[..n], &act.dsum[..n]);
     let aq2 = if TWO { &aq2[..n] } else { aq2 };
     let rows: [&[B]; R] = rows.map(|r| &r[..n]);
-    let mut acc = [[vdupq_n_f32(0.0); 2]; R];
-    let mut off = [[0.0f32; 2]; R];
-    let mut step = |i: usize, slot: usize| {
+    let mut acc = [vdupq_n_f32(0.0); R];
+    let mut off = [0.0f32; R];
+    for i in 0..n {
         let a = load_i8x32(&aq[i]);
         let a2 = if TWO { load_i8x32(&aq2[i]) } else { a };
         for r in 0..R {
             let (w, d, m) = terms(&rows[r][i]);
             let p = vcvtq_f32_s32(block_dot::<DP, TWO>(w, a, a2));
-            acc[r][slot] = vfmaq_n_f32(acc[r][slot], p, d * ad[i]);
-            off[r][slot] += m * ads[i];
+            acc[r] = vfmaq_n_f32(acc[r], p, d * ad[i]);
+            off[r] += m * ads[i];
         }
-    };
-    let mut i = 0;
-    while i + 2 <= n {
-        step(i, 0);
-        step(i + 1, 1);
-        i += 2;
-    }
-    if i < n {
-        step(i, 0);
     }
     for ((y, acc), off) in out.iter_mut().zip(acc).zip(off) {
-        *y = vaddvq_f32(vaddq_f32(acc[0], acc[1])) + (off[0] + off[1]);
+        *y = vaddvq_f32(acc) + off;
     }
 }
 

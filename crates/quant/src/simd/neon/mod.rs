@@ -4,10 +4,10 @@
 //! [`super::Isa::NeonDotprod`], handed out after run-time detection) and
 //! without it (`smull`/`smlal2` and a pairwise widening add).
 //!
-//! `sdot` is written as assembly: its intrinsic is not stable yet. An
-//! `#[inline]` function with the `dotprod` feature holds it, and the kernels
-//! built with `DP` are instantiated only inside functions that enable
-//! `dotprod` themselves, so it is inlined there.
+//! `sdot` is written as assembly (its intrinsic is not stable yet) that
+//! enables the extension for itself, so it is inlined into every kernel
+//! whatever the compiler's inlining budget; the kernels built with `DP` are
+//! instantiated only inside functions that enable `dotprod`.
 //!
 //! The i8mm extension (`smmla`, a 2×8 by 8×2 product) is not used: it pays
 //! only with two activation rows per instruction, and these kernels take one
@@ -249,14 +249,16 @@ fn f16x8_to_f32(bits: uint16x8_t) -> [float32x4_t; 2] {
 }
 
 /// `acc + Σ` of four adjacent products of signed bytes per i32 lane (`sdot`).
-#[target_feature(enable = "neon,dotprod")]
-#[inline]
-fn sdot(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
+///
+/// # Safety
+/// The CPU must have the `dotprod` extension.
+#[inline(always)]
+unsafe fn sdot(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
     let mut acc = acc;
-    // SAFETY: arithmetic on registers only; `sdot` exists where this
-    // function's `dotprod` feature was detected.
+    // SAFETY: arithmetic on registers only; the caller vouches for `dotprod`.
     unsafe {
         asm!(
+            ".arch_extension dotprod",
             "sdot {acc:v}.4s, {w:v}.16b, {a:v}.16b",
             acc = inout(vreg) acc,
             w = in(vreg) w,
