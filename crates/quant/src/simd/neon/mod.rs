@@ -665,3 +665,79 @@ pub(in crate::simd) fn gemm_f32(xp: &[f32], w: &[f32], cols: usize, out: &mut [f
     // SAFETY: NEON is part of every aarch64 CPU.
     unsafe { gemm_f32_impl(xp, w, cols, out) }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::arch::aarch64::*;
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::{dot_i8, f16_to_f32, f16x8_to_f32, has_dotprod};
+
+    /// `Σ w·a` of 16 bytes through the kernel's integer dot of build `DP`.
+    #[target_feature(enable = "neon")]
+    fn lane_sum<const DP: bool>(w: &[i8; 16], a: &[i8; 16]) -> i32 {
+        // SAFETY: `w` and `a` are 16 readable bytes each.
+        let (w, a) = unsafe { (vld1q_s8(w.as_ptr()), vld1q_s8(a.as_ptr())) };
+        vaddvq_s32(dot_i8::<DP>(vdupq_n_s32(0), w, a))
+    }
+
+    #[target_feature(enable = "neon,dotprod")]
+    fn lane_sum_dotprod(w: &[i8; 16], a: &[i8; 16]) -> i32 {
+        lane_sum::<true>(w, a)
+    }
+
+    #[test]
+    fn integer_dots_with_and_without_dotprod_sum_extreme_bytes_exactly() {
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        let mut cases: Vec<([i8; 16], [i8; 16])> = vec![
+            ([-128; 16], [-127; 16]),
+            ([-128; 16], [127; 16]),
+            ([127; 16], [127; 16]),
+            ([127; 16], [-127; 16]),
+        ];
+        for _ in 0..1000 {
+            let w: [i8; 16] = rng.random();
+            let a: [i8; 16] = std::array::from_fn(|_| rng.random_range(-127..=127));
+            cases.push((w, a));
+        }
+        for (w, a) in &cases {
+            let exact: i32 = w.iter().zip(a).map(|(&w, &a)| i32::from(w) * i32::from(a)).sum();
+            // SAFETY: NEON is part of every aarch64 CPU.
+            assert_eq!(unsafe { lane_sum::<false>(w, a) }, exact, "{w:?} · {a:?}");
+            if has_dotprod() {
+                // SAFETY: `dotprod` was detected.
+                assert_eq!(unsafe { lane_sum_dotprod(w, a) }, exact, "{w:?} · {a:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn f16_conversions_match_the_half_crate_for_every_bit_pattern() {
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        for chunk in 0..=u16::MAX / 8 {
+            let bits: [u16; 8] = std::array::from_fn(|i| 8 * chunk + i as u16);
+            let expected = bits.map(|b| half::f16::from_bits(b).to_f32());
+            // SAFETY: NEON is part of every aarch64 CPU; `bits` is 8 readable u16.
+            let [lo, hi] = unsafe { f16x8_to_f32(vld1q_u16(bits.as_ptr())) };
+            let mut got = [0.0f32; 8];
+            // SAFETY: `got` is 8 writable floats.
+            unsafe {
+                vst1q_f32(got.as_mut_ptr(), lo);
+                vst1q_f32(got.as_mut_ptr().add(4), hi);
+            }
+            for ((&b, &e), &g) in bits.iter().zip(&expected).zip(&got) {
+                // SAFETY: as above.
+                let one = unsafe { f16_to_f32(half::f16::from_bits(b)) };
+                assert!(same(e, g) && same(e, one), "{b:#06x}: {e} vs {g}, {one}");
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_set_names_the_dotprod_level_where_found() {
+        let expected = if has_dotprod() { "neon-dotprod" } else { "neon" };
+        assert_eq!(crate::kernel_set(), expected);
+    }
+}
