@@ -3,6 +3,7 @@
 
 mod fuzz;
 mod layers;
+mod test_arm;
 mod test_gpu;
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +19,9 @@ tasks:
   check-layers     assert that crates depend only down the layer diagram of README.md
   test-gpu [--package DIR]
                    run the CUDA tests here (needs a GPU), or package them with run.sh into DIR
+  test-arm [ARGS..]
+                   cross-compile ferrolm-quant's tests for aarch64 and run them under qemu
+                   (-cpu max and -cpu cortex-a53: the NEON kernels with and without dotprod)
   fuzz [SECONDS [TARGET..]]
                    run each `cargo fuzz` target of fuzz/ (or those named) for SECONDS
                    (default 60), one after another; fail if any crashes";
@@ -48,6 +52,7 @@ fn run(args: &[String]) -> Result<()> {
         "publish-check" => publish_check(),
         "check-layers" => check_layers(),
         "test-gpu" => test_gpu::run(rest),
+        "test-arm" => test_arm::run(rest),
         "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
