@@ -36,7 +36,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     ];
     cargo_with_runner(&build, None)?;
     for cpu in CPUS {
-        let mut test = vec!["test", "--release", "-p", "ferrolm-quant", "--target", TARGET];
+        let mut test = vec![
+            "test",
+            "--release",
+            "-p",
+            "ferrolm-quant",
+            "--target",
+            TARGET,
+        ];
         test.extend(&extra);
         cargo_with_runner(&test, Some(cpu))
             .with_context(|| format!("the aarch64 tests failed under `{QEMU} -cpu {cpu}`"))?;
@@ -56,13 +63,13 @@ fn cargo_with_runner(args: &[&str], cpu: Option<&str>) -> Result<()> {
     cmd.args(args)
         .current_dir(workspace_root())
         .env(linker_var, LINKER);
-    let mut shown = format!("{linker_var}={LINKER}");
+    let mut shown = vec![format!("{linker_var}={LINKER}")];
     if let Some(cpu) = cpu {
         let runner = format!("{QEMU} -L {SYSROOT} -cpu {cpu}");
-        shown.push_str(&format!(" {runner_var}=\"{runner}\""));
+        shown.push(format!("{runner_var}=\"{runner}\""));
         cmd.env(runner_var, runner);
     }
-    eprintln!("xtask: {shown} cargo {}", args.join(" "));
+    eprintln!("xtask: {} cargo {}", shown.join(" "), args.join(" "));
     let status = cmd
         .status()
         .with_context(|| format!("cannot run {}", cargo_program()))?;
@@ -115,7 +122,10 @@ fn has_rust_target() -> Result<bool> {
         bail!("`{rustc} --print sysroot` failed ({})", out.status);
     }
     let sysroot = String::from_utf8_lossy(&out.stdout);
-    let lib = Path::new(sysroot.trim()).join("lib/rustlib").join(TARGET).join("lib");
+    let lib = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(TARGET)
+        .join("lib");
     Ok(lib.is_dir())
 }
 

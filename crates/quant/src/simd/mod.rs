@@ -68,15 +68,20 @@ impl Isa {
             }
         }
         #[cfg(target_arch = "aarch64")]
-        {
-            if neon::has_dotprod() {
-                return Isa::NeonDotprod;
-            }
-            return Isa::Neon;
+        if neon::has_dotprod() {
+            return Isa::NeonDotprod;
         }
-        #[cfg(not(target_arch = "aarch64"))]
-        Isa::Scalar
+        Isa::BASELINE
     }
+}
+
+impl Isa {
+    /// The level every CPU of the target architecture has.
+    #[cfg(target_arch = "aarch64")]
+    const BASELINE: Isa = Isa::Neon;
+    /// The level every CPU of the target architecture has.
+    #[cfg(not(target_arch = "aarch64"))]
+    const BASELINE: Isa = Isa::Scalar;
 }
 
 impl Isa {

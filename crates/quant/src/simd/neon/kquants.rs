@@ -6,6 +6,8 @@
 //! once per group and scaled by that group's factor (`d`, the 32-value
 //! scale if any, and `d_a`); minimums enter through the activation sums.
 
+#![allow(clippy::wildcard_imports)]
+
 use std::arch::aarch64::*;
 
 use super::{
@@ -87,7 +89,10 @@ fn kquant_rows<B, const R: usize, const DP: bool, const TWO: bool, const SUB16: 
     factors: impl Fn(&B, &SuperAct<'_>) -> Factors,
     quants: impl Fn(&B, usize) -> [int8x16_t; 2],
 ) {
-    let n = rows.iter().map(|r| r.len()).fold(act.d.len() / 8, usize::min);
+    let n = rows
+        .iter()
+        .map(|r| r.len())
+        .fold(act.d.len() / 8, usize::min);
     let rows: [&[B]; R] = rows.map(|r| &r[..n]);
     let mut acc = [vdupq_n_f32(0.0); R];
     let mut extra = [0.0f32; R];
@@ -140,7 +145,7 @@ fn select_bit(v: uint8x16_t, bit: usize, value: u8) -> uint8x16_t {
 fn k4_nibbles(qs: &[u8; 128], g: usize) -> [uint8x16_t; 2] {
     let (chunks, _) = qs.as_chunks::<32>();
     load_u8x32(&chunks[g / 2]).map(|v| {
-        if g % 2 == 0 {
+        if g.is_multiple_of(2) {
             vandq_u8(v, vdupq_n_u8(0x0F))
         } else {
             vshrq_n_u8::<4>(v)

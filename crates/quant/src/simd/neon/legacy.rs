@@ -4,6 +4,8 @@
 //! signed dot product serves all; Q4_1/Q5_1's minimums enter through the
 //! activation block sums.
 
+#![allow(clippy::wildcard_imports)]
+
 use std::arch::aarch64::*;
 
 use super::{
@@ -101,9 +103,7 @@ fn q4_0_rows<const R: usize, const DP: bool, const TWO: bool>(
     act: ActRow<'_>,
     out: &mut [f32],
 ) {
-    legacy_rows::<_, R, DP, TWO>(rows, act, out, |b| {
-        (q4_0_quants(b), f16_to_f32(b.d), 0.0)
-    });
+    legacy_rows::<_, R, DP, TWO>(rows, act, out, |b| (q4_0_quants(b), f16_to_f32(b.d), 0.0));
 }
 
 #[target_feature(enable = "neon")]
@@ -125,9 +125,7 @@ fn q5_0_rows<const R: usize, const DP: bool, const TWO: bool>(
     act: ActRow<'_>,
     out: &mut [f32],
 ) {
-    legacy_rows::<_, R, DP, TWO>(rows, act, out, |b| {
-        (q5_0_quants(b), f16_to_f32(b.d), 0.0)
-    });
+    legacy_rows::<_, R, DP, TWO>(rows, act, out, |b| (q5_0_quants(b), f16_to_f32(b.d), 0.0));
 }
 
 #[target_feature(enable = "neon")]
@@ -161,9 +159,7 @@ fn iq4_nl_rows<const R: usize, const DP: bool, const TWO: bool>(
     act: ActRow<'_>,
     out: &mut [f32],
 ) {
-    legacy_rows::<_, R, DP, TWO>(rows, act, out, |b| {
-        (iq4_nl_quants(b), f16_to_f32(b.d), 0.0)
-    });
+    legacy_rows::<_, R, DP, TWO>(rows, act, out, |b| (iq4_nl_quants(b), f16_to_f32(b.d), 0.0));
 }
 
 row_entry_points!(BlockQ4_0, q4_0_rows, crate::dot::reference::q4_0 =>

@@ -13,6 +13,8 @@
 //! only with two activation rows per instruction, and these kernels take one
 //! activation row (several weight rows share it instead).
 
+#![allow(clippy::wildcard_imports)]
+
 use std::arch::aarch64::*;
 use std::arch::asm;
 
@@ -252,6 +254,8 @@ fn f16x8_to_f32(bits: uint16x8_t) -> [float32x4_t; 2] {
 ///
 /// # Safety
 /// The CPU must have the `dotprod` extension.
+// Always inlined: as a call, each 16-byte product would cost a call.
+#[allow(clippy::inline_always)]
 #[inline(always)]
 unsafe fn sdot(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> int32x4_t {
     let mut acc = acc;
@@ -307,7 +311,11 @@ fn block_dot<const DP: bool, const TWO: bool>(
 /// As [`block_dot`] for 16 weights.
 #[target_feature(enable = "neon")]
 #[inline]
-fn half_dot<const DP: bool, const TWO: bool>(w: int8x16_t, a: int8x16_t, a2: int8x16_t) -> int32x4_t {
+fn half_dot<const DP: bool, const TWO: bool>(
+    w: int8x16_t,
+    a: int8x16_t,
+    a2: int8x16_t,
+) -> int32x4_t {
     let p = dot_i8::<DP>(vdupq_n_s32(0), w, a);
     if TWO {
         dot_i8::<DP>(vshlq_n_s32::<8>(p), w, a2)
@@ -355,11 +363,7 @@ fn iq4_levels(idx: uint8x16_t) -> int8x16_t {
 /// `k` (0..4) of four, in order.
 #[target_feature(enable = "neon")]
 #[inline]
-fn bytes_to_f32(
-    q: int8x16_t,
-    out: &mut [f32; 16],
-    f: impl Fn(float32x4_t) -> float32x4_t,
-) {
+fn bytes_to_f32(q: int8x16_t, out: &mut [f32; 16], f: impl Fn(float32x4_t) -> float32x4_t) {
     let halves = [vmovl_s8(vget_low_s8(q)), vmovl_high_s8(q)];
     let (outs, _) = out.as_chunks_mut::<4>();
     for (h, half) in halves.into_iter().enumerate() {
@@ -533,27 +537,13 @@ pub(super) fn dot_f32_bytes(row: &[u8], x: &[f32]) -> f32 {
 /// f16 weights against f32 values.
 pub(super) fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
     // SAFETY: NEON is part of every aarch64 CPU.
-    unsafe {
-        dot_f32_chunks(
-            row,
-            x,
-            |w| f16_bytes(w),
-            crate::dot::reference::f16_f32,
-        )
-    }
+    unsafe { dot_f32_chunks(row, x, |w| f16_bytes(w), crate::dot::reference::f16_f32) }
 }
 
 /// bf16 weights against f32 values.
 pub(super) fn dot_bf16(row: &[u8], x: &[f32]) -> f32 {
     // SAFETY: NEON is part of every aarch64 CPU.
-    unsafe {
-        dot_f32_chunks(
-            row,
-            x,
-            |w| bf16_bytes(w),
-            crate::dot::reference::bf16_f32,
-        )
-    }
+    unsafe { dot_f32_chunks(row, x, |w| bf16_bytes(w), crate::dot::reference::bf16_f32) }
 }
 
 /// Decodes 16 values at a time with `decode`, the rest with `tail`.
@@ -703,7 +693,11 @@ mod tests {
             cases.push((w, a));
         }
         for (w, a) in &cases {
-            let exact: i32 = w.iter().zip(a).map(|(&w, &a)| i32::from(w) * i32::from(a)).sum();
+            let exact: i32 = w
+                .iter()
+                .zip(a)
+                .map(|(&w, &a)| i32::from(w) * i32::from(a))
+                .sum();
             // SAFETY: NEON is part of every aarch64 CPU.
             assert_eq!(unsafe { lane_sum::<false>(w, a) }, exact, "{w:?} · {a:?}");
             if has_dotprod() {
@@ -737,7 +731,11 @@ mod tests {
 
     #[test]
     fn kernel_set_names_the_dotprod_level_where_found() {
-        let expected = if has_dotprod() { "neon-dotprod" } else { "neon" };
+        let expected = if has_dotprod() {
+            "neon-dotprod"
+        } else {
+            "neon"
+        };
         assert_eq!(crate::kernel_set(), expected);
     }
 }
