@@ -9,9 +9,11 @@
 //! whatever the compiler's inlining budget; the kernels built with `DP` are
 //! instantiated only inside functions that enable `dotprod`.
 //!
-//! The i8mm extension (`smmla`, a 2×8 by 8×2 product) is not used: it pays
-//! only with two activation rows per instruction, and these kernels take one
-//! activation row (several weight rows share it instead).
+//! The i8mm extension (`smmla`: a 2×8 by 8×2 product, 32 multiplies into
+//! four sums) is not used: against one activation row two of its four sums
+//! are of no use, which leaves the 16 useful multiplies of one `sdot`. It
+//! would pay with two activation rows per call, and the row kernels here
+//! (`crate::simd::DotQ8RowsFn`) take one, shared by several weight rows.
 
 #![allow(clippy::wildcard_imports)]
 
