@@ -17,10 +17,11 @@ tasks:
   test [ARGS..]    build the tests, fetch the models and OpenAI's Python client, run `cargo test --release --workspace [ARGS..]`
   publish-check    `cargo package` every publishable crate, in dependency order
   check-layers     assert that crates depend only down the layer diagram of README.md
-  test-arm         the quantization crate's tests built for aarch64 and run under qemu,
-                   on a CPU with and one without the dot-product extension
   test-gpu [--package DIR]
                    run the CUDA tests here (needs a GPU), or package them with run.sh into DIR
+  test-arm [ARGS..]
+                   cross-compile ferrolm-quant's tests for aarch64 and run them under qemu
+                   (-cpu max and -cpu cortex-a53: the NEON kernels with and without dotprod)
   fuzz [SECONDS [TARGET..]]
                    run each `cargo fuzz` target of fuzz/ (or those named) for SECONDS
                    (default 60), one after another; fail if any crashes";
@@ -50,8 +51,8 @@ fn run(args: &[String]) -> Result<()> {
         "test" => test(rest),
         "publish-check" => publish_check(),
         "check-layers" => check_layers(),
-        "test-arm" => test_arm::run(rest),
         "test-gpu" => test_gpu::run(rest),
+        "test-arm" => test_arm::run(rest),
         "fuzz" => fuzz::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
@@ -87,7 +88,7 @@ fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn fetch_models() -> Result<()> {
+fn fetch_models() -> Result<()> {
     for name in TEST_MODELS {
         cargo(&[
             "run",

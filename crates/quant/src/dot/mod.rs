@@ -3,7 +3,8 @@
 //! f32 values (weights decoded on the fly, the exact path).
 //!
 //! The functions here pick the fastest kernel this CPU runs (AVX2 when
-//! detected); [`reference`](mod@reference) holds the scalar versions they are tested against.
+//! detected on x86-64, NEON on aarch64); [`reference`](mod@reference) holds the scalar
+//! versions they are tested against.
 //!
 //! ```
 //! use ferrolm_quant::dot::{dot_f32, dot_quantized, QuantizedActivations};

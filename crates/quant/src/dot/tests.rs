@@ -145,15 +145,18 @@ fn simd_activation_quantizer_is_bit_identical_to_scalar() {
         let n = 32 * rng.random_range(1..40);
         let x = random_activations(n, &mut rng);
         for planes in [Planes::One, Planes::Two] {
-            let (mut a, mut b) = (ActBufs::new(n, planes), ActBufs::new(n, planes));
+            let mut a = ActBufs::new(n, planes);
             quantize_reference(&x, a.out());
-            simd::quantize_activations_with(Isa::detect(), &x, b.out());
-            assert_eq!(a.qs, b.qs);
-            assert_eq!(a.qs2, b.qs2);
-            assert_eq!(a.d, b.d);
-            assert_eq!(a.dsum, b.dsum);
-            assert_eq!(a.sums16, b.sums16);
-            assert_eq!(a.sums16b, b.sums16b);
+            for isa in Isa::available() {
+                let mut b = ActBufs::new(n, planes);
+                simd::quantize_activations_with(isa, &x, b.out());
+                assert_eq!(a.qs, b.qs, "{isa:?}");
+                assert_eq!(a.qs2, b.qs2, "{isa:?}");
+                assert_eq!(a.d, b.d, "{isa:?}");
+                assert_eq!(a.dsum, b.dsum, "{isa:?}");
+                assert_eq!(a.sums16, b.sums16, "{isa:?}");
+                assert_eq!(a.sums16b, b.sums16b, "{isa:?}");
+            }
         }
     }
 }
@@ -186,12 +189,11 @@ fn activation_quantizer_error_is_within_half_a_step() {
 #[test]
 fn simd_dequantization_is_bit_identical_to_scalar() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let isa = Isa::detect();
     let types = Q8_TYPES
         .iter()
         .copied()
         .chain([GgmlType::F16, GgmlType::Bf16]);
-    for ty in types {
+    for (ty, isa) in types.flat_map(|ty| Isa::available().into_iter().map(move |isa| (ty, isa))) {
         let dequant = Dequantizer::new(ty, isa).expect("decodable type");
         for _ in 0..cases() / 4 {
             let blocks = rng.random_range(1..6) * if ty.block_size() == 1 { 37 } else { 1 };
@@ -203,7 +205,7 @@ fn simd_dequantization_is_bit_identical_to_scalar() {
             for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
                 assert!(
                     a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-                    "{ty} element {i}: {a} vs {b}"
+                    "{ty} {isa:?} element {i}: {a} vs {b}"
                 );
             }
         }
@@ -251,8 +253,10 @@ fn reference_dots_match_decoded_arithmetic() {
 #[test]
 fn simd_dots_match_scalar_references() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let isa = Isa::detect();
-    for ty in Q8_TYPES {
+    for (ty, isa) in Q8_TYPES
+        .into_iter()
+        .flat_map(|ty| Isa::available().into_iter().map(move |isa| (ty, isa)))
+    {
         let fast = simd::dot_q8_kernel(ty, isa).expect("kernel");
         let slow = simd::dot_q8_kernel(ty, Isa::Scalar).expect("kernel");
         for _ in 0..cases() / 2 {
@@ -276,7 +280,7 @@ fn simd_dots_match_scalar_references() {
             let (a, b) = (fast(&row, act), slow(&row, act));
             assert!(
                 (a - b).abs() <= 1e-5 * scale + 1e-7,
-                "{ty}: simd {a} vs scalar {b} (scale {scale})"
+                "{ty} {isa:?}: simd {a} vs scalar {b} (scale {scale})"
             );
         }
     }
@@ -333,7 +337,7 @@ fn f32_dots_match_decoded_arithmetic() {
         .copied()
         .chain([GgmlType::F32, GgmlType::F16, GgmlType::Bf16]);
     for ty in types {
-        for isa in [Isa::Scalar, Isa::detect()] {
+        for isa in Isa::available() {
             let dot = F32Dot::new(ty, isa).expect("f32 kernel");
             for _ in 0..cases() / 4 {
                 let blocks = if ty.block_size() == 1 {

@@ -1,6 +1,6 @@
 //! Kernels chosen at run time for the CPU found: AVX2 + FMA + F16C on
-//! x86-64 when present (AVX-512 where it pays), NEON on aarch64 (with `sdot`
-//! where the CPU has it), else the portable scalar code of
+//! x86-64 when present (AVX-512 where it pays), NEON on aarch64 (with the
+//! `dotprod` extension when present), else the portable scalar code of
 //! [`crate::dot::reference`].
 //!
 //! All `unsafe` of the crate's arithmetic lives below this module: loads
@@ -37,18 +37,20 @@ pub(crate) enum Isa {
     /// Plain Rust, any CPU.
     Scalar,
     /// x86-64 with AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
     Avx2,
     /// [`Isa::Avx2`] plus AVX-512F, used where the wider registers pay (f32
     /// tiles, and the integer dots of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and
     /// Q6_K where AVX-512 VNNI is present too).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg(target_arch = "x86_64")]
     Avx512,
-    /// aarch64 NEON (part of the base instruction set): widening multiplies.
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    /// aarch64 NEON (part of every aarch64 CPU), integer dots through
+    /// widening multiplies.
+    #[cfg(target_arch = "aarch64")]
     Neon,
-    /// [`Isa::Neon`] with the dot-product extension (`sdot`).
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
-    NeonDot,
+    /// [`Isa::Neon`] with the `dotprod` extension: integer dots through `sdot`.
+    #[cfg(target_arch = "aarch64")]
+    NeonDotprod,
 }
 
 impl Isa {
@@ -67,38 +69,54 @@ impl Isa {
             }
         }
         #[cfg(target_arch = "aarch64")]
-        {
-            return if neon::has_dotprod() {
-                Isa::NeonDot
-            } else {
-                Isa::Neon
-            };
+        if neon::has_dotprod() {
+            return Isa::NeonDotprod;
         }
-        #[allow(unreachable_code)]
-        Isa::Scalar
+        Isa::BASELINE
     }
 }
 
 impl Isa {
+    /// The level every CPU of the target architecture has.
+    #[cfg(target_arch = "aarch64")]
+    const BASELINE: Isa = Isa::Neon;
+    /// The level every CPU of the target architecture has.
+    #[cfg(not(target_arch = "aarch64"))]
+    const BASELINE: Isa = Isa::Scalar;
+}
+
+impl Isa {
     /// Whether the AVX2 kernels may run.
+    #[cfg(target_arch = "x86_64")]
     pub(crate) fn has_avx2(self) -> bool {
-        matches!(self, Isa::Avx2 | Isa::Avx512)
+        self != Isa::Scalar
     }
 
-    /// Every level this CPU runs, for tests that compare them.
+    /// Every level this CPU runs, for tests that compare them: on aarch64
+    /// plain NEON always, so that the kernels without `dotprod` are tested
+    /// where it is present too.
     #[cfg(test)]
     pub(crate) fn available() -> Vec<Isa> {
         let best = Isa::detect();
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon, Isa::NeonDot]
-            .into_iter()
-            .filter(|&isa| match isa {
-                Isa::Scalar => true,
-                Isa::Avx2 => best.has_avx2(),
-                Isa::Avx512 => best == Isa::Avx512,
-                Isa::Neon => matches!(best, Isa::Neon | Isa::NeonDot),
-                Isa::NeonDot => best == Isa::NeonDot,
-            })
-            .collect()
+        let mut levels = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if best.has_avx2() {
+                levels.push(Isa::Avx2);
+            }
+            if best == Isa::Avx512 {
+                levels.push(Isa::Avx512);
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            levels.push(Isa::Neon);
+            if best == Isa::NeonDotprod {
+                levels.push(Isa::NeonDotprod);
+            }
+        }
+        let _ = best;
+        levels
     }
 }
 
@@ -134,8 +152,10 @@ pub(crate) fn isa() -> Isa {
         let detected = Isa::detect();
         match requested_kernels() {
             Ok(Some("scalar")) => Isa::Scalar,
+            #[cfg(target_arch = "x86_64")]
             Ok(Some("avx2")) if detected.has_avx2() => Isa::Avx2,
-            Ok(Some("neon")) if detected == Isa::NeonDot => Isa::Neon,
+            #[cfg(target_arch = "aarch64")]
+            Ok(Some("neon")) => Isa::Neon,
             _ => detected,
         }
     })
@@ -143,16 +163,21 @@ pub(crate) fn isa() -> Isa {
 
 /// The name of the kernel set the dispatched entry points use on this CPU: `"avx512-vnni"`,
 /// `"avx512"` (f32 tiles only; the integer dots stay AVX2), `"avx2"`, `"neon-dotprod"`,
-/// `"neon"` or `"scalar"`.
+/// `"neon"` or `"scalar"`. The aarch64 `i8mm` extension has no kernels (see `neon`), so
+/// it is not named.
 pub fn kernel_set() -> &'static str {
     match isa() {
         Isa::Scalar => "scalar",
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => "avx2",
-        Isa::Neon => "neon",
-        Isa::NeonDot => "neon-dotprod",
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if has_vnni() => "avx512-vnni",
+        #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => "avx512",
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => "neon",
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDotprod => "neon-dotprod",
     }
 }
 
@@ -182,46 +207,6 @@ pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
             return f;
         }
     }
-    #[cfg(target_arch = "aarch64")]
-    if matches!(isa, Isa::Neon | Isa::NeonDot) {
-        let sdot = isa == Isa::NeonDot;
-        let f: Option<DotQ8Fn> = match ty {
-            GgmlType::Q4_0 => Some(if sdot {
-                neon::dot_q4_0_sdot
-            } else {
-                neon::dot_q4_0
-            }),
-            GgmlType::Q4_1 => Some(if sdot {
-                neon::dot_q4_1_sdot
-            } else {
-                neon::dot_q4_1
-            }),
-            GgmlType::Q5_0 => Some(if sdot {
-                neon::dot_q5_0_sdot
-            } else {
-                neon::dot_q5_0
-            }),
-            GgmlType::Q5_1 => Some(if sdot {
-                neon::dot_q5_1_sdot
-            } else {
-                neon::dot_q5_1
-            }),
-            GgmlType::Q8_0 => Some(if sdot {
-                neon::dot_q8_0_sdot
-            } else {
-                neon::dot_q8_0
-            }),
-            GgmlType::Iq4Nl => Some(if sdot {
-                neon::dot_iq4_nl_sdot
-            } else {
-                neon::dot_iq4_nl
-            }),
-            _ => None,
-        };
-        if f.is_some() {
-            return f;
-        }
-    }
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         let f: DotQ8Fn = match ty {
@@ -239,6 +224,10 @@ pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
             GgmlType::Iq4Xs => avx2::dot_iq4_xs,
             _ => return None,
         };
+        return Some(f);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(f) = neon_dot_q8_kernel(ty, isa) {
         return Some(f);
     }
     let _ = isa;
@@ -260,6 +249,52 @@ pub(crate) fn dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
     Some(f)
 }
 
+/// The NEON kernel of `ty`, with `sdot` at [`Isa::NeonDotprod`].
+#[cfg(target_arch = "aarch64")]
+fn neon_dot_q8_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8Fn> {
+    let dp = isa == Isa::NeonDotprod;
+    let pick = |plain: DotQ8Fn, dotprod: DotQ8Fn| Some(if dp { dotprod } else { plain });
+    match (isa, ty) {
+        (Isa::Scalar, _) => None,
+        (_, GgmlType::Q4_0) => pick(neon::dot_q4_0, neon::dot_q4_0_dp),
+        (_, GgmlType::Q4_1) => pick(neon::dot_q4_1, neon::dot_q4_1_dp),
+        (_, GgmlType::Q5_0) => pick(neon::dot_q5_0, neon::dot_q5_0_dp),
+        (_, GgmlType::Q5_1) => pick(neon::dot_q5_1, neon::dot_q5_1_dp),
+        (_, GgmlType::Q8_0) => pick(neon::dot_q8_0, neon::dot_q8_0_dp),
+        (_, GgmlType::Iq4Nl) => pick(neon::dot_iq4_nl, neon::dot_iq4_nl_dp),
+        (_, GgmlType::Q2K) => pick(neon::dot_q2_k, neon::dot_q2_k_dp),
+        (_, GgmlType::Q3K) => pick(neon::dot_q3_k, neon::dot_q3_k_dp),
+        (_, GgmlType::Q4K) => pick(neon::dot_q4_k, neon::dot_q4_k_dp),
+        (_, GgmlType::Q5K) => pick(neon::dot_q5_k, neon::dot_q5_k_dp),
+        (_, GgmlType::Q6K) => pick(neon::dot_q6_k, neon::dot_q6_k_dp),
+        (_, GgmlType::Iq4Xs) => pick(neon::dot_iq4_xs, neon::dot_iq4_xs_dp),
+        _ => None,
+    }
+}
+
+/// The NEON multi-row kernel of `ty`, with `sdot` at [`Isa::NeonDotprod`].
+#[cfg(target_arch = "aarch64")]
+fn neon_dot_q8_rows_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8RowsFn> {
+    let dp = isa == Isa::NeonDotprod;
+    let pick = |plain: DotQ8RowsFn, dotprod: DotQ8RowsFn| Some(if dp { dotprod } else { plain });
+    match (isa, ty) {
+        (Isa::Scalar, _) => None,
+        (_, GgmlType::Q4_0) => pick(neon::dot_q4_0_rows, neon::dot_q4_0_rows_dp),
+        (_, GgmlType::Q4_1) => pick(neon::dot_q4_1_rows, neon::dot_q4_1_rows_dp),
+        (_, GgmlType::Q5_0) => pick(neon::dot_q5_0_rows, neon::dot_q5_0_rows_dp),
+        (_, GgmlType::Q5_1) => pick(neon::dot_q5_1_rows, neon::dot_q5_1_rows_dp),
+        (_, GgmlType::Q8_0) => pick(neon::dot_q8_0_rows, neon::dot_q8_0_rows_dp),
+        (_, GgmlType::Iq4Nl) => pick(neon::dot_iq4_nl_rows, neon::dot_iq4_nl_rows_dp),
+        (_, GgmlType::Q2K) => pick(neon::dot_q2_k_rows, neon::dot_q2_k_rows_dp),
+        (_, GgmlType::Q3K) => pick(neon::dot_q3_k_rows, neon::dot_q3_k_rows_dp),
+        (_, GgmlType::Q4K) => pick(neon::dot_q4_k_rows, neon::dot_q4_k_rows_dp),
+        (_, GgmlType::Q5K) => pick(neon::dot_q5_k_rows, neon::dot_q5_k_rows_dp),
+        (_, GgmlType::Q6K) => pick(neon::dot_q6_k_rows, neon::dot_q6_k_rows_dp),
+        (_, GgmlType::Iq4Xs) => pick(neon::dot_iq4_xs_rows, neon::dot_iq4_xs_rows_dp),
+        _ => None,
+    }
+}
+
 /// A kernel that multiplies several weight rows of `ty` per call (sharing
 /// activation loads between them), where level `isa` has one; each row's
 /// result does not depend on how many rows a call takes.
@@ -276,6 +311,10 @@ pub(crate) fn dot_q8_rows_kernel(ty: GgmlType, isa: Isa) -> Option<DotQ8RowsFn> 
             GgmlType::Q6K => Some(avx512::dot_q6_k_rows),
             _ => None,
         };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa != Isa::Scalar {
+        return neon_dot_q8_rows_kernel(ty, isa);
     }
     let _ = (ty, isa);
     None
@@ -316,6 +355,16 @@ pub(crate) fn dot_f32_kernel(ty: GgmlType, isa: Isa) -> Option<DotF32Fn> {
             GgmlType::F32 => avx2::dot_f32_bytes,
             GgmlType::F16 => avx2::dot_f16,
             GgmlType::Bf16 => avx2::dot_bf16,
+            _ => return None,
+        };
+        return Some(f);
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa != Isa::Scalar {
+        let f: DotF32Fn = match ty {
+            GgmlType::F32 => neon::dot_f32_bytes,
+            GgmlType::F16 => neon::dot_f16,
+            GgmlType::Bf16 => neon::dot_bf16,
             _ => return None,
         };
         return Some(f);
@@ -387,6 +436,26 @@ fn simd_dequant(ty: GgmlType, isa: Isa) -> Option<DequantFn> {
             _ => None,
         };
     }
+    #[cfg(target_arch = "aarch64")]
+    if isa != Isa::Scalar {
+        return match ty {
+            GgmlType::F16 => Some(neon::dequant_f16),
+            GgmlType::Bf16 => Some(neon::dequant_bf16),
+            GgmlType::Q4_0 => Some(neon::dequant_q4_0),
+            GgmlType::Q4_1 => Some(neon::dequant_q4_1),
+            GgmlType::Q5_0 => Some(neon::dequant_q5_0),
+            GgmlType::Q5_1 => Some(neon::dequant_q5_1),
+            GgmlType::Q8_0 => Some(neon::dequant_q8_0),
+            GgmlType::Iq4Nl => Some(neon::dequant_iq4_nl),
+            GgmlType::Q2K => Some(neon::dequant_q2_k),
+            GgmlType::Q3K => Some(neon::dequant_q3_k),
+            GgmlType::Q4K => Some(neon::dequant_q4_k),
+            GgmlType::Q5K => Some(neon::dequant_q5_k),
+            GgmlType::Q6K => Some(neon::dequant_q6_k),
+            GgmlType::Iq4Xs => Some(neon::dequant_iq4_xs),
+            _ => None,
+        };
+    }
     let _ = (ty, isa);
     None
 }
@@ -401,6 +470,11 @@ pub(crate) fn quantize_activations_with(isa: Isa, x: &[f32], out: ActOut<'_>) {
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         avx2::quantize_activations(x, out);
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if isa != Isa::Scalar {
+        neon::quantize_activations(x, out);
         return;
     }
     let _ = isa;
@@ -451,7 +525,7 @@ impl F32Gemm {
                     kernel: avx2::gemm_f32,
                 };
             }
-            Isa::Scalar | Isa::Neon | Isa::NeonDot => {}
+            Isa::Scalar => {}
         }
         #[cfg(target_arch = "aarch64")]
         if isa != Isa::Scalar {
