@@ -293,7 +293,10 @@ fn chat_replies_are_json_objects_turn_after_turn() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin
-        .write_all(b"Describe a cat as JSON.\nNow describe a dog as JSON.\n")
+        .write_all(
+            b"Describe a cat as a JSON object with a name and an age.\n\
+              Now describe a dog as a JSON object with a name and an age.\n",
+        )
         .unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
