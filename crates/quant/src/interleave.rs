@@ -63,6 +63,9 @@ pub(crate) enum Format {
     /// Super-blocks of 256 with eight 32-value sub-blocks: its own group layout (see
     /// [`q4k`]).
     Q4K,
+    /// Super-blocks of 256 with sixteen 16-value sub-blocks: its own group layout (see
+    /// [`q6k`]).
+    Q6K,
 }
 
 impl Format {
@@ -75,6 +78,7 @@ impl Format {
             GgmlType::Q8_0 => Self::Q8_0,
             GgmlType::Iq4Nl => Self::Iq4Nl,
             GgmlType::Q4K => Self::Q4K,
+            GgmlType::Q6K => Self::Q6K,
             _ => return None,
         })
     }
@@ -88,13 +92,14 @@ impl Format {
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q4K => 144,
+            Self::Q6K => 210,
         }
     }
 
     /// Values per GGUF block.
     pub(crate) const fn block_elems(self) -> usize {
         match self {
-            Self::Q4K => 256,
+            Self::Q4K | Self::Q6K => 256,
             _ => 32,
         }
     }
@@ -103,6 +108,7 @@ impl Format {
     pub(crate) const fn group_bytes(self) -> usize {
         match self {
             Self::Q4K => q4k::GROUP_BYTES,
+            Self::Q6K => q6k::GROUP_BYTES,
             _ => GROUP_ROWS * self.block_bytes(),
         }
     }
@@ -152,6 +158,7 @@ impl Format {
             Self::Q5_0 => 6,
             Self::Q5_1 => 8,
             Self::Q4K => 16,
+            Self::Q6K => 0,
         }
     }
 }
@@ -174,6 +181,23 @@ pub(crate) mod q4k {
     pub(crate) const QS: usize = 160;
     /// Bytes of a group-block.
     pub(crate) const GROUP_BYTES: usize = QS + 1024;
+}
+
+/// The Q6_K group-block of eight rows' super-blocks: the eight `d` (f16), the signed
+/// 16-value sub-block scales (`SC + 8i + r` for sub-block `i`, row `r`), then 32-byte
+/// chunks whose byte `4r + e` is row `r`'s byte. Low-bit chunk `8(2n + p) + c` (at `QL`)
+/// holds `ql[64n + 32p + 4c + e]`, high-bit chunk `8n + c` (at `QH`) holds
+/// `qh[32n + 4c + e]`, for the 128-value half `n` and the part `p` of its `ql`. Exactly
+/// eight super-blocks long.
+pub(crate) mod q6k {
+    /// Byte offset of the sub-block scales.
+    pub(crate) const SC: usize = 16;
+    /// Byte offset of the low-bit chunks.
+    pub(crate) const QL: usize = 144;
+    /// Byte offset of the high-bit chunks.
+    pub(crate) const QH: usize = QL + 1024;
+    /// Bytes of a group-block.
+    pub(crate) const GROUP_BYTES: usize = QH + 512;
 }
 
 /// The element of a row whose fifth bit is bit `4r + e` of `qh` word `c`
@@ -285,6 +309,22 @@ impl Interleaved {
 
 /// Writes the group-block of eight GGUF blocks (one per row).
 fn pack_group_block(f: Format, blocks: [&[u8]; GROUP_ROWS], gb: &mut [u8]) {
+    if f == Format::Q6K {
+        // GGUF Q6_K: ql[128], qh[64], scales[16], d.
+        for (r, blk) in blocks.iter().enumerate() {
+            gb[2 * r..2 * r + 2].copy_from_slice(&blk[208..210]);
+            for i in 0..16 {
+                gb[q6k::SC + 8 * i + r] = blk[192 + i];
+            }
+            for k in 0..32 {
+                gb[q6k::QL + 32 * k + 4 * r..][..4].copy_from_slice(&blk[4 * k..][..4]);
+            }
+            for k in 0..16 {
+                gb[q6k::QH + 32 * k + 4 * r..][..4].copy_from_slice(&blk[128 + 4 * k..][..4]);
+            }
+        }
+        return;
+    }
     if f == Format::Q4K {
         for (r, blk) in blocks.iter().enumerate() {
             gb[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
@@ -336,6 +376,19 @@ fn pack_group_block(f: Format, blocks: [&[u8]; GROUP_ROWS], gb: &mut [u8]) {
 /// Rebuilds row `r`'s GGUF block from a group-block.
 #[cfg(test)]
 fn unpack_block(f: Format, gb: &[u8], r: usize, block: &mut [u8]) {
+    if f == Format::Q6K {
+        block[208..210].copy_from_slice(&gb[2 * r..2 * r + 2]);
+        for i in 0..16 {
+            block[192 + i] = gb[q6k::SC + 8 * i + r];
+        }
+        for k in 0..32 {
+            block[4 * k..][..4].copy_from_slice(&gb[q6k::QL + 32 * k + 4 * r..][..4]);
+        }
+        for k in 0..16 {
+            block[128 + 4 * k..][..4].copy_from_slice(&gb[q6k::QH + 32 * k + 4 * r..][..4]);
+        }
+        return;
+    }
     if f == Format::Q4K {
         block[..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
         block[2..4].copy_from_slice(&gb[q4k::DMIN + 2 * r..][..2]);
@@ -408,6 +461,9 @@ pub(crate) fn group_reference(f: Format, group: &[u8], act: ActRow<'_>, out: &mu
     if f == Format::Q4K {
         return q4k_reference(group, act, out);
     }
+    if f == Format::Q6K {
+        return q6k_reference(group, act, out);
+    }
     let mut acc = [0.0f32; GROUP_ROWS];
     for (b, gb) in group.chunks_exact(f.group_bytes()).enumerate() {
         let sum = act.sum16(2 * b) + act.sum16(2 * b + 1);
@@ -452,6 +508,46 @@ fn q4k_reference(group: &[u8], act: ActRow<'_>, out: &mut [f32]) {
     out[..GROUP_ROWS].copy_from_slice(&acc);
 }
 
+/// [`group_reference`] for Q6_K, in the kernel's order: per half `n` and low-bit part
+/// `p`, the activation blocks `4n + p` (low nibbles) and `4n + 2 + p` (high nibbles);
+/// for each, per 16-value half `h` the integer dot `t_h` of the 6-bit quants with the
+/// activations less `32 · Σa`, then `T = t_1 · sc_1 + t_0 · sc_0` (fused) and
+/// `acc += T · (d · d_a)` (fused).
+#[cfg(test)]
+fn q6k_reference(group: &[u8], act: ActRow<'_>, out: &mut [f32]) {
+    let mut acc = [0.0f32; GROUP_ROWS];
+    for (sb, gb) in group.chunks_exact(q6k::GROUP_BYTES).enumerate() {
+        for n in 0..2 {
+            for p in 0..2 {
+                for (j, shift) in [(p, 0), (p + 2, 4)] {
+                    let b = 8 * sb + 4 * n + j;
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let t: [f32; 2] = std::array::from_fn(|h| {
+                            let dot: i32 = (0..16)
+                                .map(|k| {
+                                    let c = 4 * h + k / 4;
+                                    let e = k % 4;
+                                    let low = gb[q6k::QL + 32 * (8 * (2 * n + p) + c) + 4 * r + e];
+                                    let high = gb[q6k::QH + 32 * (8 * n + c) + 4 * r + e];
+                                    let q =
+                                        ((low >> shift) & 0x0F) | (((high >> (2 * j)) & 3) << 4);
+                                    i32::from(q) * act.q(32 * b + 16 * h + k)
+                                })
+                                .sum();
+                            (dot - 32 * act.sum16(2 * b + h)) as f32
+                        });
+                        let i = 8 * n + 2 * j;
+                        let sc = |h: usize| f32::from(gb[q6k::SC + 8 * (i + h) + r] as i8);
+                        let total = t[1].mul_add(sc(1), t[0] * sc(0));
+                        *acc = total.mul_add(f16_at(gb, 2 * r) * act.d[b], *acc);
+                    }
+                }
+            }
+        }
+    }
+    out[..GROUP_ROWS].copy_from_slice(&acc);
+}
+
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
@@ -462,7 +558,8 @@ mod tests {
     use crate::dot::{Planes, QuantizedActivations};
     use crate::simd::Isa;
 
-    const FORMATS: [(GgmlType, Format); 7] = [
+    const FORMATS: [(GgmlType, Format); 8] = [
+        (GgmlType::Q6K, Format::Q6K),
         (GgmlType::Q4K, Format::Q4K),
         (GgmlType::Q4_0, Format::Q4_0),
         (GgmlType::Q4_1, Format::Q4_1),

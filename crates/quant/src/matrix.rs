@@ -979,6 +979,7 @@ mod tests {
             (GgmlType::Q4_1, 320),
             (GgmlType::Q4_0, 320),
             (GgmlType::Q4K, 512),
+            (GgmlType::Q6K, 512),
         ] {
             let rows = 8 * 37 + 5;
             let data = random_matrix(ty, rows, cols, &mut rng);

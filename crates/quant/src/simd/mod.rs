@@ -340,6 +340,7 @@ pub(crate) fn interleaved_kernel(format: Format, isa: Isa) -> Option<Interleaved
             Format::Q8_0 => avx2::groups_q8_0,
             Format::Iq4Nl => avx2::groups_iq4_nl,
             Format::Q4K => avx2::groups_q4_k,
+            Format::Q6K => avx2::groups_q6_k,
         });
     }
     let _ = (format, isa);

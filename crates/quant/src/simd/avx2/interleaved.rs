@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 use super::bits_to_bytes;
 use crate::blocks::IQ4_LEVELS;
 use crate::dot::activations::ActRow;
-use crate::interleave::{Format, GROUP_ROWS, M_AT, q4k};
+use crate::interleave::{Format, GROUP_ROWS, M_AT, q4k, q6k};
 
 /// The formats as const parameters.
 mod code {
@@ -278,6 +278,124 @@ pub(in crate::simd) fn groups_q4_k(
     } else {
         // SAFETY: as above.
         unsafe { groups_q4k_impl::<true>(data, group_len, act, out) }
+    }
+}
+
+/// Eight signed bytes at `at` of `b`, as floats.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn i8x8_to_f32(b: &[u8], at: usize) -> __m256 {
+    let w: [u8; 8] = b[at..at + 8].try_into().expect("8 bytes");
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(i64::from_le_bytes(
+        w,
+    ))))
+}
+
+/// The integer dots, per 16-value half, of the eight rows' 6-bit quants of activation
+/// blocks `lo` (low nibbles of part `p`) and `lo + 2` (high nibbles) of half `n` of a
+/// Q6_K group-block with plane `q`: `[[lo half 0, lo half 1], [hi half 0, hi half 1]]`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn q6k_dots(gb: &[u8], q: &[i8], n: usize, p: usize, lo: usize) -> [[__m256i; 2]; 2] {
+    let low = _mm256_set1_epi8(0x0F);
+    let two = _mm256_set1_epi8(0x03);
+    let ones = _mm256_set1_epi16(1);
+    let mut dots = [[_mm256_setzero_si256(); 2]; 2];
+    for c in 0..8 {
+        let ql = load32(gb, q6k::QL + 32 * (8 * (2 * n + p) + c));
+        let qh = load32(gb, q6k::QH + 32 * (8 * n + c));
+        let high = |shift: i32| {
+            let bits = match shift {
+                0 => qh,
+                2 => _mm256_srli_epi16::<2>(qh),
+                4 => _mm256_srli_epi16::<4>(qh),
+                _ => _mm256_srli_epi16::<6>(qh),
+            };
+            _mm256_slli_epi16::<4>(_mm256_and_si256(bits, two))
+        };
+        let q_lo = _mm256_or_si256(_mm256_and_si256(ql, low), high(2 * p as i32));
+        let q_hi = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql), low),
+            high(2 * p as i32 + 4),
+        );
+        for (k, quants) in [q_lo, q_hi].into_iter().enumerate() {
+            let pairs = _mm256_maddubs_epi16(quants, act4(q, lo + 2 * k, c));
+            dots[k][c / 4] = _mm256_add_epi32(dots[k][c / 4], _mm256_madd_epi16(pairs, ones));
+        }
+    }
+    dots
+}
+
+/// Interleaved Q6_K groups (see [`q6k`]) against one activation row, in the order and
+/// with the roundings of its scalar definition.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn groups_q6k_impl<const TWO: bool>(
+    data: &[u8],
+    group_len: usize,
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    for (group, ys) in data
+        .chunks_exact(group_len)
+        .zip(out.chunks_exact_mut(GROUP_ROWS))
+    {
+        let mut acc = _mm256_setzero_ps();
+        for (sb, gb) in group.chunks_exact(q6k::GROUP_BYTES).enumerate() {
+            let ahead = gb.as_ptr().wrapping_add(PREFETCH_BYTES);
+            for line in (0..q6k::GROUP_BYTES).step_by(64) {
+                // A hint only: it never faults, whatever the address.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+            }
+            let d = f16x8(gb, 0);
+            for n in 0..2 {
+                for p in 0..2 {
+                    let lo = 8 * sb + 4 * n + p;
+                    let mut dots = q6k_dots(gb, act.qs, n, p, lo);
+                    if TWO {
+                        let dots2 = q6k_dots(gb, act.qs2, n, p, lo);
+                        for (d1, d2) in dots.iter_mut().flatten().zip(dots2.iter().flatten()) {
+                            *d1 = _mm256_add_epi32(_mm256_slli_epi32::<8>(*d1), *d2);
+                        }
+                    }
+                    for (k, halves) in dots.iter().enumerate() {
+                        let (b, j) = (lo + 2 * k, p + 2 * k);
+                        let t: [__m256; 2] = std::array::from_fn(|h| {
+                            let sum = act.sum16(2 * b + h);
+                            _mm256_cvtepi32_ps(_mm256_sub_epi32(
+                                halves[h],
+                                _mm256_set1_epi32(32 * sum),
+                            ))
+                        });
+                        let i = 8 * n + 2 * j;
+                        let sc0 = i8x8_to_f32(gb, q6k::SC + 8 * i);
+                        let sc1 = i8x8_to_f32(gb, q6k::SC + 8 * (i + 1));
+                        let total = _mm256_fmadd_ps(t[1], sc1, _mm256_mul_ps(t[0], sc0));
+                        acc =
+                            _mm256_fmadd_ps(total, _mm256_mul_ps(d, _mm256_set1_ps(act.d[b])), acc);
+                    }
+                }
+            }
+        }
+        let ys: &mut [f32; GROUP_ROWS] = ys.try_into().expect("a group of rows");
+        // SAFETY: `ys` is 8 writable floats; the store has no alignment requirement.
+        unsafe { _mm256_storeu_ps(ys.as_mut_ptr(), acc) };
+    }
+}
+
+/// Interleaved Q6_K groups against one quantized activation row (AVX2).
+pub(in crate::simd) fn groups_q6_k(
+    data: &[u8],
+    group_len: usize,
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    if act.qs2.is_empty() {
+        // SAFETY: only reachable after AVX2, FMA and F16C were detected (see
+        // `crate::simd::interleaved_kernel`).
+        unsafe { groups_q6k_impl::<false>(data, group_len, act, out) }
+    } else {
+        // SAFETY: as above.
+        unsafe { groups_q6k_impl::<true>(data, group_len, act, out) }
     }
 }
 
