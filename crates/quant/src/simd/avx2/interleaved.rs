@@ -141,17 +141,18 @@ fn block_dot<const F: u8>(gb: &[u8], q: &[i8], b: usize) -> __m256i {
     _mm256_madd_epi16(sum, ones)
 }
 
-/// Groups of eight rows (`out.len() / 8` groups of `group_len` bytes in
-/// `data`) of format `F` against one activation row.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn groups_impl<const F: u8, const TWO: bool>(
+/// Runs `block` over the group-blocks (`gbytes` each) of every group of eight rows in
+/// `data` (`group_len` bytes each), prefetching ahead, and stores each group's eight
+/// row sums: `block(group_block, index, acc)` returns the updated sums.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn each_group(
     data: &[u8],
     group_len: usize,
-    act: ActRow<'_>,
+    gbytes: usize,
     out: &mut [f32],
+    mut block: impl FnMut(&[u8], usize, __m256) -> __m256,
 ) {
-    let f = format(F);
-    let gbytes = f.group_bytes();
     for (group, ys) in data
         .chunks_exact(group_len)
         .zip(out.chunks_exact_mut(GROUP_ROWS))
@@ -163,24 +164,40 @@ fn groups_impl<const F: u8, const TWO: bool>(
                 // A hint only: it never faults, whatever the address.
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
             }
-            let mut dot = block_dot::<F>(gb, act.qs, b);
-            if TWO {
-                dot = _mm256_add_epi32(_mm256_slli_epi32::<8>(dot), block_dot::<F>(gb, act.qs2, b));
-            }
-            if f.offset() != 0 {
-                let sum = act.sum16(2 * b) + act.sum16(2 * b + 1);
-                dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(f.offset() * sum));
-            }
-            let scale = _mm256_mul_ps(f16x8(gb, 0), _mm256_set1_ps(act.d[b]));
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
-            if f.has_min() {
-                acc = _mm256_fmadd_ps(f16x8(gb, M_AT), _mm256_set1_ps(act.dsum[b]), acc);
-            }
+            acc = block(gb, b, acc);
         }
         let ys: &mut [f32; GROUP_ROWS] = ys.try_into().expect("a group of rows");
         // SAFETY: `ys` is 8 writable floats; the store has no alignment requirement.
         unsafe { _mm256_storeu_ps(ys.as_mut_ptr(), acc) };
     }
+}
+
+/// Groups of eight rows (`out.len() / 8` groups of `group_len` bytes in
+/// `data`) of format `F` against one activation row.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn groups_impl<const F: u8, const TWO: bool>(
+    data: &[u8],
+    group_len: usize,
+    act: ActRow<'_>,
+    out: &mut [f32],
+) {
+    let f = format(F);
+    each_group(data, group_len, f.group_bytes(), out, |gb, b, mut acc| {
+        let mut dot = block_dot::<F>(gb, act.qs, b);
+        if TWO {
+            dot = _mm256_add_epi32(_mm256_slli_epi32::<8>(dot), block_dot::<F>(gb, act.qs2, b));
+        }
+        if f.offset() != 0 {
+            let sum = act.sum16(2 * b) + act.sum16(2 * b + 1);
+            dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(f.offset() * sum));
+        }
+        let scale = _mm256_mul_ps(f16x8(gb, 0), _mm256_set1_ps(act.d[b]));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
+        if f.has_min() {
+            acc = _mm256_fmadd_ps(f16x8(gb, M_AT), _mm256_set1_ps(act.dsum[b]), acc);
+        }
+        acc
+    });
 }
 
 /// Eight unsigned bytes at `at` of `b`, as floats.
@@ -225,60 +242,29 @@ fn groups_q4k_impl<const TWO: bool>(
     act: ActRow<'_>,
     out: &mut [f32],
 ) {
-    for (group, ys) in data
-        .chunks_exact(group_len)
-        .zip(out.chunks_exact_mut(GROUP_ROWS))
-    {
-        let mut acc = _mm256_setzero_ps();
-        for (sb, gb) in group.chunks_exact(q4k::GROUP_BYTES).enumerate() {
-            let ahead = gb.as_ptr().wrapping_add(PREFETCH_BYTES);
-            for line in (0..q4k::GROUP_BYTES).step_by(64) {
-                // A hint only: it never faults, whatever the address.
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
+    each_group(data, group_len, q4k::GROUP_BYTES, out, |gb, sb, mut acc| {
+        let d = f16x8(gb, 0);
+        let dmin = f16x8(gb, q4k::DMIN);
+        for j in 0..4 {
+            let first = 8 * sb + 2 * j;
+            let (mut lo, mut hi) = q4k_part_dots(gb, act.qs, j, first);
+            if TWO {
+                let (lo2, hi2) = q4k_part_dots(gb, act.qs2, j, first);
+                lo = _mm256_add_epi32(_mm256_slli_epi32::<8>(lo), lo2);
+                hi = _mm256_add_epi32(_mm256_slli_epi32::<8>(hi), hi2);
             }
-            let d = f16x8(gb, 0);
-            let dmin = f16x8(gb, q4k::DMIN);
-            for j in 0..4 {
-                let first = 8 * sb + 2 * j;
-                let (mut lo, mut hi) = q4k_part_dots(gb, act.qs, j, first);
-                if TWO {
-                    let (lo2, hi2) = q4k_part_dots(gb, act.qs2, j, first);
-                    lo = _mm256_add_epi32(_mm256_slli_epi32::<8>(lo), lo2);
-                    hi = _mm256_add_epi32(_mm256_slli_epi32::<8>(hi), hi2);
-                }
-                for (half, dot) in [(0, lo), (1, hi)] {
-                    let s = 2 * j + half;
-                    let b = first + half;
-                    let sc = u8x8_to_f32(gb, q4k::SC + 8 * s);
-                    let m = u8x8_to_f32(gb, q4k::M + 8 * s);
-                    let t = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), sc);
-                    acc = _mm256_fmadd_ps(t, _mm256_mul_ps(d, _mm256_set1_ps(act.d[b])), acc);
-                    acc =
-                        _mm256_fnmadd_ps(_mm256_mul_ps(dmin, m), _mm256_set1_ps(act.dsum[b]), acc);
-                }
+            for (half, dot) in [(0, lo), (1, hi)] {
+                let s = 2 * j + half;
+                let b = first + half;
+                let sc = u8x8_to_f32(gb, q4k::SC + 8 * s);
+                let m = u8x8_to_f32(gb, q4k::M + 8 * s);
+                let t = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), sc);
+                acc = _mm256_fmadd_ps(t, _mm256_mul_ps(d, _mm256_set1_ps(act.d[b])), acc);
+                acc = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, m), _mm256_set1_ps(act.dsum[b]), acc);
             }
         }
-        let ys: &mut [f32; GROUP_ROWS] = ys.try_into().expect("a group of rows");
-        // SAFETY: `ys` is 8 writable floats; the store has no alignment requirement.
-        unsafe { _mm256_storeu_ps(ys.as_mut_ptr(), acc) };
-    }
-}
-
-/// Interleaved Q4_K groups against one quantized activation row (AVX2).
-pub(in crate::simd) fn groups_q4_k(
-    data: &[u8],
-    group_len: usize,
-    act: ActRow<'_>,
-    out: &mut [f32],
-) {
-    if act.qs2.is_empty() {
-        // SAFETY: only reachable after AVX2, FMA and F16C were detected (see
-        // `crate::simd::interleaved_kernel`).
-        unsafe { groups_q4k_impl::<false>(data, group_len, act, out) }
-    } else {
-        // SAFETY: as above.
-        unsafe { groups_q4k_impl::<true>(data, group_len, act, out) }
-    }
+        acc
+    });
 }
 
 /// Eight signed bytes at `at` of `b`, as floats.
@@ -335,91 +321,59 @@ fn groups_q6k_impl<const TWO: bool>(
     act: ActRow<'_>,
     out: &mut [f32],
 ) {
-    for (group, ys) in data
-        .chunks_exact(group_len)
-        .zip(out.chunks_exact_mut(GROUP_ROWS))
-    {
-        let mut acc = _mm256_setzero_ps();
-        for (sb, gb) in group.chunks_exact(q6k::GROUP_BYTES).enumerate() {
-            let ahead = gb.as_ptr().wrapping_add(PREFETCH_BYTES);
-            for line in (0..q6k::GROUP_BYTES).step_by(64) {
-                // A hint only: it never faults, whatever the address.
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast());
-            }
-            let d = f16x8(gb, 0);
-            for n in 0..2 {
-                for p in 0..2 {
-                    let lo = 8 * sb + 4 * n + p;
-                    let mut dots = q6k_dots(gb, act.qs, n, p, lo);
-                    if TWO {
-                        let dots2 = q6k_dots(gb, act.qs2, n, p, lo);
-                        for (d1, d2) in dots.iter_mut().flatten().zip(dots2.iter().flatten()) {
-                            *d1 = _mm256_add_epi32(_mm256_slli_epi32::<8>(*d1), *d2);
-                        }
+    each_group(data, group_len, q6k::GROUP_BYTES, out, |gb, sb, mut acc| {
+        let d = f16x8(gb, 0);
+        for n in 0..2 {
+            for p in 0..2 {
+                let lo = 8 * sb + 4 * n + p;
+                let mut dots = q6k_dots(gb, act.qs, n, p, lo);
+                if TWO {
+                    let dots2 = q6k_dots(gb, act.qs2, n, p, lo);
+                    for (d1, d2) in dots.iter_mut().flatten().zip(dots2.iter().flatten()) {
+                        *d1 = _mm256_add_epi32(_mm256_slli_epi32::<8>(*d1), *d2);
                     }
-                    for (k, halves) in dots.iter().enumerate() {
-                        let (b, j) = (lo + 2 * k, p + 2 * k);
-                        let t: [__m256; 2] = std::array::from_fn(|h| {
-                            let sum = act.sum16(2 * b + h);
-                            _mm256_cvtepi32_ps(_mm256_sub_epi32(
-                                halves[h],
-                                _mm256_set1_epi32(32 * sum),
-                            ))
-                        });
-                        let i = 8 * n + 2 * j;
-                        let sc0 = i8x8_to_f32(gb, q6k::SC + 8 * i);
-                        let sc1 = i8x8_to_f32(gb, q6k::SC + 8 * (i + 1));
-                        let total = _mm256_fmadd_ps(t[1], sc1, _mm256_mul_ps(t[0], sc0));
-                        acc =
-                            _mm256_fmadd_ps(total, _mm256_mul_ps(d, _mm256_set1_ps(act.d[b])), acc);
-                    }
+                }
+                for (k, halves) in dots.iter().enumerate() {
+                    let (b, j) = (lo + 2 * k, p + 2 * k);
+                    let t: [__m256; 2] = std::array::from_fn(|h| {
+                        let sum = act.sum16(2 * b + h);
+                        _mm256_cvtepi32_ps(_mm256_sub_epi32(halves[h], _mm256_set1_epi32(32 * sum)))
+                    });
+                    let i = 8 * n + 2 * j;
+                    let sc0 = i8x8_to_f32(gb, q6k::SC + 8 * i);
+                    let sc1 = i8x8_to_f32(gb, q6k::SC + 8 * (i + 1));
+                    let total = _mm256_fmadd_ps(t[1], sc1, _mm256_mul_ps(t[0], sc0));
+                    acc = _mm256_fmadd_ps(total, _mm256_mul_ps(d, _mm256_set1_ps(act.d[b])), acc);
                 }
             }
         }
-        let ys: &mut [f32; GROUP_ROWS] = ys.try_into().expect("a group of rows");
-        // SAFETY: `ys` is 8 writable floats; the store has no alignment requirement.
-        unsafe { _mm256_storeu_ps(ys.as_mut_ptr(), acc) };
-    }
-}
-
-/// Interleaved Q6_K groups against one quantized activation row (AVX2).
-pub(in crate::simd) fn groups_q6_k(
-    data: &[u8],
-    group_len: usize,
-    act: ActRow<'_>,
-    out: &mut [f32],
-) {
-    if act.qs2.is_empty() {
-        // SAFETY: only reachable after AVX2, FMA and F16C were detected (see
-        // `crate::simd::interleaved_kernel`).
-        unsafe { groups_q6k_impl::<false>(data, group_len, act, out) }
-    } else {
-        // SAFETY: as above.
-        unsafe { groups_q6k_impl::<true>(data, group_len, act, out) }
-    }
+        acc
+    });
 }
 
 macro_rules! group_kernels {
-    ($($name:ident, $code:ident;)*) => {$(
-        #[doc = concat!("Interleaved ", stringify!($code), " groups against one quantized activation row (AVX2).")]
+    ($($name:ident, $imp:ident $(::<$code:ident>)?, $what:literal;)*) => {$(
+        #[doc = concat!("Interleaved ", $what, " groups against one quantized activation row (AVX2).")]
         pub(in crate::simd) fn $name(data: &[u8], group_len: usize, act: ActRow<'_>, out: &mut [f32]) {
             if act.qs2.is_empty() {
                 // SAFETY: only reachable after AVX2, FMA and F16C were
                 // detected (see `crate::simd::interleaved_kernel`).
-                unsafe { groups_impl::<{ code::$code }, false>(data, group_len, act, out) }
+                unsafe { $imp::<$({ code::$code },)? false>(data, group_len, act, out) }
             } else {
                 // SAFETY: as above.
-                unsafe { groups_impl::<{ code::$code }, true>(data, group_len, act, out) }
+                unsafe { $imp::<$({ code::$code },)? true>(data, group_len, act, out) }
             }
         }
     )*};
 }
 
 group_kernels! {
-    groups_q4_0, Q4_0;
-    groups_q4_1, Q4_1;
-    groups_q5_0, Q5_0;
-    groups_q5_1, Q5_1;
-    groups_q8_0, Q8_0;
-    groups_iq4_nl, IQ4_NL;
+    groups_q4_0, groups_impl::<Q4_0>, "Q4_0";
+    groups_q4_1, groups_impl::<Q4_1>, "Q4_1";
+    groups_q5_0, groups_impl::<Q5_0>, "Q5_0";
+    groups_q5_1, groups_impl::<Q5_1>, "Q5_1";
+    groups_q8_0, groups_impl::<Q8_0>, "Q8_0";
+    groups_iq4_nl, groups_impl::<IQ4_NL>, "IQ4_NL";
+    groups_q4_k, groups_q4k_impl, "Q4_K";
+    groups_q6_k, groups_q6k_impl, "Q6_K";
 }
